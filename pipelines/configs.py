@@ -97,6 +97,11 @@ def _coerce(value: Any, hint: Any, field: str) -> Any:
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # PyYAML reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{field}: expected a number, got {value!r}")
     if hint is str:
         if isinstance(value, str):

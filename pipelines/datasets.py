@@ -108,7 +108,8 @@ def parse_interactions(raw: bytes, source: str) -> pa.Table:
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{source}: not UTF-8 text: {exc}") from exc
     lines = text.splitlines()
-    if lines and ":token" in lines[0]:
+    has_header = bool(lines) and ":token" in lines[0]
+    if has_header:
         header = [h.split(":")[0] for h in lines[0].split("\t")]
         lines = lines[1:]
     else:
@@ -118,7 +119,7 @@ def parse_interactions(raw: bytes, source: str) -> pa.Table:
     except ValueError as exc:
         raise DatasetError(f"{source}: header {header} lacks user_id/item_id/rating/timestamp") from exc
     users, items, ratings, stamps = [], [], [], []
-    for lineno, line in enumerate(lines, start=2 if header else 1):
+    for lineno, line in enumerate(lines, start=2 if has_header else 1):
         if not line:
             continue
         fields = line.split("\t")
