@@ -1,0 +1,119 @@
+"""Next-item losses and the seed's user-embedding norm penalty, kept apart so the trainer logs both.
+
+Logits are computed only at positions that have a target: the hidden rows are gathered first, then projected
+onto the catalogue, which skips the padded half of a left-padded batch (the output projection is the largest
+matmul of the model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from trainer.config import ModelConfig
+from trainer.model import InterestModel
+
+
+class LossTerms(NamedTuple):
+    task: Tensor  # next-item loss, mean over positions with a target
+    penalty: Tensor  # embedding_penalty of the same positions' hidden states (0 for penalty 'none')
+
+    @property
+    def total(self) -> Tensor:
+        return self.task + self.penalty
+
+
+def full_softmax_ce(model: InterestModel, hidden: Tensor, targets: Tensor, cfg: ModelConfig,
+                    item_frequencies: Tensor | None) -> Tensor:
+    """Softmax cross-entropy over the whole catalogue (items 1..N; padding is not a class)."""
+    logits = hidden @ model.item_embeddings()[1:].T  # (M, N)
+    return F.cross_entropy(logits, targets - 1)
+
+
+def sampled_softmax(model: InterestModel, hidden: Tensor, targets: Tensor, cfg: ModelConfig,
+                    item_frequencies: Tensor | None) -> Tensor:
+    """Softmax over the target and ``num_negatives`` negatives shared by the batch, with logQ correction.
+
+    Negatives are drawn from ``item_frequencies`` (N+1, index 0 ignored) or uniformly; subtracting log Q from
+    every logit makes the sampled loss an unbiased-in-the-limit estimate of the full softmax. Negatives that
+    happen to be a row's own target are masked out.
+    """
+    items = model.item_embeddings()
+    if item_frequencies is None:
+        proposal = torch.ones(model.num_items, device=hidden.device)
+    else:
+        proposal = item_frequencies[1:].to(device=hidden.device, dtype=torch.float32)
+    log_q = torch.log(proposal / proposal.sum())  # (N,)
+    negatives = torch.multinomial(proposal, cfg.num_negatives, replacement=True) + 1  # (K,) item indices
+    positive_logits = (hidden * items[targets]).sum(-1) - log_q[targets - 1]  # (M,)
+    negative_logits = hidden @ items[negatives].T - log_q[negatives - 1]  # (M, K)
+    negative_logits = negative_logits.masked_fill(negatives == targets[:, None], float("-inf"))
+    logits = torch.cat([positive_logits[:, None], negative_logits], dim=1)  # (M, 1+K), the target is column 0
+    return F.cross_entropy(logits, torch.zeros_like(targets))
+
+
+def sasrec_bce(model: InterestModel, hidden: Tensor, targets: Tensor, cfg: ModelConfig,
+               item_frequencies: Tensor | None) -> Tensor:
+    """SASRec's binary cross-entropy: the target against one uniformly drawn other item per position."""
+    items = model.item_embeddings()
+    offsets = torch.randint(1, model.num_items, targets.shape, device=targets.device)
+    negatives = (targets - 1 + offsets) % model.num_items + 1  # never the target itself
+    positive_logits = (hidden * items[targets]).sum(-1)
+    negative_logits = (hidden * items[negatives]).sum(-1)
+    return (F.binary_cross_entropy_with_logits(positive_logits, torch.ones_like(positive_logits))
+            + F.binary_cross_entropy_with_logits(negative_logits, torch.zeros_like(negative_logits)))
+
+
+LossFn = Callable[[InterestModel, Tensor, Tensor, ModelConfig, Tensor | None], Tensor]
+LOSSES: dict[str, LossFn] = {
+    "full_ce": full_softmax_ce,
+    "sampled_softmax": sampled_softmax,
+    "bce": sasrec_bce,
+}
+
+
+def _at_targets(hidden: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, T, D), (B, T) -> the (M, D) hidden rows and (M,) targets of the M positions that have a target."""
+    has_target = targets > 0
+    return hidden[has_target], targets[has_target]
+
+
+def task_loss(model: InterestModel, hidden: Tensor, targets: Tensor, cfg: ModelConfig,
+              item_frequencies: Tensor | None = None) -> Tensor:
+    """Next-item loss ``cfg.loss`` averaged over positions with a target (``targets`` (B, T), 0 = none).
+
+    ``item_frequencies`` (N+1,) is the sampling distribution of sampled_softmax (uniform when None).
+    """
+    rows, wanted = _at_targets(hidden, targets)
+    return LOSSES[cfg.loss](model, rows, wanted, cfg, item_frequencies)
+
+
+def _l2(norms: Tensor, cfg: ModelConfig) -> Tensor:
+    return cfg.penalty_lambda * norms.mean()
+
+
+def _hinge(norms: Tensor, cfg: ModelConfig) -> Tensor:
+    return cfg.penalty_lambda * torch.clamp(norms.mean() - cfg.penalty_tau, min=0.0) ** 2
+
+
+PENALTIES: dict[str, Callable[[Tensor, ModelConfig], Tensor]] = {"l2": _l2, "hinge": _hinge}
+
+
+def embedding_penalty(user_values: Tensor, cfg: ModelConfig) -> Tensor:
+    """The seed's norm penalty on user embeddings (..., D): l2 ``lambda * mean ||u||``,
+    hinge ``lambda * clamp(mean ||u|| - tau, min=0) ** 2``; a zero scalar for 'none'."""
+    if cfg.penalty == "none":
+        return user_values.new_zeros(())
+    return PENALTIES[cfg.penalty](torch.norm(user_values, p=2, dim=-1), cfg)
+
+
+def loss_terms(model: InterestModel, hidden: Tensor, targets: Tensor, cfg: ModelConfig,
+               item_frequencies: Tensor | None = None) -> LossTerms:
+    """Task loss and penalty from one gather of the positions with a target; optimize ``.total``."""
+    rows, wanted = _at_targets(hidden, targets)
+    return LossTerms(task=LOSSES[cfg.loss](model, rows, wanted, cfg, item_frequencies),
+                     penalty=embedding_penalty(rows, cfg))
