@@ -19,6 +19,7 @@ from pipelines.configs import ConfigError
 COMMAND_MODULES = (
     "pipelines.datasets_cli",
     "trainer.presets_cli",
+    "trainer.cli",
 )
 
 

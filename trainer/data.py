@@ -1,0 +1,256 @@
+"""Read the preprocessed data directory (docs/contracts.md) into flat tensors and cut them into batches.
+
+Everything is tensorized once: each feature column is one flat tensor holding every user's events back to back
+(row 0 is an all-zero padding row), and a user is an offset into it. A batch is a single vectorized gather of a
+``(B, T)`` index matrix, left-padded by pointing padded cells at row 0, so no Python loop runs per user or per step.
+
+Training examples: per user, inputs are events ``[0, train_end - 1)`` and targets the same positions shifted by
+one (events ``[1, train_end)``), both truncated to the last ``max_len``. Batches are bucketed: within windows of
+``bucket_batches`` batches examples are sorted by length so a batch carries little padding, and the batch order
+is shuffled. The global batch (``batch_size`` sequences) is the same for any world size; rank ``r`` takes rows
+``r::world_size`` and every rank pads to the global batch's longest row, so the computation does not depend on
+how many processes share it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from pipelines import storage
+from pipelines.configs import ConfigError
+
+# Model input key -> (contract column, dtype stored in memory).
+INPUT_COLUMNS = {
+    "items": ("item_index", torch.int32),
+    "timestamp": ("timestamp_normalized", torch.float32),
+    "log_hours_since_prev": ("log_hours_since_prev", torch.float32),
+    "hour_of_day": ("hour_of_day", torch.int8),
+    "day_of_week": ("day_of_week", torch.int8),
+}
+# Integer inputs are embedding indices: the model reads them as int64.
+LONG_INPUTS = ("items", "hour_of_day", "day_of_week")
+SPLITS = ("valid", "test")
+
+
+@dataclass(frozen=True)
+class Sequences:
+    """Every user's events as flat columns; user ``u``'s events are rows ``offsets[u] : offsets[u] + length[u]``."""
+
+    user_index: Tensor  # (U,) int64, ascending
+    offsets: Tensor  # (U,) int64, first row of each user (row 0 is the padding row)
+    length: Tensor  # (U,) int64 events per user
+    train_end: Tensor  # (U,) int64
+    valid_end: Tensor  # (U,) int64
+    columns: dict[str, Tensor]  # model input key -> (1 + total events,) flat column; row 0 is padding
+    num_items: int  # N; item indices are 1..N
+    vocab: dict  # vocab.json as read
+
+    @property
+    def num_users(self) -> int:
+        return int(self.user_index.numel())
+
+
+def sequence_files(data_dir: str) -> list[str]:
+    files = [f for f in storage.list_files(data_dir)
+             if Path(f).name.startswith("sequences-") and f.endswith(".parquet")]
+    if not files:
+        raise ConfigError(f"--data: no sequences-*.parquet files in {data_dir} (run `interest preprocess` first)")
+    return files
+
+
+def load_sequences(data_dir: str) -> Sequences:
+    """Read ``sequences-*.parquet`` and ``vocab.json`` of a preprocessed directory (local or gs://)."""
+    local = storage.local_dir(data_dir)
+    vocab_path = local / "vocab.json"
+    if not vocab_path.exists():
+        raise ConfigError(f"--data: {data_dir} has no vocab.json; is it a preprocessed data directory?")
+    vocab = storage.read_json(str(vocab_path))
+    num_items = len(vocab["items"])
+    wanted = ["user_index", "train_end", "valid_end"] + [c for c, _ in INPUT_COLUMNS.values()]
+    try:
+        table = pq.read_table(sequence_files(str(local)), columns=wanted)
+    except (pa.ArrowInvalid, KeyError) as exc:
+        raise ConfigError(f"--data: {data_dir}: sequences do not follow the contract: {exc}") from exc
+    table = table.sort_by("user_index")
+    item_lists = table.column("item_index").combine_chunks()
+    length = torch.tensor(pc.list_value_length(item_lists).to_numpy(zero_copy_only=False), dtype=torch.long)
+    columns = {}
+    for key, (name, dtype) in INPUT_COLUMNS.items():
+        lists = table.column(name).combine_chunks()
+        lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
+        if not (lengths == length.numpy()).all():
+            raise ConfigError(f"--data: {data_dir}: column {name} has list lengths that differ from item_index")
+        flat = torch.tensor(pc.list_flatten(lists).to_numpy(zero_copy_only=False), dtype=dtype)
+        columns[key] = torch.cat([torch.zeros(1, dtype=dtype), flat])
+    items = columns["items"]
+    if items.numel() > 1 and (int(items[1:].min()) < 1 or int(items.max()) > num_items):
+        raise ConfigError(f"--data: {data_dir}: item_index outside 1..{num_items} (the vocab.json size)")
+
+    def ints(name: str) -> Tensor:
+        return torch.tensor(table.column(name).to_numpy(), dtype=torch.long)
+
+    train_end, valid_end = ints("train_end"), ints("valid_end")
+    if bool(((train_end < 0) | (train_end > valid_end) | (valid_end > length)).any()):
+        raise ConfigError(f"--data: {data_dir}: needs 0 <= train_end <= valid_end <= len(item_index) for every user")
+    offsets = 1 + torch.cumsum(length, 0) - length
+    return Sequences(ints("user_index"), offsets, length, train_end, valid_end, columns, num_items, vocab)
+
+
+def gather(seqs: Sequences, start: Tensor, length: Tensor, width: int | None = None) -> tuple[dict[str, Tensor], Tensor]:
+    """Left-padded model inputs for rows ``start : start + length`` of the flat columns, and the row matrix.
+
+    Returns ``(batch, rows)``: ``batch[key]`` is ``(B, T)`` with ``T = width or max(length)``, and ``rows``
+    ``(B, T)`` the flat row of each cell (0 at padding), so ``rows + 1`` addresses the next event.
+    """
+    width = int(length.max()) if width is None else width
+    pad = width - length  # (B,)
+    pos = torch.arange(width)  # (T,)
+    real = pos[None, :] >= pad[:, None]  # (B, T)
+    rows = torch.where(real, start[:, None] + pos[None, :] - pad[:, None], 0)  # (B, T)
+    batch = {}
+    for key, column in seqs.columns.items():
+        values = column[rows]
+        batch[key] = values.long() if key in LONG_INPUTS else values
+    return batch, rows
+
+
+def span_rows(start: Tensor, length: Tensor) -> Tensor:
+    """The flat rows ``start[i] : start[i] + length[i]`` of every span, concatenated in order."""
+    first = torch.cumsum(length, 0) - length  # position of each span's first row in the output
+    return torch.repeat_interleave(start - first, length) + torch.arange(int(length.sum()))
+
+
+class TrainBatch(NamedTuple):
+    inputs: dict[str, Tensor]  # model inputs (B_rank, T), left-padded
+    targets: Tensor  # (B_rank, T) next item per position, 0 at padding
+    tokens: int  # real (non-padding) target positions on this rank
+    global_tokens: int  # real target positions in the whole global batch
+    global_rows: int  # sequences in the whole global batch
+
+
+class TrainingSet:
+    """One training example per user with at least two training events (one input, one target)."""
+
+    def __init__(self, seqs: Sequences, max_len: int):
+        keep = seqs.train_end >= 2
+        self.seqs = seqs
+        self.length = torch.clamp(seqs.train_end[keep] - 1, max=max_len)  # (E,)
+        # Inputs end at event train_end - 2 (its target is train_end - 1, the last training event).
+        self.start = seqs.offsets[keep] + seqs.train_end[keep] - 1 - self.length  # (E,)
+
+    def __len__(self) -> int:
+        return int(self.length.numel())
+
+    def item_frequencies(self) -> Tensor:
+        """(N+1,) how often each item occurs among the training events (the proposal of sampled softmax)."""
+        items = self.seqs.columns["items"][span_rows(self.seqs.offsets, self.seqs.train_end)].long()
+        return torch.bincount(items, minlength=self.seqs.num_items + 1)
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """Full global batches per epoch; the remainder (< batch_size, different users each epoch) is dropped."""
+        return len(self) // batch_size
+
+    def epoch_batches(self, batch_size: int, bucket_batches: int, seed: int, epoch: int) -> list[Tensor]:
+        """Example indices of every global batch of ``epoch``, a pure function of (seed, epoch)."""
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        steps = self.steps_per_epoch(batch_size)
+        order = torch.randperm(len(self), generator=generator)[: steps * batch_size]
+        window = bucket_batches * batch_size
+        batches = []
+        for begin in range(0, order.numel(), window):
+            chunk = order[begin: begin + window]
+            chunk = chunk[torch.argsort(self.length[chunk], stable=True)]
+            batches.extend(chunk.split(batch_size))
+        shuffle = torch.randperm(len(batches), generator=generator)
+        return [batches[i] for i in shuffle.tolist()]
+
+    def batch(self, examples: Tensor, rank: int = 0, world_size: int = 1) -> TrainBatch:
+        """This rank's share (rows ``rank::world_size``) of the global batch ``examples``."""
+        length = self.length[examples]
+        mine = examples[rank::world_size]
+        inputs, rows = gather(self.seqs, self.start[mine], self.length[mine], width=int(length.max()))
+        targets = torch.where(rows > 0, self.seqs.columns["items"][rows + 1].long(), 0)
+        return TrainBatch(inputs, targets, int(self.length[mine].sum()), int(length.sum()), int(examples.numel()))
+
+
+class _EpochShard(Dataset):
+    """Map-style view of one epoch's global batches, giving one rank's share; lets a DataLoader prefetch."""
+
+    def __init__(self, data: TrainingSet, batches: list[Tensor], rank: int, world_size: int):
+        self.data, self.batches, self.rank, self.world_size = data, batches, rank, world_size
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> TrainBatch:
+        return self.data.batch(self.batches[i], self.rank, self.world_size)
+
+
+def epoch_loader(data: TrainingSet, batch_size: int, bucket_batches: int, seed: int, epoch: int,
+                 first_batch: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 0,
+                 pin_memory: bool = False) -> DataLoader:
+    """This rank's batches of ``epoch`` from batch ``first_batch`` on (a resumed run skips the ones it did)."""
+    batches = data.epoch_batches(batch_size, bucket_batches, seed, epoch)
+    shard = _EpochShard(data, batches, rank, world_size)
+    # Its own generator: creating a loader must not draw from the global RNG, which a checkpoint restores.
+    return DataLoader(shard, batch_size=None, sampler=range(first_batch, len(batches)), num_workers=num_workers,
+                      pin_memory=pin_memory, generator=torch.Generator())
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """The users of a split that have a target and a non-empty history, in ascending user order."""
+
+    seqs: Sequences
+    user: Tensor  # (M,) int64 position in ``seqs`` (row of user_index)
+    end: Tensor  # (M,) int64 target position within the user's events; the history is events [0, end)
+    max_len: int
+    split: str
+
+    @classmethod
+    def build(cls, seqs: Sequences, split: str, max_len: int) -> EvalSet:
+        if split not in SPLITS:
+            raise ConfigError(f"--split: {split!r} is not allowed; choose one of {', '.join(SPLITS)}")
+        if split == "valid":
+            end, has_target = seqs.train_end, seqs.train_end < seqs.valid_end
+        else:
+            end, has_target = seqs.valid_end, seqs.valid_end < seqs.length
+        user = torch.nonzero(has_target & (end >= 1)).flatten()
+        return cls(seqs, user, end[user], max_len, split)
+
+    def __len__(self) -> int:
+        return int(self.user.numel())
+
+    @property
+    def user_index(self) -> Tensor:
+        return self.seqs.user_index[self.user]
+
+    @property
+    def targets(self) -> Tensor:
+        """(M,) the item each user interacts with next."""
+        return self.seqs.columns["items"][self.seqs.offsets[self.user] + self.end].long()
+
+    def history(self) -> tuple[Tensor, Tensor]:
+        """Every item seen before each target (the whole history, not only the last max_len) as CSR
+        ``(indptr, indices)``, the form ``trainer.evaluation.full_ranking_metrics`` masks with."""
+        indptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(self.end, 0)])
+        return indptr, self.seqs.columns["items"][span_rows(self.seqs.offsets[self.user], self.end)].long()
+
+    def input_batches(self, batch_size: int):
+        """Yield ``(positions, inputs)``: model inputs for the last ``max_len`` history events of up to
+        ``batch_size`` users at a time, sorted by length (little padding); ``positions`` index into this set."""
+        length = torch.clamp(self.end, max=self.max_len)
+        start = self.seqs.offsets[self.user] + self.end - length
+        order = torch.argsort(length, stable=True)
+        for chunk in order.split(batch_size):
+            inputs, _ = gather(self.seqs, start[chunk], length[chunk])
+            yield chunk, inputs

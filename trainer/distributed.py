@@ -1,0 +1,84 @@
+"""DDP plumbing: which process this is, agreement between ranks, and the ``torchrun`` command line.
+
+A run is distributed when a process group already exists (tests start one with ``torch.multiprocessing``) or
+when ``torchrun`` set ``RANK``/``WORLD_SIZE``: gloo on CPU, NCCL on GPU. One process without either is rank 0 of
+a world of 1, and every collective below is then a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int  # global rank of this process
+    world_size: int  # processes in the job
+    device: torch.device  # cuda:LOCAL_RANK on a GPU machine, else cpu
+    owns_group: bool  # this module started the process group, so it also ends it
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 logs, validates, checkpoints and exports."""
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    def all_sum(self, values: Tensor) -> Tensor:
+        """Elementwise sum of ``values`` over all ranks (a copy; the input is untouched)."""
+        if not self.active:
+            return values
+        total = values.to(self.device, copy=True)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total.cpu()
+
+    def agree(self, flag: bool) -> bool:
+        """True on every rank when it is True on any rank, so all ranks take the same branch."""
+        return bool(self.all_sum(torch.tensor([float(flag)]))[0] > 0)
+
+    def gather(self, tensor: Tensor) -> list[Tensor]:
+        """Every rank's ``tensor`` (same shape and dtype on all ranks), in rank order, on the CPU."""
+        if not self.active:
+            return [tensor]
+        local = tensor.to(self.device)
+        parts = [torch.empty_like(local) for _ in range(self.world_size)]
+        dist.all_gather(parts, local)
+        return [p.cpu() for p in parts]
+
+    def close(self) -> None:
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def setup() -> Distributed:
+    """Join the process group this process belongs to (if any) and pick its device."""
+    cuda = torch.cuda.is_available()
+    owns = False
+    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        owns = True
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    return Distributed(rank, world, device, owns)
+
+
+def torchrun_command(nproc: int, train_argv: Sequence[str], rendezvous: Sequence[str] = ()) -> list[str]:
+    """``python -m torch.distributed.run`` running ``nproc`` training processes of ``interest train ARGS``.
+
+    Without ``rendezvous`` flags the job is one machine (``--standalone``); with them (``--nnodes 2
+    --node-rank 0 --rdzv-backend c10d --rdzv-endpoint HOST:PORT --rdzv-id JOB``) it joins a multi-node job.
+    """
+    launcher = [sys.executable, "-m", "torch.distributed.run", *(rendezvous or ["--standalone"]),
+                "--nproc-per-node", str(nproc)]
+    return [*launcher, "-m", "trainer.train", *train_argv]
