@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "pipelines.datasets_cli",
     "trainer.presets_cli",
     "trainer.cli",
+    "pipelines.run_cli",
 )
 
 

@@ -1,0 +1,49 @@
+"""Component: pick the champion among every variant of the run and gate it (value, change and bootstrap checks)."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Metrics, Model, Output
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def select_and_gate(
+    models: Input[list[Model]],
+    evaluations: Input[list[Artifact]],
+    baseline_preset: str,
+    gate_config: dict,
+    registry: str,
+    model_name: str,
+    champion: Output[Model],
+    blessing: Output[Artifact],
+    metrics: Output[Metrics],
+) -> NamedTuple("Outputs", [("blessed", bool), ("champion_variant", str)]):
+    """The run's champion (best validation Recall@10) is gated against the registry's production champion and
+    the run's ``baseline_preset``; its model is copied to ``champion``, the gate's document (every check with
+    value, threshold and verdict) written to ``blessing``, and ``blessed`` decides whether it is pushed."""
+    import os
+    from collections import namedtuple
+
+    from components.artifacts import VARIANT_KEY, by_variant, log_metrics
+    from pipelines import gate, storage
+    from pipelines.configs import from_dict
+    from pipelines.registry import read_champion
+
+    evaluation_dirs = {name: a.path for name, a in by_variant(evaluations, "evaluation").items()}
+    variants = [
+        gate.load_variant(name, model.path, os.path.join(evaluation_dirs[name], "valid"),
+                          os.path.join(evaluation_dirs[name], "test"))
+        for name, model in by_variant(models, "model").items()
+    ]
+    chosen = gate.select_champion(variants)
+    baseline = next((v for v in variants if v["name"] == baseline_preset), None)
+    decision = gate.gate(chosen, baseline, read_champion(registry, model_name), from_dict(gate.GateConfig, gate_config))
+    storage.write_json(blessing.path, decision)
+    storage.copy_tree(chosen["model_dir"], champion.path)
+    for artifact in (champion, blessing):
+        artifact.metadata[VARIANT_KEY] = chosen["name"]
+    blessing.metadata["blessed"] = decision["blessed"]
+    log_metrics(metrics, {"blessed": float(decision["blessed"]), **decision["candidate_metrics"]})
+    return namedtuple("Outputs", ["blessed", "champion_variant"])(decision["blessed"], chosen["name"])

@@ -1,0 +1,49 @@
+"""Component: train one variant -> model artifact, its TensorBoard logs and its training metrics."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def train(
+    data: Input[Dataset],
+    variant: str,
+    model_overrides: list[str],
+    train_config: dict,
+    torch_threads: int,
+    gpus: int,
+    cluster: dict,
+    image: str,
+    model: Output[Model],
+    tensorboard: Output[Artifact],
+    metrics: Output[Metrics],
+):
+    """``variant``: a trainer.presets name; ``model_overrides``/``train_config``: ModelConfig key=value and
+    TrainConfig fields for every variant; ``gpus``: this pod's accelerators (torchrun runs one process each);
+    ``cluster``: pipelines.cluster.ClusterConfig fields (multi-node PyTorchJob / Vertex job); ``image``: the
+    image cluster jobs run."""
+    import json
+    import os
+
+    from components.artifacts import VARIANT_KEY, log_metrics, move_tensorboard, set_torch_threads
+    from pipelines import cluster as launch
+    from pipelines.configs import from_dict
+
+    set_torch_threads(torch_threads)
+    settings = from_dict(launch.ClusterConfig, cluster)
+    local = settings.launcher == "local"
+    job = launch.TrainJob(
+        name=launch.job_name("interest", variant), image=image,
+        data=data.path if local else data.uri, output=model.path if local else f"{model.uri}-job",
+        preset=variant, model_overrides=tuple(model_overrides), train_config=train_config,
+    )
+    launch.train_on(settings, job, model.path, local_gpus=gpus)
+    move_tensorboard(model.path, tensorboard.path, variant)
+    with open(os.path.join(model.path, "summary.json")) as f:
+        summary = json.load(f)
+    for artifact in (model, tensorboard):
+        artifact.metadata[VARIANT_KEY] = variant
+    tensorboard.metadata["format"] = "tensorboard"  # a directory of SummaryWriter event files, one run per variant
+    log_metrics(metrics, {k: v for k, v in summary.items() if k != "history"})

@@ -1,0 +1,132 @@
+"""The Kubeflow Pipelines v2 DAG: preprocess, train and evaluate every variant, gate, push, report.
+
+::
+
+    preprocess ──> ParallelFor(variant) [ train ──> evaluate ] ──> Collected ──> select_and_gate ─┬─> If(blessed): push
+                                                                                               └─> report
+
+``create_pipeline(image, parallelism)`` builds the ``@dsl.pipeline`` function; what to train and where to put it
+are the pipeline's runtime parameters, so one compiled YAML serves every run (``pipelines/profiles.py`` fills
+them). Known kfp.local limits shape it (shared/PLATFORM.md): the gate runs *after* the loop over everything
+collected and ``dsl.If`` reads that task's output, never a loop item; ints inside dicts come back as floats (the
+config dataclasses convert them back).
+"""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Markdown, Model
+
+from components.evaluate import evaluate
+from components.image import IMAGE
+from components.preprocess import preprocess
+from components.push import push
+from components.report import report
+from components.select_and_gate import select_and_gate
+from components.train import train
+from pipelines.profiles import PROFILES
+
+PIPELINE_NAME = "interest-pipeline"
+# CPU/memory requests of the steps whose size does not depend on the run (train takes them as parameters).
+SMALL = ("1", "2G")  # select_and_gate, push, report
+PREPROCESS = ("2", "8G")  # Beam DirectRunner on ML-1M peaks at about 0.5 GB; room for larger logs
+EVALUATE = ("2", "8G")  # full-catalogue ranking of every user
+
+
+class Outputs(NamedTuple):
+    report_html: HTML  # the comparison page
+    report_markdown: Markdown  # the same, rendered by the KFP UI
+    blessing: Artifact  # blessing.json: every gate check with value, threshold and verdict
+    champion: Model  # the selected variant's model (pushed when blessed)
+    tensorboard: list[Artifact]  # one TensorBoard log directory per variant
+    evaluations: list[Artifact]  # per variant: valid/ and test/ metrics.json + per_user.parquet
+
+
+def _resources(task: dsl.PipelineTask, name: str, cpu, memory) -> dsl.PipelineTask:
+    return task.set_display_name(name).set_cpu_request(cpu).set_memory_request(memory)
+
+
+def create_pipeline(image: str = IMAGE, parallelism: int = 0):
+    """The pipeline function, with every task on ``image``; ``parallelism`` caps how many variants train at
+    once (0: all of them)."""
+    defaults = PROFILES["full"]
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="Train, compare, gate and ship Transformer user-interest models.")
+    def interest_pipeline(
+        registry: str,
+        dataset: str = defaults.dataset,
+        variants: list[str] = defaults.variant_names(),
+        preprocess_config: dict = defaults.preprocess_config,
+        beam_args: list[str] = [],  # noqa: B006 - KFP defaults are literal values
+        model_overrides: list[str] = list(defaults.model_overrides),  # noqa: B006
+        train_config: dict = defaults.train_config,
+        gate_config: dict = defaults.gate_config,
+        baseline_preset: str = "baseline",
+        model_name: str = "interest",
+        torch_threads: int = 0,
+        train_cpu: str = "4",
+        train_memory: str = "16G",
+        accelerator_type: str = "",
+        accelerator_count: int = 0,
+        cluster: dict = {},  # noqa: B006 - KFP defaults are literal values
+    ) -> Outputs:
+        """``registry``: model registry root (a directory or gs://bucket/prefix); ``dataset``: ml-1m, ml-100k or an
+        events file path/URI; ``variants``: trainer.presets names; ``*_config``: fields of PreprocessConfig,
+        TrainConfig (over each preset's) and GateConfig; ``model_overrides``: ModelConfig key=value for every
+        variant; ``baseline_preset``: the variant changes are measured against; ``torch_threads``: threads per
+        train/evaluate task (0: all cores of the pod); ``accelerator_type``/``accelerator_count``: GPUs of each
+        train task's pod (torchrun runs one process per GPU; empty/0: CPU); ``cluster``: ClusterConfig fields to
+        train each variant as a multi-node PyTorchJob or Vertex job instead."""
+        prep = _resources(
+            preprocess(dataset=dataset, config=preprocess_config, beam_args=beam_args), "Preprocess events", *PREPROCESS
+        )
+        # The events behind a dataset name or path can change between runs: never reuse an old output.
+        prep.set_caching_options(enable_caching=False)
+
+        with dsl.ParallelFor(variants, name="variants", parallelism=parallelism) as variant:
+            trained = _resources(
+                train(data=prep.outputs["data"], variant=variant, model_overrides=model_overrides,
+                      train_config=train_config, torch_threads=torch_threads, gpus=accelerator_count,
+                      cluster=cluster, image=image),
+                "Train variant", train_cpu, train_memory,
+            ).set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
+            evaluated = _resources(
+                evaluate(model=trained.outputs["model"], data=prep.outputs["data"], torch_threads=torch_threads),
+                "Evaluate variant", *EVALUATE,
+            )
+
+        decision = _resources(
+            select_and_gate(
+                models=dsl.Collected(trained.outputs["model"]),
+                evaluations=dsl.Collected(evaluated.outputs["evaluation"]),
+                baseline_preset=baseline_preset, gate_config=gate_config, registry=registry, model_name=model_name,
+            ),
+            "Select champion and gate", *SMALL,
+        )
+        # It reads the registry's current champion, which other runs move: always decide afresh.
+        decision.set_caching_options(enable_caching=False)
+
+        with dsl.If(decision.outputs["blessed"] == True, name="blessed"):  # noqa: E712 - a KFP condition, not a bool
+            pushed = _resources(
+                push(model=decision.outputs["champion"], blessing=decision.outputs["blessing"],
+                     data=prep.outputs["data"], registry=registry, model_name=model_name),
+                "Push to registry", *SMALL,
+            )
+            pushed.set_caching_options(enable_caching=False)  # a side effect on the registry
+
+        summary = _resources(
+            report(models=dsl.Collected(trained.outputs["model"]),
+                   evaluations=dsl.Collected(evaluated.outputs["evaluation"]),
+                   blessing=decision.outputs["blessing"], data=prep.outputs["data"], baseline_preset=baseline_preset),
+            "Report", *SMALL,
+        )
+        for task in (prep, trained, evaluated, decision, pushed, summary):
+            task.set_container_image(image)
+        return Outputs(
+            report_html=summary.outputs["html"], report_markdown=summary.outputs["markdown"],
+            blessing=decision.outputs["blessing"], champion=decision.outputs["champion"],
+            tensorboard=dsl.Collected(trained.outputs["tensorboard"]),
+            evaluations=dsl.Collected(evaluated.outputs["evaluation"]),
+        )
+
+    return interest_pipeline

@@ -1,0 +1,79 @@
+"""Run profiles as data: how big a local or cluster run of the whole pipeline is.
+
+A profile fills the pipeline's parameters (``pipelines.pipeline``); ``interest run --profile NAME`` executes it
+locally, ``interest submit --profile NAME`` sends it to a cluster. Any parameter can still be overridden.
+
+- ``smoke``: MovieLens-100K, two variants, a tiny model, a handful of steps; the whole local run in under a
+  minute (the end-to-end test runs it).
+- ``quick``: MovieLens-1M, every preset of ``trainer.presets`` with the same short wall-clock budget (as the
+  seed compares RMSNorm at equal wall-clock), two at a time; under 20 minutes on 2 cores. ``make run``.
+- ``full``: every preset at the seed's full length (200 epochs, early stopping); a GPU is recommended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipelines.configs import ConfigError, require
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str  # what users type: --profile NAME
+    description: str  # one line for --help
+    dataset: str  # "ml-1m", "ml-100k" (pipelines.datasets) or a path/URI to an events file
+    # Presets to train (trainer.presets names); empty: every preset, in the order trainer.presets lists them.
+    variants: tuple[str, ...] = ()
+    # ModelConfig ``key=value`` overrides applied to every variant (smoke: a tiny model).
+    model_overrides: tuple[str, ...] = ()
+    # TrainConfig fields for every variant, over each preset's own ``train`` fields (budget, eval cadence).
+    train_config: dict[str, Any] = field(default_factory=dict)
+    # PreprocessConfig fields (preprocessing/config.py); empty: its defaults.
+    preprocess_config: dict[str, Any] = field(default_factory=dict)
+    # GateConfig fields (pipelines/gate.py); empty: its defaults.
+    gate_config: dict[str, Any] = field(default_factory=dict)
+    # Variants trained at once by a local run; torch threads per task = cores // parallelism.
+    local_parallelism: int = 2
+
+    def __post_init__(self) -> None:
+        require(self.local_parallelism >= 1, "local_parallelism", f"must be >= 1, got {self.local_parallelism}")
+
+    def variant_names(self) -> list[str]:
+        from trainer.presets import PRESETS
+
+        return list(self.variants or PRESETS)
+
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (
+    Profile(
+        name="smoke",
+        description="MovieLens-100K, 2 variants, tiny model, a few steps: the whole run in under a minute",
+        dataset="ml-100k",
+        variants=("baseline", "swiglu"),
+        model_overrides=("d_model=16", "n_layer=1", "n_head=1", "max_len=32", "dropout=0.0"),
+        train_config={"max_steps": 6, "epochs": None, "batch_size": 64, "eval_every_steps": 3,
+                      "checkpoint_every_steps": 3, "log_every_steps": 1, "eval_batch_size": 1024},
+        # A tiny model after 6 steps has no real recall: the gate must judge the mechanics, not the quality.
+        gate_config={"min_recall_at_10": 0.0},
+    ),
+    Profile(
+        name="quick",
+        description="MovieLens-1M, every preset, 100 s of training each, 2 at a time: under 20 minutes on 2 cores",
+        dataset="ml-1m",
+        train_config={"time_budget_seconds": 100.0, "eval_every_steps": 50, "checkpoint_every_steps": 100,
+                      "log_every_steps": 10},
+    ),
+    Profile(
+        name="full",
+        description="MovieLens-1M, every preset at the seed's full length with early stopping (GPU recommended)",
+        dataset="ml-1m",
+    ),
+)}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ConfigError(f"--profile: unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None

@@ -1,0 +1,133 @@
+"""The compiled pipeline YAML (KFP IR): the DAG's shape, task settings and image, as a cluster would read them."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from components.image import IMAGE
+from pipelines.runner import compile_pipeline
+
+CUSTOM_IMAGE = "registry.example.com/team/interest-pipeline:3f2a9c1"
+STEPS = {
+    "preprocess": "Preprocess events",
+    "train": "Train variant",
+    "evaluate": "Evaluate variant",
+    "select-and-gate": "Select champion and gate",
+    "push": "Push to registry",
+    "report": "Report",
+}
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory):
+    path = compile_pipeline(tmp_path_factory.mktemp("compiled") / "pipeline.yaml", image=CUSTOM_IMAGE, parallelism=3)
+    return yaml.safe_load(path.read_text())
+
+
+def all_tasks(spec) -> dict[str, dict]:
+    """Every task of every DAG (root, loop body, condition body), by task name."""
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for component in spec["components"].values():
+        tasks.update(component.get("dag", {}).get("tasks", {}))
+    return tasks
+
+
+def loop_task(spec) -> dict:
+    loops = [t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t]
+    assert len(loops) == 1
+    return loops[0]
+
+
+def test_loop_over_variants_with_parallelism(spec):
+    loop = loop_task(spec)
+    assert loop["parameterIterator"]["items"] == {"inputParameter": "pipelinechannel--variants"}
+    assert loop["inputs"]["parameters"]["pipelinechannel--variants"] == {"componentInputParameter": "variants"}
+    assert loop["iteratorPolicy"] == {"parallelismLimit": 3}
+    body = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(body) == {"train", "evaluate"}
+    assert body["train"]["inputs"]["parameters"]["variant"]["componentInputParameter"].endswith("loop-item")
+    assert body["evaluate"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "model", "producerTask": "train"}
+
+
+def test_gate_collects_every_variant_after_the_loop(spec):
+    root = spec["root"]["dag"]["tasks"]
+    loop_name = next(name for name, t in root.items() if "parameterIterator" in t)
+    gate = root["select-and-gate"]
+    assert gate["dependentTasks"] == [loop_name]
+    for name in ("models", "evaluations"):
+        assert gate["inputs"]["artifacts"][name]["taskOutputArtifact"]["producerTask"] == loop_name
+        assert spec["components"]["comp-select-and-gate"]["inputDefinitions"]["artifacts"][name]["isArtifactList"]
+    loop_outputs = spec["components"][root[loop_name]["componentRef"]["name"]]["dag"]["outputs"]["artifacts"]
+    assert {s["producerSubtask"] for o in loop_outputs.values() for s in o["artifactSelectors"]} == {"train", "evaluate"}
+
+
+def test_push_runs_only_when_blessed_and_report_always(spec):
+    root = spec["root"]["dag"]["tasks"]
+    conditions = [t for t in root.values() if "triggerPolicy" in t]
+    assert len(conditions) == 1
+    condition = conditions[0]
+    assert condition["triggerPolicy"]["condition"] == (
+        "inputs.parameter_values['pipelinechannel--select-and-gate-blessed'] == true")
+    assert condition["inputs"]["parameters"]["pipelinechannel--select-and-gate-blessed"]["taskOutputParameter"] == {
+        "outputParameterKey": "blessed", "producerTask": "select-and-gate"}
+    assert set(spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]) == {"push"}
+    assert "push" not in root and "triggerPolicy" not in root["report"]
+    assert spec["components"]["comp-select-and-gate"]["outputDefinitions"]["parameters"]["blessed"] == {
+        "parameterType": "BOOLEAN"}
+
+
+def test_display_names(spec):
+    tasks = all_tasks(spec)
+    assert {name: tasks[name]["taskInfo"]["name"] for name in STEPS} == STEPS
+
+
+def test_every_task_runs_the_given_image_with_resources(spec):
+    executors = spec["deploymentSpec"]["executors"]
+    assert len(executors) == len(STEPS)
+    for name, executor in executors.items():
+        container = executor["container"]
+        assert container["image"] == CUSTOM_IMAGE, name
+        assert container["resources"]["resourceCpuRequest"], name
+        assert container["resources"]["resourceMemoryRequest"], name
+        # install_kfp_package=False: the image already has kfp; no pip install at task start.
+        assert "pip install" not in " ".join(container["command"]), name
+
+
+def test_train_resources_and_accelerators_come_from_parameters(spec):
+    resources = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
+    assert resources["accelerator"] == {
+        "resourceCount": "{{$.inputs.parameters['pipelinechannel--accelerator_count']}}",
+        "resourceType": "{{$.inputs.parameters['pipelinechannel--accelerator_type']}}",
+    }
+    assert resources["resourceCpuRequest"] == "{{$.inputs.parameters['pipelinechannel--train_cpu']}}"
+    assert resources["resourceMemoryRequest"] == "{{$.inputs.parameters['pipelinechannel--train_memory']}}"
+    train = all_tasks(spec)["train"]
+    # the train step's own `gpus` input carries the same parameter (torchrun processes per pod)
+    assert train["inputs"]["parameters"]["gpus"]["componentInputParameter"] == "pipelinechannel--accelerator_count"
+    assert train["inputs"]["parameters"]["image"]["runtimeValue"]["constant"] == CUSTOM_IMAGE
+
+
+def test_caching_off_only_where_reuse_would_be_wrong(spec):
+    tasks = all_tasks(spec)
+    cached = {name: tasks[name].get("cachingOptions", {}).get("enableCache", False) for name in STEPS}
+    assert cached == {"preprocess": False, "train": True, "evaluate": True, "select-and-gate": False,
+                      "push": False, "report": True}
+
+
+def test_parameters_registry_required_rest_defaulted(spec):
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert "defaultValue" not in params["registry"] and not params["registry"].get("isOptional")
+    assert params["accelerator_count"]["parameterType"] == "NUMBER_INTEGER"
+    assert params["variants"]["parameterType"] == "LIST" and "baseline" in params["variants"]["defaultValue"]
+    assert {"report_html", "report_markdown", "blessing", "champion", "tensorboard", "evaluations"} == set(
+        spec["root"]["outputDefinitions"]["artifacts"])
+
+
+def test_default_image_is_the_package_version(tmp_path):
+    from importlib.metadata import version
+
+    assert IMAGE == f"interest-pipeline:{version('interest-pipeline')}"
+    spec = yaml.safe_load(compile_pipeline(tmp_path / "p.yaml").read_text())
+    assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {IMAGE}
