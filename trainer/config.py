@@ -20,9 +20,6 @@ BlockKind = Literal["serial", "parallel"]
 Loss = Literal["full_ce", "sampled_softmax", "bce"]
 Penalty = Literal["none", "l2", "hinge"]
 
-# Gated MLPs have three weight matrices instead of two: a 2/3 width keeps the parameter count of the GeLU MLP.
-GATED_WIDTH_FACTOR = 2 / 3
-
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -52,7 +49,8 @@ class ModelConfig:
     mlp: Mlp = "gelu"
     # Biases in linear layers and LayerNorm. False (the seed's choice): steadier optimization, fewer parameters.
     bias: bool = False
-    # MLP hidden width exactly as given; None: d_ff_ratio * d_model, times 2/3 for gated MLPs (equal parameters).
+    # MLP hidden width exactly as given; None: d_ff_ratio * d_model, times about 2/3 for gated MLPs so they have
+    # the GeLU MLP's parameter count (see ff_dim).
     d_ff: int | None = None
     # Hidden width as a multiple of d_model when d_ff is None.
     d_ff_ratio: float = 4.0
@@ -105,5 +103,8 @@ class ModelConfig:
             return self.d_ff
         width = self.d_ff_ratio * self.d_model
         if self.mlp != "gelu":
-            width *= GATED_WIDTH_FACTOR
+            # Gated: d x 2f + f x d weights (+ 2f + d biases) equal GeLU's d x F + F x d (+ F + d) at
+            # f = F (2d + b) / (3d + 2b): 2/3 without biases.
+            d, b = self.d_model, int(self.bias)
+            width *= (2 * d + b) / (3 * d + 2 * b)
         return max(1, round(width))

@@ -145,10 +145,11 @@ TIME_ENCODINGS: dict[str, FeatureBuilder | None] = {
 CALENDAR: dict[bool, FeatureBuilder | None] = {False: None, True: CalendarEmbedding}
 
 
-def build_input_features(cfg: ModelConfig) -> nn.ModuleList:
+def build_input_features(cfg: ModelConfig) -> nn.ModuleDict:
     """The modules whose outputs are added to the item embeddings, chosen by the config."""
-    builders = (POSITION_INPUTS[cfg.position], TIME_ENCODINGS[cfg.time_encoding], CALENDAR[cfg.calendar])
-    return nn.ModuleList(build(cfg) for build in builders if build is not None)
+    builders = {"position": POSITION_INPUTS[cfg.position], "time": TIME_ENCODINGS[cfg.time_encoding],
+                "calendar": CALENDAR[cfg.calendar]}
+    return nn.ModuleDict({name: build(cfg) for name, build in builders.items() if build is not None})
 
 
 # ---------------------------------------------------------------- rotary position embedding
@@ -302,7 +303,7 @@ class InterestModel(nn.Module):
         positions = (real.cumsum(dim=1) - 1).clamp_(min=0)  # (B, T), 0 at the first real event
         inputs = {**batch, "positions": positions}
         x = self.item_embedding(items)  # (B, T, D)
-        for feature in self.input_features:
+        for feature in self.input_features.values():
             x = x + feature(inputs)
         x = self.input_dropout(x)
         rope = self.rotary(positions) if self.rotary is not None else None
