@@ -4,6 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PROFILE ?= quick
+# The image every pipeline step runs in; the tag follows the package version (components/image.py does the same).
+IMAGE ?= interest-pipeline
+TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+# CPU torch by default; a CUDA build: make image TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 TAG=0.1.0-cuda
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: install run test test-fast lint bench bench-gpu image compile clean
 
@@ -16,7 +21,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/interest data fetch --dataset ml-1m
+	$(BIN)/interest run --profile $(PROFILE)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
@@ -26,6 +31,20 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipelines components trainer preprocessing tests benchmarks
+
+image:
+	docker build --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) -t $(IMAGE):$(TAG) .
+
+compile: $(STAMP)
+	$(BIN)/interest compile --output pipeline.yaml --image $(IMAGE):$(TAG)
+
+# Benchmarks (benchmarks/README.md): results in benchmarks/results/*.json and one Markdown table.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run_all
+
+# GPU path (bf16, fused AdamW, torch.compile, flash attention, bigger model); fails fast without CUDA.
+bench-gpu: $(STAMP)
+	$(BIN)/python -m benchmarks.gpu_bench
 
 clean:
 	rm -rf runs build dist *.egg-info .pytest_cache .ruff_cache
