@@ -11,9 +11,6 @@ What the speed benchmark compares our model against (benchmarks/train_bench.py),
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -55,12 +52,3 @@ class ReferenceSASRec(nn.Module):
         logits = hidden.reshape(-1, hidden.shape[-1]) @ self.item_embedding.weight.T  # (B * T, N + 1)
         return F.cross_entropy(logits, targets.reshape(-1), ignore_index=0)
 
-
-def pad_left(sequences: Sequence[np.ndarray], length: int) -> Tensor:
-    """(B, length) int64 tensor: each sequence's last ``length`` entries, right-aligned, zeros before them."""
-    out = torch.zeros(len(sequences), length, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        tail = torch.as_tensor(np.asarray(seq[-length:], dtype=np.int64))
-        if len(tail):
-            out[row, length - len(tail):] = tail
-    return out
