@@ -46,13 +46,5 @@ bench: $(STAMP)
 bench-gpu: $(STAMP)
 	$(BIN)/python -m benchmarks.gpu_bench
 
-# Benchmarks (benchmarks/README.md): results in benchmarks/results/*.json and one Markdown table.
-bench: $(STAMP)
-	$(BIN)/python -m benchmarks.run_all
-
-# GPU path (bf16, fused AdamW, torch.compile, flash attention, bigger model); fails fast without CUDA.
-bench-gpu: $(STAMP)
-	$(BIN)/python -m benchmarks.gpu_bench
-
 clean:
 	rm -rf runs build dist *.egg-info .pytest_cache .ruff_cache
