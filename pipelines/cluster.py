@@ -40,14 +40,18 @@ SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    """Where and on what a multi-node training job runs (the pipeline's ``cluster`` parameter)."""
+    """Where and on what each variant trains (the pipeline's ``cluster`` parameter).
+
+    The pipeline's ``accelerator_type``/``accelerator_count`` size the train task's own pod (the ``local``
+    launcher trains there); the fields below size the nodes of a cluster job, whose waiting task needs no GPU.
+    """
 
     launcher: Launcher = "local"  # local: in the task's pod; pytorchjob: Training Operator; vertex: CustomJob
-    nodes: int = 1  # machines (replicas) of a cluster job; local ignores it
+    nodes: int = 1  # machines (replicas) of a cluster job
     # Kubernetes: the extended resource name of the GPU (nvidia.com/gpu); Vertex: an AcceleratorType
     # (NVIDIA_TESLA_T4, NVIDIA_L4, ...). Empty: CPU only.
     accelerator_type: str = ""
-    gpus_per_node: int = 0  # GPUs per machine = torchrun processes per machine (0: one CPU process)
+    gpus_per_node: int = 0  # GPUs per machine = training processes per machine (0: one CPU process, gloo)
     cpu: str = "4"  # CPU request of each PyTorchJob replica
     memory: str = "16Gi"  # memory request of each PyTorchJob replica
     namespace: str = ""  # PyTorchJob namespace; empty: the pod's own namespace

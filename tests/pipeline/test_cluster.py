@@ -1,0 +1,199 @@
+"""Multi-node training specs: the rendered PyTorchJob and Vertex worker pools against their schema fields, and
+`run_pytorchjob` creating and watching a job through the real kubernetes client against a local HTTP server that
+serves the custom-objects endpoints of the Kubernetes API (no cluster runs here)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from pipelines import cluster
+from pipelines.configs import ConfigError, from_dict
+
+JOB = cluster.TrainJob(
+    name="interest-swiglu-00042", image="ghcr.io/acme/interest-pipeline:1.0-cuda", data="gs://b/run/data",
+    output="gs://b/run/model-job", preset="swiglu", model_overrides=("d_model=128",),
+    train_config={"time_budget_seconds": 600.0, "max_steps": 5000, "epochs": None, "schedule": "cosine"},
+)
+GPU = cluster.ClusterConfig(launcher="pytorchjob", nodes=3, accelerator_type="nvidia.com/gpu", gpus_per_node=4,
+                            cpu="8", memory="32Gi", namespace="team")
+
+
+def script(command: list[str]) -> list[str]:
+    assert command[:2] == ["sh", "-c"]
+    return shlex.split(command[2])
+
+
+def test_node_command_runs_torchrun_over_the_nodes_with_the_trainer_arguments():
+    argv = script(cluster.node_command(JOB, GPU))
+    assert argv[:4] == ["exec", "python", "-m", "torch.distributed.run"]
+    assert {"--nnodes=3", "--nproc-per-node=4", "--node-rank=$RANK", "--master-addr=$MASTER_ADDR",
+            "--master-port=$MASTER_PORT"} <= set(argv)
+    worker = argv[argv.index("trainer.train") + 1:]
+    assert worker[:6] == ["--data", "gs://b/run/data", "--output", "gs://b/run/model-job", "--preset", "swiglu"]
+    sets = [worker[i + 1] for i, a in enumerate(worker) if a == "--set"]
+    assert sets == ["model.d_model=128", "train.time_budget_seconds=600.0", "train.max_steps=5000",
+                    "train.epochs=null", 'train.schedule="cosine"']
+
+
+def test_train_args_are_what_interest_train_parses():
+    import argparse
+
+    from trainer.cli import configs_from_args, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    model_cfg, train_cfg = configs_from_args(parser.parse_args(["train", *JOB.train_args()]))
+    assert model_cfg.d_model == 128 and model_cfg.mlp == "swiglu"
+    assert (train_cfg.time_budget_seconds, train_cfg.max_steps, train_cfg.epochs, train_cfg.schedule) == (
+        600.0, 5000, None, "cosine")
+    assert train_cfg == cluster.job_train_config(JOB)
+
+
+def test_pytorchjob_manifest():
+    manifest = cluster.render_pytorchjob(JOB, GPU, "team")
+    assert manifest["apiVersion"] == "kubeflow.org/v1" and manifest["kind"] == "PyTorchJob"
+    assert manifest["metadata"]["name"] == JOB.name and manifest["metadata"]["namespace"] == "team"
+    specs = manifest["spec"]["pytorchReplicaSpecs"]
+    assert set(specs) == {"Master", "Worker"}
+    assert specs["Master"]["replicas"] == 1 and specs["Worker"]["replicas"] == 2
+    for spec in specs.values():
+        assert spec["restartPolicy"] == "OnFailure"
+        (container,) = spec["template"]["spec"]["containers"]
+        assert container["name"] == "pytorch"
+        assert container["image"] == JOB.image
+        assert container["command"] == cluster.node_command(JOB, GPU)
+        assert container["resources"] == {"requests": {"cpu": "8", "memory": "32Gi"},
+                                          "limits": {"nvidia.com/gpu": 4}}
+    json.dumps(manifest)  # it travels as JSON
+
+
+def test_single_node_cpu_job_has_no_workers_and_no_gpu_limit():
+    cpu = cluster.ClusterConfig(launcher="pytorchjob", nodes=1)
+    specs = cluster.render_pytorchjob(JOB, cpu, "ns")["spec"]["pytorchReplicaSpecs"]
+    assert set(specs) == {"Master"}
+    assert "limits" not in specs["Master"]["template"]["spec"]["containers"][0]["resources"]
+    assert "--nproc-per-node=1" in script(cluster.node_command(JOB, cpu))
+
+
+def test_vertex_worker_pools():
+    vertex = cluster.ClusterConfig(launcher="vertex", nodes=3, accelerator_type="NVIDIA_L4", gpus_per_node=2,
+                                   machine_type="g2-standard-24")
+    pools = cluster.render_vertex_worker_pools(JOB, vertex)
+    assert [p["replica_count"] for p in pools] == [1, 2]
+    for pool in pools:
+        assert pool["machine_spec"] == {"machine_type": "g2-standard-24", "accelerator_type": "NVIDIA_L4",
+                                        "accelerator_count": 2}
+        container = pool["container_spec"]
+        assert container["image_uri"] == JOB.image
+        assert [*container["command"], *container["args"]] == cluster.node_command(JOB, vertex)
+    single = cluster.render_vertex_worker_pools(JOB, cluster.ClusterConfig(launcher="vertex"))
+    assert len(single) == 1 and single[0]["machine_spec"] == {"machine_type": "n1-standard-8"}
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"launcher": "slurm"}, "launcher"),
+    ({"nodes": 0}, "nodes"),
+    ({"gpus_per_node": 2}, "accelerator_type"),
+    ({"gpus_per_node": -1}, "gpus_per_node"),
+])
+def test_cluster_config_errors_name_the_field(fields, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(cluster.ClusterConfig, fields)
+
+
+def test_job_names_are_kubernetes_names():
+    name = cluster.job_name("interest", "Rope+Learned_VARIANT-with-a-very-long-name-indeed")
+    assert len(name) <= 50 and name.startswith("interest-rope-learned-variant")
+    cluster.TrainJob(name=name, image="i", data="d", output="o", preset="rope")
+    with pytest.raises(ConfigError, match="job name"):
+        cluster.TrainJob(name="Bad_Name", image="i", data="d", output="o", preset="rope")
+
+
+def test_cluster_launchers_need_gcs_paths(tmp_path):
+    local_job = cluster.TrainJob(name="j", image="i", data=str(tmp_path), output=str(tmp_path / "m"), preset="baseline")
+    with pytest.raises(ConfigError, match="gs://"):
+        cluster.train_on(GPU, local_job, str(tmp_path / "m"), local_gpus=0)
+
+
+class FakeKubernetes:
+    """The two custom-object endpoints the launcher uses; a job reports Running for two polls, then ``outcome``."""
+
+    def __init__(self, outcome: str):
+        self.outcome = outcome
+        self.created: list[tuple[str, dict]] = []
+        self.polls = 0
+
+    def handle(self, method: str, path: str, body: dict | None) -> tuple[int, dict]:
+        prefix = "/apis/kubeflow.org/v1/namespaces/"
+        if not path.startswith(prefix):
+            return 404, {"kind": "Status", "code": 404}
+        namespace, _, rest = path.removeprefix(prefix).partition("/")
+        if method == "POST" and rest == "pytorchjobs":
+            self.created.append((namespace, body))
+            return 201, body
+        if method == "GET" and rest.startswith("pytorchjobs/"):
+            self.polls += 1
+            job = dict(self.created[-1][1])
+            conditions = [{"type": "Created", "status": "True"}, {"type": "Running", "status": "True"}]
+            if self.polls > 2:
+                conditions += [{"type": "Running", "status": "False"},
+                               {"type": self.outcome, "status": "True", "reason": f"PyTorchJob{self.outcome}"}]
+            return 200, {**job, "status": {"conditions": conditions}}
+        return 404, {"kind": "Status", "code": 404}
+
+
+@pytest.fixture
+def kubernetes_api(request):
+    state = FakeKubernetes(request.param)
+
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length)) if length else None
+            status, payload = state.handle(self.command, self.path.split("?")[0], body)
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = _serve
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    from kubernetes import client
+
+    api = client.CustomObjectsApi(client.ApiClient(client.Configuration(host=f"http://127.0.0.1:{server.server_address[1]}")))
+    try:
+        yield api, state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+FAST_POLL = cluster.ClusterConfig(launcher="pytorchjob", nodes=2, namespace="team", poll_seconds=0.01)
+
+
+@pytest.mark.parametrize("kubernetes_api", ["Succeeded"], indirect=True)
+def test_pytorchjob_is_created_and_waited_for(kubernetes_api):
+    api, state = kubernetes_api
+    final = cluster.run_pytorchjob(JOB, FAST_POLL, api=api)
+    assert state.created == [("team", cluster.render_pytorchjob(JOB, FAST_POLL, "team"))]
+    assert state.polls == 3
+    assert cluster.job_condition(final["status"]) == "Succeeded"
+
+
+@pytest.mark.parametrize("kubernetes_api", ["Failed"], indirect=True)
+def test_failed_pytorchjob_fails_the_task(kubernetes_api):
+    api, state = kubernetes_api
+    with pytest.raises(RuntimeError, match="PyTorchJob team/interest-swiglu-00042 failed"):
+        cluster.run_pytorchjob(JOB, FAST_POLL, api=api)
