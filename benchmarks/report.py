@@ -9,7 +9,7 @@ HEADER = ("| benchmark | throughput | reference | ours / reference | MFU |\n"
 
 
 def _rate(value: float, unit: str) -> str:
-    return f"{value:,.0f} {unit}"
+    return f"{value:,.0f} {unit}".rstrip()
 
 
 def train_rows(train: dict[str, Any]) -> list[str]:
@@ -41,3 +41,18 @@ def markdown_table(train: dict[str, Any] | None = None, preprocess: dict[str, An
         rows.append(f"| full-catalogue evaluation ({evaluation['users']:,} users x {evaluation['items']:,} items) | "
                     f"{_rate(evaluation['users_per_second'], 'users/s')} | | | |")
     return "\n".join(rows + [""] + notes)
+
+
+def gpu_table(gpu: dict[str, Any]) -> str:
+    """The bench-gpu table: one row per model size."""
+    rows = ["| model | params | tokens/s | reference tokens/s | ours / reference | MFU | attention kernel |",
+            "|---|---:|---:|---:|---:|---:|---|"]
+    for spec, row in gpu["models"].items():
+        rows.append(f"| {spec} | {row['params'] / 1e6:.1f}M | {_rate(row['ours']['tokens_per_second'], '')} | "
+                    f"{_rate(row['reference']['tokens_per_second'], '')} | {row['ratio_vs_reference']:.2f}x | "
+                    f"{row['ours']['mfu']:.1%} | {', '.join(row['attention_kernels'])} |")
+    peak = gpu["peak"]
+    rows += ["", f"{gpu['device']}, batch {gpu['batch_size']}, bf16 {gpu['bf16']}, torch.compile {gpu['compile']}; "
+                 f"MFU against the dense {peak['dtype']} matmul peak {peak['flops_per_second'] / 1e12:,.1f} "
+                 "TFLOP/s measured in the same run."]
+    return "\n".join(rows)

@@ -19,6 +19,7 @@ over the whole run, so every ratio shares one reference figure measured under th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import platform
@@ -39,7 +40,7 @@ from trainer.data import TrainingSet, gather
 from trainer.losses import loss_terms
 from trainer.model import InterestModel
 from trainer.presets import PRESETS
-from trainer.train import build_optimizer, seed_everything
+from trainer.train import build_optimizer, seed_everything, uses_bf16
 from trainer.training_config import TrainConfig
 
 log = logging.getLogger("benchmarks.train")
@@ -63,24 +64,37 @@ def distinct_presets() -> tuple[list[str], dict[str, str]]:
 
 
 def timed_batches(data: TrainingSet, batch_size: int, count: int, seed: int) -> list[Tensor]:
-    """The first ``count`` global batches of epoch 0, bucketed exactly as the trainer orders them."""
-    batches = data.epoch_batches(batch_size, TrainConfig.bucket_batches, seed, epoch=0)
-    if len(batches) < count:
-        raise ValueError(f"--steps: {count} batches wanted, the data has {len(batches)} per epoch")
+    """The first ``count`` global batches of epochs 0, 1, ..., bucketed exactly as the trainer orders them."""
+    if data.steps_per_epoch(batch_size) < 1:
+        raise ValueError(f"--batch-size: {batch_size} exceeds the {len(data)} training sequences")
+    batches: list[Tensor] = []
+    epoch = 0
+    while len(batches) < count:
+        batches += data.epoch_batches(batch_size, TrainConfig.bucket_batches, seed, epoch)
+        epoch += 1
     return batches[:count]
 
 
+def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
 def our_step(cfg: ModelConfig, data: TrainingSet, train_cfg: TrainConfig, device: torch.device) -> Step:
-    """One optimizer step of InterestModel on the trainer's batch and loss path."""
+    """One optimizer step of InterestModel on the trainer's batch and loss path, with its numerics
+    (``train_cfg.amp``: bf16 autocast on GPU) and ``train_cfg.compile``."""
     model = InterestModel(cfg, data.seqs.num_items).to(device).train()
-    optimizer = build_optimizer(model, train_cfg, device)
+    forward = torch.compile(model) if train_cfg.compile else model
+    optimizer = build_optimizer(model, train_cfg, device)  # fused AdamW on GPU
     frequencies = data.item_frequencies().to(device)
+    bf16 = uses_bf16(train_cfg, device)
 
     def step(examples: Tensor) -> int:
         batch = data.batch(examples)
         inputs = {k: v.to(device, non_blocking=True) for k, v in batch.inputs.items()}
-        terms = loss_terms(model, model(inputs), batch.targets.to(device, non_blocking=True), cfg, frequencies)
-        total = terms.total
+        with autocast(device, bf16):
+            hidden = forward(inputs)
+            terms = loss_terms(model, hidden, batch.targets.to(device, non_blocking=True), cfg, frequencies)
+        total = terms.total.float()
         if not math.isfinite(float(total.detach())):  # the trainer checks every step too (one sync)
             raise FloatingPointError(f"{cfg}: non-finite loss in the benchmark")
         total.backward()
@@ -93,14 +107,19 @@ def our_step(cfg: ModelConfig, data: TrainingSet, train_cfg: TrainConfig, device
 
 
 def reference_step(cfg: ModelConfig, data: TrainingSet, train_cfg: TrainConfig, device: torch.device) -> Step:
-    """One optimizer step of the reference on rows left-padded to max_len, with plain AdamW."""
+    """One optimizer step of the reference on rows left-padded to max_len, with plain AdamW (bf16 autocast and
+    fused AdamW on GPU, as anyone would switch on)."""
     model = ReferenceSASRec.like(cfg, data.seqs.num_items).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, betas=train_cfg.betas)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, betas=train_cfg.betas,
+                                  fused=device.type == "cuda")
+    bf16 = uses_bf16(train_cfg, device)
 
     def step(examples: Tensor) -> int:
         inputs, rows = gather(data.seqs, data.start[examples], data.length[examples], width=cfg.max_len)
         targets = torch.where(rows > 0, data.seqs.columns["items"][rows + 1].long(), 0)
-        model.loss(inputs["items"].to(device), targets.to(device)).backward()
+        with autocast(device, bf16):
+            loss = model.loss(inputs["items"].to(device), targets.to(device))
+        loss.float().backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return int((targets > 0).sum())

@@ -1,0 +1,129 @@
+"""``make bench-gpu``: training throughput and MFU of bigger models on one GPU, against its measured bf16 peak.
+
+    .venv/bin/python -m benchmarks.gpu_bench                          # benchmarks/results/gpu.json, < 5 min on an H100
+    .venv/bin/python -m benchmarks.gpu_bench --config d_model=384,n_layer=6,n_head=6 --batch-size 1024
+    .venv/bin/python -m benchmarks.gpu_bench --device cpu --config d_model=32,n_layer=1,n_head=2 \\
+        --batch-size 64 --warmup 1 --steps 2 --no-compile              # smoke run of the code path, no GPU
+
+The GPU path of the trainer: bf16 autocast (``TrainConfig.amp='auto'``), fused AdamW (``build_optimizer``),
+``torch.compile`` (``TrainConfig.compile``), ``F.scaled_dot_product_attention`` (the kernel SDPA picks is
+recorded: flash attention needs no explicit mask, efficient attention takes the padding mask), and large batches
+of real ML-1M sequences. The reference SASRec runs the same batches with bf16 autocast and fused AdamW, eager.
+MFU = model FLOP/s (benchmarks/flops.py) / the dense bf16 matmul peak measured in this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import sys
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from benchmarks import ml1m
+from benchmarks.flops import ModelShape, matmul_peak
+from benchmarks.train_bench import Meter, our_step, reference_step, timed_batches
+from pipelines import storage
+from trainer.config import ModelConfig
+from trainer.data import TrainingSet
+from trainer.model import InterestModel
+from trainer.presets import get_preset
+from trainer.train import seed_everything, uses_bf16
+from trainer.training_config import TrainConfig
+
+log = logging.getLogger("benchmarks.gpu")
+
+RESULT = "benchmarks/results/gpu.json"
+CONFIGS = ("d_model=256,n_layer=4,n_head=4", "d_model=512,n_layer=8,n_head=8")
+
+
+def require_device(device: torch.device) -> None:
+    """Fail in the first second, with the reason, when the requested GPU is not there."""
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"bench-gpu: CUDA is not available (torch {torch.__version__}, built for CUDA "
+                         f"{torch.version.cuda or 'none: a CPU-only build'}); run it on a GPU machine, or add "
+                         "--device cpu for a smoke run of the code path")
+
+
+def attention_kernels(cfg: ModelConfig, data: TrainingSet, examples: torch.Tensor, device: torch.device,
+                      bf16: bool) -> list[str]:
+    """The ``aten::_scaled_dot_product_*`` kernels one forward pass of the model runs on this device."""
+    model = InterestModel(cfg, data.seqs.num_items).to(device)
+    inputs = {k: v.to(device) for k, v in data.batch(examples).inputs.items()}
+    with profile(activities=[ProfilerActivity.CPU]) as prof, torch.no_grad(), \
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        model(inputs)
+    return sorted({e.key for e in prof.key_averages() if e.key.startswith("aten::_scaled_dot_product")})
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda", help="torch device (cpu only for a smoke run)")
+    parser.add_argument("--config", action="append", default=None,
+                        help=f"ModelConfig overrides key=value,... of one model (repeatable; default: {CONFIGS})")
+    parser.add_argument("--preset", default="baseline", help="preset the configs start from")
+    parser.add_argument("--batch-size", type=int, default=512, help="sequences per step")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps (the first ones compile)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per model")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--data", default=None, help="preprocessed ML-1M directory (default: cached events)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=RESULT, help="where the JSON result goes")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    require_device(device)
+    seed_everything(args.seed)
+    preset = get_preset(args.preset)
+    configs = {spec: preset.model_config(spec.split(",")) for spec in args.config or CONFIGS}
+    train_cfg = TrainConfig(batch_size=args.batch_size, compile=not args.no_compile)
+    bf16 = uses_bf16(train_cfg, device)
+
+    seqs = ml1m.load(args.data)
+    peak = matmul_peak(device)
+    log.info("dense %s matmul peak: %.1f TFLOP/s", peak["dtype"], peak["flops_per_second"] / 1e12)
+    models = {}
+    for spec, cfg in configs.items():
+        data = TrainingSet(seqs, cfg.max_len)
+        batches = timed_batches(data, args.batch_size, args.warmup + args.steps, args.seed)
+        warmup, timed = batches[:args.warmup], batches[args.warmup:]
+        shape = ModelShape.of(cfg, seqs.num_items)
+        reference_shape = ModelShape(cfg.d_model, cfg.n_layer, 4 * cfg.d_model, False, seqs.num_items)
+        row = {"params": InterestModel(cfg, seqs.num_items).num_parameters(),
+               "attention_kernels": attention_kernels(cfg, data, warmup[0], device, bf16)}
+        for who, make, model_shape in (("ours", our_step, shape), ("reference", reference_step, reference_shape)):
+            torch.manual_seed(args.seed)
+            step, meter = make(cfg, data, train_cfg, device), Meter()
+            for examples in warmup:
+                step(examples)
+            meter.run(step, timed, data, model_shape, device)
+            row[who] = meter.report(peak["flops_per_second"])
+            del step
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        row["ratio_vs_reference"] = row["ours"]["tokens_per_second"] / row["reference"]["tokens_per_second"]
+        models[spec] = row
+        log.info("%s: %.0f tokens/s (MFU %.1f%%), reference %.0f tokens/s, %.2fx; attention %s", spec,
+                 row["ours"]["tokens_per_second"], 100 * row["ours"]["mfu"], row["reference"]["tokens_per_second"],
+                 row["ratio_vs_reference"], row["attention_kernels"])
+    result = {
+        "benchmark": "train_gpu",
+        "command": " ".join(["python -m benchmarks.gpu_bench", *argv]),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
+        "torch": torch.__version__, "platform": platform.platform(),
+        "bf16": bf16, "compile": train_cfg.compile, "batch_size": args.batch_size, "preset": args.preset,
+        "warmup_steps": args.warmup, "timed_steps": args.steps,
+        "peak": peak,
+        "models": models,
+    }
+    storage.write_json(args.output, result)
+    return result
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from benchmarks.report import gpu_table
+
+    print(gpu_table(main()))
