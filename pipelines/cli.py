@@ -18,6 +18,7 @@ from pipelines.configs import ConfigError
 # Modules that add subcommands, in the order `interest --help` lists them.
 COMMAND_MODULES = (
     "pipelines.datasets_cli",
+    "preprocessing.cli",
     "trainer.presets_cli",
     "trainer.cli",
     "pipelines.run_cli",

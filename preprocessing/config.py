@@ -1,0 +1,97 @@
+"""``PreprocessConfig``: how raw interaction logs become per-user sequences (docs/contracts.md).
+
+Every field changes what lands in the output directory; how fast it gets there is left to Beam's pipeline
+options (``interest preprocess ... -- --runner=... --direct_num_workers=...``). The resolved config is saved
+beside the outputs as ``preprocess_config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pipelines.configs import check_literals, require
+
+Format = Literal["auto", "csv", "tsv", "parquet"]
+Split = Literal["leave_one_out", "temporal"]
+TimestampUnit = Literal["s", "ms"]
+
+# Column roles -> names in the events contract (what `interest data fetch` writes).
+DEFAULT_COLUMNS = {"user": "user_id", "item": "item_id", "timestamp": "timestamp", "rating": "rating"}
+# Without max_timestamp, events later than the run's start plus this margin are "absurdly future".
+FUTURE_MARGIN_SECONDS = 86_400
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    # Input format; auto: from the file extension (.csv, .tsv/.tab/.inter, .parquet/.pq; .gz/.bz2 allowed).
+    format: Format = "auto"
+    # Column role -> column name in the input (header name for CSV/TSV, field name for Parquet). Roles: user,
+    # item, timestamp, rating (read only when min_rating is set). Missing roles take the events-contract names.
+    # With header=False the names are 0-based field positions ("0", "3").
+    columns: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_COLUMNS))
+    # CSV/TSV: the first non-blank line of each file names the columns; later copies of it are dead letters.
+    header: bool = True
+    # Keep only events rated >= this (explicit -> implicit feedback); None keeps every event.
+    min_rating: float | None = None
+    # Drop items with fewer events than this (counted after deduplication), then ...
+    min_item_count: int = 5
+    # ... drop users with fewer remaining events than this (one pass, as the usual ML-1M statistics).
+    min_user_events: int = 3
+    # leave_one_out: last event = test target, second last = validation target; temporal: the first event at
+    # or after `cutoff` is the test target, the last one before it the validation target.
+    split: Split = "leave_one_out"
+    # Global cutoff in seconds since the epoch (UTC); required by split='temporal', refused otherwise.
+    cutoff: int | None = None
+    # Unit of numeric timestamps in the input; outputs are always seconds. Fractions are floored.
+    timestamp_unit: TimestampUnit = "s"
+    # Events after this (seconds) are dead letters; None: the run's start + 1 day (the resolved value is saved).
+    max_timestamp: int | None = None
+    # CSV/TSV lines longer than this many bytes are dead letters (protects memory from giant fields).
+    max_line_bytes: int = 65_536
+    # User and item ids longer than this many characters are dead letters.
+    max_id_chars: int = 1_024
+    # Number of sequences-SSSSS-of-NNNNN.parquet files.
+    num_shards: int = 4
+    # Users are hashed into this many groups; each group is one element after the GroupByKey, so it bounds
+    # both the work per element and the number of elements Beam shuffles.
+    user_buckets: int = 64
+
+    def __post_init__(self) -> None:
+        check_literals(self)
+        unknown = sorted(set(self.columns) - set(DEFAULT_COLUMNS))
+        require(not unknown, "PreprocessConfig.columns",
+                f"unknown role {unknown[0] if unknown else ''!r}; roles are {', '.join(DEFAULT_COLUMNS)}")
+        columns = {**DEFAULT_COLUMNS, **{k: str(v).strip() for k, v in self.columns.items()}}
+        for role, name in columns.items():
+            require(bool(name), f"PreprocessConfig.columns.{role}", "must name a column")
+            if not self.header:
+                require(name.isdigit(), f"PreprocessConfig.columns.{role}",
+                        f"with header=false columns are 0-based field positions, got {name!r}")
+        object.__setattr__(self, "columns", columns)
+        for name in ("min_item_count", "min_user_events", "num_shards", "user_buckets", "max_id_chars"):
+            value = getattr(self, name)
+            require(value >= 1, f"PreprocessConfig.{name}", f"must be >= 1, got {value}")
+        require(self.max_line_bytes >= 64, "PreprocessConfig.max_line_bytes",
+                f"must be >= 64, got {self.max_line_bytes}")
+        if self.split == "temporal":
+            require(self.cutoff is not None, "PreprocessConfig.cutoff",
+                    "split='temporal' needs a cutoff (seconds since the epoch, or --cutoff YYYY-MM-DD)")
+        else:
+            require(self.cutoff is None, "PreprocessConfig.cutoff",
+                    f"only used by split='temporal', but split={self.split!r}")
+        require(self.max_timestamp is None or self.max_timestamp >= 0, "PreprocessConfig.max_timestamp",
+                f"must be >= 0, got {self.max_timestamp}")
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The column roles this config reads."""
+        return ("user", "item", "timestamp") + (("rating",) if self.min_rating is not None else ())
+
+    def resolved(self) -> PreprocessConfig:
+        """This config with ``max_timestamp`` fixed, so a saved config reproduces the run exactly."""
+        if self.max_timestamp is not None:
+            return self
+        return dataclasses.replace(self, max_timestamp=int(time.time()) + FUTURE_MARGIN_SECONDS)

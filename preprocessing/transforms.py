@@ -1,0 +1,346 @@
+"""The preprocessing stages as named composite PTransforms, each usable and testable on its own.
+
+Elements are Arrow tables, not single events: parsing yields one table per block of rows, and after
+``GroupByUserBucket`` an element is ``(bucket, table)`` holding every event of the users hashed to that bucket,
+so a million events cross the shuffle as about a thousand elements. Every stage that drops rows counts them
+twice: in Beam metrics (namespace ``preprocess``) for the runner's UI, and as data on its ``counts`` output,
+which becomes stats.json.
+
+    ParseAndValidate -> GroupByUserBucket -> DeduplicateEvents -> FilterSparse -+-> BuildVocabulary (SortedDistinct)
+                                                                               +-> IndexUsers (SortedDistinct)
+                                                                               +-> TimeRange
+                                         GroupPerUser -> AddTemporalFeatures -> AssignSplit -> WriteOutputs
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import AsSingleton, TaggedOutput
+
+from pipelines import storage
+from preprocessing import tables
+from preprocessing.config import PreprocessConfig
+from preprocessing.schema import (
+    DEAD_LETTER_PREFIX,
+    PADDING_INDEX,
+    SEQUENCE_SCHEMA,
+    SEQUENCES_PREFIX,
+    STATS_FILE,
+    VOCAB_FILE,
+)
+from preprocessing.sources import Source, read_source
+from preprocessing.stats import finalize, merge_counts
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "preprocess"
+EVENTS, DEAD_LETTERS, COUNTS = "events", "dead_letters", "counts"
+
+
+def _count(name: str, n: int) -> None:
+    if n:
+        Metrics.counter(NAMESPACE, name).inc(n)
+
+
+# ---------------------------------------------------------------------------------------- parse & validate
+
+
+class _ReadAndParse(beam.DoFn):
+    def __init__(self, cfg: PreprocessConfig):
+        self.cfg = cfg
+
+    def process(self, source: Source):
+        rows = dead = 0
+        for block in read_source(source, self.cfg):
+            counts = block.counts()
+            rows += block.input_rows
+            dead += len(block.dead_letters)
+            _count("input_rows", block.input_rows)
+            _count("dead_letter_rows", len(block.dead_letters))
+            for reason, n in counts["dead_letter_reasons"].items():
+                _count(f"dead_letter_{reason}", n)
+            if block.events.num_rows:
+                yield block.events
+            for letter in block.dead_letters:
+                yield TaggedOutput(DEAD_LETTERS, letter)
+            yield TaggedOutput(COUNTS, counts)
+        yield TaggedOutput(COUNTS, {"input_files": 1})
+        log.info("parsed %s: %d rows, %d dead letters", source.path, rows, dead)
+
+
+class ParseAndValidate(beam.PTransform):
+    """Files -> ``{"events": tables of valid events, "dead_letters": dicts, "counts": dicts}``."""
+
+    def __init__(self, sources: list[Source], cfg: PreprocessConfig):
+        super().__init__()
+        self.sources, self.cfg = sources, cfg
+
+    def expand(self, pbegin):
+        out = (
+            pbegin
+            | "Files" >> beam.Create(self.sources)
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ReadAndParse" >> beam.ParDo(_ReadAndParse(self.cfg)).with_outputs(DEAD_LETTERS, COUNTS, main=EVENTS)
+        )
+        return {EVENTS: out[EVENTS], DEAD_LETTERS: out[DEAD_LETTERS], COUNTS: out[COUNTS]}
+
+
+# ------------------------------------------------------------------------------------ group, dedup, filter
+
+
+def _concat(bucket: int, parts) -> tuple[int, pa.Table]:
+    return bucket, pa.concat_tables(list(parts))
+
+
+class GroupByUserBucket(beam.PTransform):
+    """Tables of events -> ``(bucket, table)``: all events of the users hashed to a bucket, one element each."""
+
+    def __init__(self, num_buckets: int):
+        super().__init__()
+        self.num_buckets = num_buckets
+
+    def expand(self, events):
+        return (
+            events
+            | "SplitByBucket" >> beam.FlatMap(tables.split_by_bucket, self.num_buckets)
+            | "GroupByBucket" >> beam.GroupByKey()
+            | "Concat" >> beam.MapTuple(_concat)
+        )
+
+
+def _deduplicate(bucket: int, events: pa.Table):
+    kept, duplicates = tables.deduplicate(events)
+    _count("duplicate_rows", duplicates)
+    yield bucket, kept
+    yield TaggedOutput(COUNTS, {"duplicate_rows": duplicates})
+
+
+class DeduplicateEvents(beam.PTransform):
+    """``(bucket, table)`` -> ``{"events", "counts"}`` without exact duplicates (user, item, timestamp)."""
+
+    def expand(self, buckets):
+        out = buckets | "Deduplicate" >> beam.FlatMapTuple(_deduplicate).with_outputs(COUNTS, main=EVENTS)
+        return {EVENTS: out[EVENTS], COUNTS: out[COUNTS]}
+
+
+def _filtered(bucket: int, step: str, result: tuple[pa.Table, int]):
+    """Yield the kept events and, on the counts output, how many rows ``step`` removed."""
+    kept, removed = result
+    _count(f"filtered_{step}", removed)
+    yield bucket, kept
+    yield TaggedOutput(COUNTS, {"filtered_reasons": {step: removed}})
+
+
+def _min_rating(element: tuple[int, pa.Table], min_rating: float | None):
+    return _filtered(element[0], "min_rating", tables.filter_rating(element[1], min_rating))
+
+
+def _min_item_count(element: tuple[int, pa.Table], frequent: pa.Array):
+    return _filtered(element[0], "min_item_count", tables.keep_items(element[1], frequent))
+
+
+def _min_user_events(element: tuple[int, pa.Table], min_events: int):
+    return _filtered(element[0], "min_user_events", tables.keep_active_users(element[1], min_events))
+
+
+class _FrequentItems(beam.CombineFn):
+    """Per-bucket ``item, count`` tables -> the items with at least ``min_count`` events in all buckets."""
+
+    def __init__(self, min_count: int):
+        self.min_count = min_count
+
+    def create_accumulator(self):
+        return tables.item_counts(pa.table({"item": pa.array([], pa.string())}))  # no items yet
+
+    def add_input(self, total, counts):
+        return tables.sum_item_counts([total, counts])
+
+    def merge_accumulators(self, totals):
+        return tables.sum_item_counts(list(totals))
+
+    def extract_output(self, total):
+        return total.filter(pc.greater_equal(total.column("count"), self.min_count)).column("item").combine_chunks()
+
+
+class FilterSparse(beam.PTransform):
+    """``(bucket, table)`` -> ``{"events", "counts"}``: events rated >= min_rating, then of items with at
+    least min_item_count events (in all buckets), then of users with at least min_user_events of those."""
+
+    def __init__(self, min_rating: float | None, min_item_count: int, min_user_events: int):
+        super().__init__()
+        self.min_rating, self.min_item_count, self.min_user_events = min_rating, min_item_count, min_user_events
+
+    def expand(self, buckets):
+        rated = buckets | "MinRating" >> beam.FlatMap(_min_rating, self.min_rating).with_outputs(
+            COUNTS, main=EVENTS)
+        frequent_items = (
+            rated[EVENTS]
+            | "CountItems" >> beam.MapTuple(lambda bucket, events: tables.item_counts(events))
+            | "FrequentItems" >> beam.CombineGlobally(_FrequentItems(self.min_item_count))
+        )
+        frequent = rated[EVENTS] | "MinItemCount" >> beam.FlatMap(
+            _min_item_count, AsSingleton(frequent_items)).with_outputs(COUNTS, main=EVENTS)
+        active = frequent[EVENTS] | "MinUserEvents" >> beam.FlatMap(
+            _min_user_events, self.min_user_events).with_outputs(COUNTS, main=EVENTS)
+        counts = (rated[COUNTS], frequent[COUNTS], active[COUNTS]) | "Counts" >> beam.Flatten()
+        return {EVENTS: active[EVENTS], COUNTS: counts}
+
+
+# ------------------------------------------------------------------------------------- vocabularies, range
+
+
+class _SortedDistinct(beam.CombineFn):
+    def create_accumulator(self):
+        return pa.array([], pa.string())
+
+    def add_input(self, distinct, values):
+        return pc.unique(pa.concat_arrays([distinct, values]))
+
+    def merge_accumulators(self, accumulators):
+        return pc.unique(pa.concat_arrays(list(accumulators)))
+
+    def extract_output(self, distinct):
+        return distinct.take(pc.sort_indices(distinct))
+
+
+def _distinct(element: tuple[int, pa.Table], column: str) -> pa.Array:
+    return pc.unique(element[1].column(column).combine_chunks())
+
+
+class SortedDistinct(beam.PTransform):
+    """``(bucket, table)`` -> one Arrow array: the distinct values of ``column``, sorted by code point.
+
+    On items it builds the vocabulary (item index = position + 1; 0 is padding), on users the user index.
+    """
+
+    def __init__(self, column: str):
+        super().__init__()
+        self.column = column
+
+    def expand(self, buckets):
+        return (
+            buckets
+            | "Distinct" >> beam.Map(_distinct, self.column)
+            | "MergeSorted" >> beam.CombineGlobally(_SortedDistinct())
+        )
+
+
+def _bucket_range(bucket: int, events: pa.Table) -> tuple[int | None, int | None]:
+    bounds = pc.min_max(events.column("timestamp")).as_py()
+    return bounds["min"], bounds["max"]
+
+
+def _merge_ranges(ranges) -> tuple[int | None, int | None]:
+    ranges = [r for r in ranges if r[0] is not None]
+    if not ranges:
+        return None, None
+    return min(r[0] for r in ranges), max(r[1] for r in ranges)
+
+
+class TimeRange(beam.PTransform):
+    """``(bucket, table)`` -> one ``(timestamp_min, timestamp_max)`` of all events, ``(None, None)`` if none."""
+
+    def expand(self, buckets):
+        return (
+            buckets
+            | "BucketRange" >> beam.MapTuple(_bucket_range)
+            | "MergeRanges" >> beam.CombineGlobally(_merge_ranges)
+        )
+
+
+# ---------------------------------------------------------------------------------------------- sequences
+
+
+class GroupPerUser(beam.PTransform):
+    """``(bucket, table)`` -> tables with one row per user (``user_index, user_id, item_index, timestamp``),
+    events in (timestamp, input position) order. ``vocab`` and ``users`` are SortedDistinct outputs."""
+
+    def __init__(self, vocab, users):
+        super().__init__()
+        self.vocab, self.users = vocab, users
+
+    def expand(self, buckets):
+        return buckets | "Sequences" >> beam.Map(
+            lambda element, vocab, users: tables.sequences(element[1], vocab, users),
+            vocab=AsSingleton(self.vocab), users=AsSingleton(self.users),
+        )
+
+
+class AddTemporalFeatures(beam.PTransform):
+    """Sequence tables -> the same with the contract's time features; ``time_range`` is a TimeRange output."""
+
+    def __init__(self, time_range):
+        super().__init__()
+        self.time_range = time_range
+
+    def expand(self, seqs):
+        return seqs | "Features" >> beam.Map(
+            lambda t, bounds: tables.add_temporal_features(t, *bounds), bounds=AsSingleton(self.time_range)
+        )
+
+
+class AssignSplit(beam.PTransform):
+    """Sequence tables -> final rows (``SEQUENCE_SCHEMA``) with ``train_end`` and ``valid_end``."""
+
+    def __init__(self, method: str, cutoff: int | None):
+        super().__init__()
+        self.method, self.cutoff = method, cutoff
+
+    def expand(self, seqs):
+        return seqs | "Split" >> beam.Map(tables.assign_split, self.method, self.cutoff)
+
+
+# ------------------------------------------------------------------------------------------ stats, outputs
+
+
+class Summarize(beam.PTransform):
+    """Partial counts of every stage -> one stats.json mapping (conservation identity asserted)."""
+
+    def __init__(self, time_range):
+        super().__init__()
+        self.time_range = time_range
+
+    def expand(self, counts):
+        return (
+            counts
+            | "MergeCounts" >> beam.CombineGlobally(merge_counts)
+            | "Finalize" >> beam.Map(finalize, time_range=AsSingleton(self.time_range))
+        )
+
+
+def vocab_json(vocab: pa.Array) -> str:
+    return json.dumps({"padding_index": PADDING_INDEX, "items": vocab.to_pylist()}, ensure_ascii=False)
+
+
+def _single_file(path: str):
+    return beam.io.WriteToText(path, shard_name_template="", num_shards=1)
+
+
+class WriteOutputs(beam.PTransform):
+    """``{"sequences", "dead_letters", "vocab", "stats"}`` -> the files of docs/contracts.md in ``output``."""
+
+    def __init__(self, output: str, num_shards: int):
+        super().__init__()
+        self.output, self.num_shards = output, num_shards
+
+    def expand(self, outputs):
+        out = self.output
+        return {
+            "sequences": outputs["sequences"] | "WriteSequences" >> beam.io.WriteToParquetBatched(
+                storage.join(out, SEQUENCES_PREFIX), schema=SEQUENCE_SCHEMA, codec="snappy",
+                file_name_suffix=".parquet", num_shards=self.num_shards),
+            "dead_letters": outputs["dead_letters"]
+            | "DeadLetterJson" >> beam.Map(json.dumps, ensure_ascii=False)
+            | "WriteDeadLetters" >> beam.io.WriteToText(storage.join(out, DEAD_LETTER_PREFIX),
+                                                        file_name_suffix=".jsonl"),
+            "vocab": outputs["vocab"] | "VocabJson" >> beam.Map(vocab_json)
+            | "WriteVocab" >> _single_file(storage.join(out, VOCAB_FILE)),
+            "stats": outputs["stats"] | "StatsJson" >> beam.Map(json.dumps, indent=2)
+            | "WriteStats" >> _single_file(storage.join(out, STATS_FILE)),
+        }
