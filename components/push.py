@@ -9,12 +9,23 @@ from components.image import IMAGE
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def push(
     model: Input[Model],
+    evaluation: Input[Artifact],
     blessing: Input[Artifact],
     data: Input[Dataset],
     registry: str,
     model_name: str,
 ) -> str:
-    """Runs only on a blessing; returns the URI of the pushed version."""
-    from pipelines.registry import push as push_model
+    """Runs only on a blessing: copies the model with its test metrics, blessing and lineage into the registry and
+    moves the champion pointer (refused if another run moved it since the gate read it: re-gate). Returns the
+    version's URI."""
+    import json
+    import os
 
-    return push_model(model.path, blessing.path, data.path, registry, model_name)
+    from pipelines.registry import push as push_version
+
+    with open(blessing.path) as f:
+        decision = json.load(f)
+    result = push_version(decision, registry, model_name, model_dir=model.path,
+                          eval_dir=os.path.join(evaluation.path, "test"), data_dir=data.path)
+    print(f"push: {result.outcome} {result.uri} (previous champion: {result.previous_version})")
+    return result.uri

@@ -17,11 +17,13 @@ def select_and_gate(
     registry: str,
     model_name: str,
     champion: Output[Model],
+    champion_evaluation: Output[Artifact],
     blessing: Output[Artifact],
     metrics: Output[Metrics],
 ) -> NamedTuple("Outputs", [("blessed", bool), ("champion_variant", str)]):
     """The run's champion (best validation Recall@10) is gated against the registry's production champion and
-    the run's ``baseline_preset``; its model is copied to ``champion``, the gate's document (every check with
+    the run's ``baseline_preset``; its model and evaluation are copied to ``champion`` and
+    ``champion_evaluation`` (what a push needs, wherever the tasks run), the gate's document (every check with
     value, threshold and verdict) written to ``blessing``, and ``blessed`` decides whether it is pushed."""
     import os
     from collections import namedtuple
@@ -42,7 +44,8 @@ def select_and_gate(
     decision = gate.gate(chosen, baseline, read_champion(registry, model_name), from_dict(gate.GateConfig, gate_config))
     storage.write_json(blessing.path, decision)
     storage.copy_tree(chosen["model_dir"], champion.path)
-    for artifact in (champion, blessing):
+    storage.copy_tree(evaluation_dirs[chosen["name"]], champion_evaluation.path)
+    for artifact in (champion, champion_evaluation, blessing):
         artifact.metadata[VARIANT_KEY] = chosen["name"]
     blessing.metadata["blessed"] = decision["blessed"]
     log_metrics(metrics, {"blessed": float(decision["blessed"]), **decision["candidate_metrics"]})

@@ -108,8 +108,9 @@ def create_pipeline(image: str = IMAGE, parallelism: int = 0):
 
         with dsl.If(decision.outputs["blessed"] == True, name="blessed"):  # noqa: E712 - a KFP condition, not a bool
             pushed = _resources(
-                push(model=decision.outputs["champion"], blessing=decision.outputs["blessing"],
-                     data=prep.outputs["data"], registry=registry, model_name=model_name),
+                push(model=decision.outputs["champion"], evaluation=decision.outputs["champion_evaluation"],
+                     blessing=decision.outputs["blessing"], data=prep.outputs["data"], registry=registry,
+                     model_name=model_name),
                 "Push to registry", *SMALL,
             )
             pushed.set_caching_options(enable_caching=False)  # a side effect on the registry

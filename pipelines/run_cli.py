@@ -145,9 +145,7 @@ def print_summary(run: runner.LocalRun) -> None:
     print(f"gate:            {'BLESSED' if run.blessed else 'not blessed'} ({run.champion})")
     print(f"report:          {run.report_html}")
     print(f"                 {run.report_markdown}")
-    print(f"tensorboard:     interest tensorboard {run.run_dir}")
-    for variant, path in run.tensorboard.items():
-        print(f"                 {variant}: {path}")
+    print(f"tensorboard:     {run.tensorboard}  (interest tensorboard {run.run_dir})")
     print(f"blessed model:   {run.pushed_model or 'none (nothing pushed)'}")
     print(f"pipeline:        {run.pipeline_yaml}")
 

@@ -70,7 +70,8 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 
 
 def validate_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
-    """Raise ConfigError naming the parameter if an argument is unknown, missing or invalid; else return them."""
+    """Raise ConfigError naming the parameter if an argument is unknown, missing or invalid; else return every
+    parameter's value (the pipeline's defaults filled in)."""
     from pipelines import cluster, gate
     from pipelines.datasets import DATASETS
     from preprocessing.config import PreprocessConfig
@@ -103,7 +104,7 @@ def validate_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     from_dict(cluster.ClusterConfig, args["cluster"])
     for name in ("torch_threads", "accelerator_count"):
         require(isinstance(args[name], int) and args[name] >= 0, name, f"must be an integer >= 0, got {args[name]!r}")
-    return arguments
+    return args
 
 
 # --------------------------------------------------------------------------------------------- local (kfp.local)
@@ -114,12 +115,12 @@ class LocalRun:
     pipeline_yaml: Path  # the compiled DAG that ran
     report_html: Path
     report_markdown: Path
-    tensorboard: dict[str, Path]  # variant -> its TensorBoard log directory
+    tensorboard: Path  # one link per variant to its TensorBoard logs: tensorboard --logdir THIS
     recall: dict[str, dict[str, float]]  # variant -> {"valid": Recall@10, "test": Recall@10}
     champion: str  # the selected variant
     blessed: bool
     blessing: dict[str, Any]  # blessing.json
-    pushed_model: str | None  # the registry directory of the pushed champion, if blessed
+    pushed_model: str | None  # the champion's version directory in the registry, if it was blessed and pushed
 
 
 def new_run_dir(output: str | Path, profile: str) -> Path:
@@ -140,8 +141,9 @@ def run_local(arguments: dict[str, Any], run_dir: Path, parallelism: int) -> Loc
     require(parallelism >= 1, "parallelism", f"must be >= 1 for a local run, got {parallelism}")
     arguments = dict(arguments)
     concurrent = min(parallelism, len(arguments["variants"]))
-    arguments.setdefault("torch_threads", max(1, (os.cpu_count() or 1) // concurrent))
-    validate_arguments(arguments)
+    if not arguments.get("torch_threads"):  # 0 means every core of the pod: here the cores are shared
+        arguments["torch_threads"] = max(1, (os.cpu_count() or 1) // concurrent)
+    arguments = validate_arguments(arguments)
     run_dir.mkdir(parents=True)
     package = compile_pipeline(run_dir / "pipeline.yaml", parallelism=parallelism)
     (run_dir / "arguments.json").write_text(json.dumps(arguments, indent=2) + "\n")
@@ -152,63 +154,75 @@ def run_local(arguments: dict[str, Any], run_dir: Path, parallelism: int) -> Loc
         # (display names, resources) do not apply here, and it says so once per task.
         warnings.filterwarnings("ignore", message=r".*(base image|have no effect in the current local runner).*")
         task = components.load_component_from_file(str(package))(**arguments)
-    return collect_local_run(run_dir, package, task.outputs)
+    return collect_local_run(run_dir, package, task.outputs, arguments)
 
 
-def collect_local_run(run_dir: Path, package: Path, outputs: dict[str, Any]) -> LocalRun:
-    """Read what a finished local run produced and link the report beside ``run_dir``'s top."""
+def collect_local_run(run_dir: Path, package: Path, outputs: dict[str, Any], arguments: dict[str, Any]) -> LocalRun:
+    """Read what a finished local run produced and link the report at the top of ``run_dir``."""
     from components.artifacts import SPLITS, VARIANT_KEY
+    from pipelines import registry
 
     recall = {}
     for evaluation in outputs["evaluations"]:
         recall[evaluation.metadata[VARIANT_KEY]] = {
             split: json.loads(Path(evaluation.path, split, "metrics.json").read_text())["recall@10"] for split in SPLITS
         }
-    tensorboard = {}
-    for logs in outputs["tensorboard"]:
-        variant = logs.metadata[VARIANT_KEY]
-        tensorboard[variant] = Path(logs.path, variant)
     blessing_artifact = outputs["blessing"]
     blessing = json.loads(Path(blessing_artifact.path).read_text())
+    blessed = bool(blessing_artifact.metadata["blessed"])
+    pushed_model = None
+    if blessed:  # the push moved the pointer to this model's version, unless another run moved it since
+        pointer, _ = registry.read_pointer(arguments["registry"], arguments["model_name"])
+        if pointer and pointer["version"] == registry.default_version(outputs["champion"].path):
+            pushed_model = pointer["uri"]
     links = {}
     for name, key in (("report.html", "report_html"), ("report.md", "report_markdown")):
         link = run_dir / name
         link.symlink_to(os.path.relpath(outputs[key].path, run_dir))
         links[key] = link
-    run = LocalRun(
+    return LocalRun(
         run_dir=run_dir, pipeline_yaml=package, report_html=links["report_html"],
-        report_markdown=links["report_markdown"], tensorboard=tensorboard, recall=recall,
-        champion=blessing_artifact.metadata[VARIANT_KEY], blessed=bool(blessing_artifact.metadata["blessed"]),
-        blessing=blessing, pushed_model=blessing.get("pushed_to"),
+        report_markdown=links["report_markdown"], tensorboard=link_tensorboard_logs(run_dir), recall=recall,
+        champion=blessing_artifact.metadata[VARIANT_KEY], blessed=blessed, blessing=blessing,
+        pushed_model=pushed_model,
     )
-    return run
 
 
 def tensorboard_runs(run_dir: str | Path) -> dict[str, Path]:
     """Every variant's TensorBoard logs below a local run directory: ``<artifact>/tensorboard/<variant>/``."""
     runs: dict[str, Path] = {}
-    for events in sorted(Path(run_dir).rglob("events.out.tfevents.*")):
+    for events in sorted(Path(run_dir).rglob("events.out.tfevents.*")):  # does not follow the links below
         parts = events.relative_to(run_dir).parts
         if "tensorboard" not in parts[:-2]:
             continue
         at = len(parts) - 1 - parts[::-1].index("tensorboard")
-        variant_dir = Path(run_dir, *parts[:at + 2])
-        name = parts[at + 1]
+        name, variant_dir = parts[at + 1], Path(run_dir, *parts[:at + 2])
         require(runs.get(name, variant_dir) == variant_dir, "RUN_DIR",
                 f"two TensorBoard logs for variant {name!r}: {runs.get(name)} and {variant_dir}")
         runs[name] = variant_dir
     return runs
 
 
-def tensorboard_command(run_dir: str | Path, port: int) -> list[str]:
-    """The TensorBoard command over every variant's logs, on 127.0.0.1 (one run per variant)."""
-    import sys
-
+def link_tensorboard_logs(run_dir: str | Path) -> Path:
+    """``<run_dir>/tensorboard/<variant>`` links to every variant's logs, so ``tensorboard --logdir`` on that
+    one directory shows one run per variant, named after it."""
     runs = tensorboard_runs(run_dir)
     require(bool(runs), "RUN_DIR", f"no TensorBoard logs below {run_dir}: is it an `interest run` output?")
-    spec = ",".join(f"{name}:{path}" for name, path in runs.items())
-    return [sys.executable, "-m", "tensorboard.main", "--logdir_spec", spec, "--host", "127.0.0.1",
-            "--port", str(port)]
+    board = Path(run_dir, "tensorboard")
+    board.mkdir(exist_ok=True)
+    for name, path in runs.items():
+        link = board / name
+        if not link.is_symlink():
+            link.symlink_to(os.path.relpath(path, board), target_is_directory=True)
+    return board
+
+
+def tensorboard_command(run_dir: str | Path, port: int) -> list[str]:
+    """TensorBoard over every variant's logs of a run, on 127.0.0.1 only."""
+    import sys
+
+    return [sys.executable, "-m", "tensorboard.main", "--logdir", str(link_tensorboard_logs(run_dir)),
+            "--host", "127.0.0.1", "--port", str(port)]
 
 
 # ------------------------------------------------------------------------------------------ Kubeflow Pipelines
