@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import math
+
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import (
     ConstantLR,
@@ -27,10 +29,10 @@ def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
 
 
 def restart_period(cfg: TrainConfig, total_steps: int) -> int:
-    """Steps per cosine cycle; by default four cycles fill the steps after the warm-up."""
+    """Steps per cosine cycle; by default four cycles cover the steps after the warm-up (no short fifth one)."""
     if cfg.restart_period_steps is not None:
         return cfg.restart_period_steps
-    return max(1, (total_steps - warmup_steps(cfg, total_steps)) // 4)
+    return max(1, math.ceil((total_steps - warmup_steps(cfg, total_steps)) / 4))
 
 
 def build_scheduler(optimizer: Optimizer, cfg: TrainConfig, total_steps: int) -> LRScheduler:

@@ -342,6 +342,13 @@ class Trainer:
         return reason or "stopped by rank 0"
 
     def run(self) -> dict[str, Any]:
+        try:
+            return self._loop()
+        finally:
+            if self.monitor:
+                self.monitor.close()
+
+    def _loop(self) -> dict[str, Any]:
         cfg, p = self.cfg, self.progress
         loop_started = time.monotonic() - p.train_seconds
         log_window, eval_window = Window(), Window()
@@ -378,10 +385,7 @@ class Trainer:
                 if stopped:
                     break
                 step_started = time.monotonic()
-        summary = self._export(stopped) if self.ddp.is_main else {}
-        if self.monitor:
-            self.monitor.close()
-        return summary
+        return self._export(stopped) if self.ddp.is_main else {}
 
     # ---------------------------------------------------------------- export
 

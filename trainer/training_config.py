@@ -75,11 +75,12 @@ class TrainConfig:
         require(self.time_budget_seconds is None or self.time_budget_seconds > 0, "time_budget_seconds",
                 f"must be > 0 or null, got {self.time_budget_seconds}")
         for name in ("eval_every_steps", "eval_batch_size", "bucket_batches", "checkpoint_every_steps",
-                     "keep_checkpoints", "log_every_steps", "max_skipped_steps"):
+                     "keep_checkpoints", "log_every_steps"):
             value = getattr(self, name)
             require(value >= 1, name, f"must be >= 1, got {value}")
         require(self.patience >= 0, "patience", f"must be >= 0 (0 disables early stopping), got {self.patience}")
         require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
+        require(self.max_skipped_steps >= 0, "max_skipped_steps", f"must be >= 0, got {self.max_skipped_steps}")
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """The step horizon of the run (the LR schedule spans it); the time budget may stop it earlier."""

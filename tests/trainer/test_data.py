@@ -1,0 +1,141 @@
+"""Reading the preprocessed directory, training batches (left padding, shifted targets, buckets, DDP shares)
+and the validation/test sets, checked against plain per-user Python over the same Parquet rows."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from pipelines import storage
+from pipelines.configs import ConfigError
+from trainer.data import EvalSet, TrainingSet, epoch_loader, load_sequences
+
+MAX_LEN = 12
+
+
+@pytest.fixture(scope="module")
+def rows(tiny_data):
+    """user_index -> the contract row, read the slow obvious way."""
+    table = pq.read_table(sorted(tiny_data.glob("sequences-*.parquet")))
+    return {r["user_index"]: r for r in table.to_pylist()}
+
+
+@pytest.fixture(scope="module")
+def seqs(tiny_data):
+    return load_sequences(str(tiny_data))
+
+
+def test_sequences_are_read_in_user_order_with_every_event(seqs, rows):
+    assert seqs.user_index.tolist() == sorted(rows)
+    assert seqs.num_items == 40
+    for u, row in rows.items():
+        events = slice(int(seqs.offsets[u]), int(seqs.offsets[u] + seqs.length[u]))
+        assert seqs.columns["items"][events].tolist() == row["item_index"]
+        assert seqs.columns["timestamp"][events].tolist() == pytest.approx(row["timestamp_normalized"])
+        assert seqs.columns["hour_of_day"][events].tolist() == row["hour_of_day"]
+        assert (int(seqs.train_end[u]), int(seqs.valid_end[u])) == (row["train_end"], row["valid_end"])
+
+
+def test_training_batch_is_left_padded_with_targets_shifted_by_one(seqs, rows):
+    data = TrainingSet(seqs, MAX_LEN)
+    users = torch.nonzero(seqs.train_end >= 2).flatten()
+    examples = torch.arange(len(data))
+    batch = data.batch(examples)
+    T = batch.inputs["items"].shape[1]
+    assert T == MAX_LEN and set(batch.inputs) == {"items", "timestamp", "log_hours_since_prev", "hour_of_day",
+                                                  "day_of_week"}
+    assert batch.inputs["items"].dtype == torch.long and batch.inputs["timestamp"].dtype == torch.float32
+    for i, u in enumerate(users.tolist()):
+        items, end = rows[u]["item_index"], rows[u]["train_end"]
+        inputs, targets = items[: end - 1][-MAX_LEN:], items[1:end][-MAX_LEN:]  # truncated to the last max_len
+        pad = T - len(inputs)
+        assert batch.inputs["items"][i].tolist() == [0] * pad + inputs
+        assert batch.targets[i].tolist() == [0] * pad + targets
+        assert batch.inputs["hour_of_day"][i, pad:].tolist() == rows[u]["hour_of_day"][: end - 1][-MAX_LEN:]
+        assert batch.inputs["timestamp"][i, :pad].eq(0).all()
+    assert batch.tokens == batch.global_tokens == int((batch.targets > 0).sum())
+
+
+def test_epoch_batches_partition_a_shuffled_epoch_and_depend_only_on_seed_and_epoch(seqs):
+    data = TrainingSet(seqs, MAX_LEN)
+    batches = data.epoch_batches(batch_size=5, bucket_batches=50, seed=1, epoch=0)
+    assert len(batches) == data.steps_per_epoch(5) == len(data) // 5
+    flat = torch.cat(batches)
+    assert flat.numel() == flat.unique().numel() == len(batches) * 5  # no example twice; the remainder dropped
+    again = data.epoch_batches(batch_size=5, bucket_batches=50, seed=1, epoch=0)
+    assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))
+    other = data.epoch_batches(batch_size=5, bucket_batches=50, seed=1, epoch=1)
+    assert not all(torch.equal(a, b) for a, b in zip(batches, other, strict=True))
+
+
+def test_bucketing_cuts_padding(seqs):
+    data = TrainingSet(seqs, MAX_LEN)
+
+    def padding(bucket_batches: int) -> float:
+        cells = real = 0
+        for examples in data.epoch_batches(4, bucket_batches, seed=0, epoch=0):
+            lengths = data.length[examples]
+            cells += int(lengths.max()) * lengths.numel()
+            real += int(lengths.sum())
+        return 1 - real / cells
+
+    assert padding(bucket_batches=50) < padding(bucket_batches=1) / 2
+
+
+def test_ranks_share_the_global_batch_whatever_the_world_size(seqs):
+    data = TrainingSet(seqs, MAX_LEN)
+    examples = data.epoch_batches(7, 50, seed=0, epoch=0)[0]
+    whole = data.batch(examples)
+    shares = [data.batch(examples, rank, 2) for rank in range(2)]
+    assert sum(s.tokens for s in shares) == whole.global_tokens == shares[0].global_tokens
+    assert all(s.inputs["items"].shape[1] == whole.inputs["items"].shape[1] for s in shares)  # global width
+    rebuilt = torch.empty_like(whole.targets)
+    rebuilt[0::2], rebuilt[1::2] = shares[0].targets, shares[1].targets
+    assert torch.equal(rebuilt, whole.targets)
+
+
+def test_loader_resumes_mid_epoch_at_the_same_batch(seqs):
+    data = TrainingSet(seqs, MAX_LEN)
+    full = list(epoch_loader(data, 5, 50, seed=3, epoch=2))
+    tail = list(epoch_loader(data, 5, 50, seed=3, epoch=2, first_batch=4))
+    assert len(tail) == len(full) - 4
+    assert all(torch.equal(a.targets, b.targets) for a, b in zip(full[4:], tail, strict=True))
+
+
+@pytest.mark.parametrize("split", ["valid", "test"])
+def test_eval_set_has_target_history_and_whole_history_mask(seqs, rows, split):
+    eval_set = EvalSet.build(seqs, split, MAX_LEN)
+    assert eval_set.user_index.tolist() == sorted(rows)  # leave-one-out: every user has both targets
+    indptr, indices = eval_set.history()
+    lengths = {}
+    for position, inputs in eval_set.input_batches(batch_size=10):
+        for row, i in enumerate(position.tolist()):
+            lengths[i] = inputs["items"][row]
+            assert inputs["items"].shape[0] <= 10
+    for i, u in enumerate(eval_set.user_index.tolist()):
+        items = rows[u]["item_index"]
+        end = rows[u]["train_end"] if split == "valid" else rows[u]["valid_end"]
+        assert int(eval_set.targets[i]) == items[end]
+        assert indices[indptr[i]:indptr[i + 1]].tolist() == items[:end]  # all of it, for masking
+        history = lengths[i][lengths[i] > 0].tolist()
+        assert history == items[:end][-MAX_LEN:] and lengths[i][-1] != 0  # left-padded, newest last
+
+
+def test_a_directory_that_is_not_preprocessed_is_a_clear_error(tmp_path, tiny_data):
+    with pytest.raises(ConfigError, match="no vocab.json"):
+        load_sequences(str(tmp_path))
+    (tmp_path / "vocab.json").write_text('{"padding_index": 0, "items": ["a", "b"]}')
+    with pytest.raises(ConfigError, match="no sequences-"):
+        load_sequences(str(tmp_path))
+    for shard in tiny_data.glob("sequences-*.parquet"):
+        (tmp_path / shard.name).write_bytes(shard.read_bytes())
+    with pytest.raises(ConfigError, match=r"item_index outside 1..2"):
+        load_sequences(str(tmp_path))
+
+
+def test_reads_a_gcs_directory(tiny_data, gcs_bucket, seqs):
+    storage.copy_tree(str(tiny_data), f"{gcs_bucket}/data")
+    remote = load_sequences(f"{gcs_bucket}/data")
+    assert torch.equal(remote.columns["items"], seqs.columns["items"])
+    assert torch.equal(remote.train_end, seqs.train_end)

@@ -1,0 +1,286 @@
+"""End-to-end training on tiny data: the artifact directory, TensorBoard, DDP parity, resume after SIGKILL or a
+corrupt checkpoint, NaN handling, time budget and a gs:// output."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from pipelines import cli, storage
+from pipelines.configs import ConfigError
+from trainer import checkpoint
+from trainer.data import TrainingSet, load_sequences
+from trainer.evaluate import evaluate
+from trainer.model import InterestModel
+from trainer.train import NonFiniteLossError, train
+
+ROOT = Path(__file__).resolve().parents[2]
+# conftest.py's TINY_MODEL and tiny_train() as `interest train` flags.
+TINY_FLAGS = ["--set", "d_model=16", "--set", "n_layer=1", "--set", "n_head=2", "--set", "max_len=12",
+              "--set", "batch_size=6", "--set", "lr=0.003", "--set", "patience=0", "--set", "log_every_steps=5"]
+
+
+def run(data: Path, out: Path, kit, **overrides) -> dict:
+    return train(str(data), str(out), model_config=kit.TINY_MODEL, train_config=kit.tiny_train(**overrides))
+
+
+def newest_weights(out: Path) -> dict[str, torch.Tensor]:
+    state, _ = checkpoint.load_latest(str(out / "checkpoints"))
+    return state["model"]
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(io.BytesIO(path.read_bytes()), weights_only=True)
+
+
+def assert_same_weights(a: dict, b: dict, atol: float = 0.0) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        if atol:
+            torch.testing.assert_close(a[key], b[key], atol=atol, rtol=0, msg=key)
+        else:
+            assert torch.equal(a[key], b[key]), key
+
+
+def interest(argv: list[str], env: dict | None = None) -> subprocess.Popen:
+    """``interest ARGV`` in its own process, as a user runs it."""
+    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", *argv], cwd=ROOT,
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_data, tmp_path_factory, kit):
+    """One complete single-process run, shared by the tests that only read its outputs."""
+    out = tmp_path_factory.mktemp("run")
+    return out, run(tiny_data, out, kit)
+
+
+def test_run_writes_the_model_artifact_directory(finished, tiny_data, kit):
+    out, summary = finished
+    for name in ("model.pt", "model_config.json", "train_config.json", "vocab.json", "summary.json"):
+        assert (out / name).is_file(), name
+    assert (out / "tensorboard").is_dir() and list((out / "checkpoints").glob("step-*.pt"))
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert summary["steps"] == 14 and summary["stopped"] == "epochs"  # 2 epochs of 7 full batches
+    assert summary["tokens_per_second"] > 0 and summary["params"] == InterestModel(kit.TINY_MODEL, 40).num_parameters()
+    assert [h["step"] for h in summary["history"]] == [4, 8, 12, 14]  # every 4 steps and at the end
+    for point in summary["history"]:
+        assert set(point) == {"step", "wall_seconds", "train_loss", "penalty", "lr", "valid_recall@10",
+                              "valid_ndcg@10", "user_norm_mean"}
+    best = max(summary["history"], key=lambda h: h["valid_recall@10"])
+    assert summary["best"] == {"step": best["step"], "valid_recall@10": best["valid_recall@10"],
+                               "valid_ndcg@10": best["valid_ndcg@10"]}
+    # The exported weights are the best validation's: `interest evaluate` on the valid split reproduces it.
+    metrics = evaluate(str(out), str(tiny_data), split="valid")
+    assert metrics["recall@10"] == pytest.approx(summary["best"]["valid_recall@10"])
+    assert metrics["ndcg@10"] == pytest.approx(summary["best"]["valid_ndcg@10"])
+
+
+def test_training_learns_the_walk(finished):
+    """The tiny users step +1 through the catalogue: recall climbs well above chance (10 of 40 items)."""
+    _, summary = finished
+    recalls = [h["valid_recall@10"] for h in summary["history"]]
+    losses = [h["train_loss"] for h in summary["history"]]
+    assert losses[-1] < losses[0]
+    assert summary["best"]["valid_recall@10"] > 0.35 and recalls[-1] > recalls[0]
+
+
+def test_interest_evaluate_writes_metrics_and_per_user_rows(finished, tiny_data, tmp_path, capsys):
+    out, _ = finished
+    assert cli.main(["evaluate", "--model", str(out), "--data", str(tiny_data), "--split", "test",
+                     "--output", str(tmp_path)]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics) == {"recall@1", "recall@5", "recall@10", "recall@20", "recall@50", "ndcg@10", "mrr",
+                            "coverage@10", "users", "params", "users_per_second", "split",
+                            *(f"{kind}_norm_{s}" for kind in ("user", "item") for s in ("mean", "std", "p50", "p95",
+                                                                                          "max"))}
+    assert metrics["split"] == "test" and metrics["users"] == 48
+    per_user = pq.read_table(tmp_path / "per_user.parquet").to_pydict()
+    assert {"user_index", "rank", "recall@10", "ndcg@10", "rr"} <= set(per_user)
+    assert len(per_user["rank"]) == 48 and min(per_user["rank"]) >= 1
+    assert sum(per_user["recall@10"]) / 48 == pytest.approx(metrics["recall@10"])
+    assert json.loads(capsys.readouterr().out)["recall@10"] == metrics["recall@10"]
+
+
+def test_tensorboard_events_hold_every_tag(finished):
+    out, summary = finished
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    expected = {f"train/{t}" for t in ("loss", "penalty", "lr", "grad_norm", "tokens_per_second")}
+    expected |= {f"valid/{t}" for t in ("recall@10", "ndcg@10")}
+    expected |= {f"valid_by_seconds/{t}" for t in ("recall@10", "ndcg@10")}
+    expected |= {f"norms/{k}_norm_{s}" for k in ("user", "item") for s in ("mean", "p95", "max")}
+    assert expected <= scalars
+    recall = events.Scalars("valid/recall@10")
+    assert [e.step for e in recall] == [h["step"] for h in summary["history"]]
+    assert [e.value for e in recall] == pytest.approx([h["valid_recall@10"] for h in summary["history"]])
+    assert [e.step for e in events.Scalars("train/lr")] == [2, 4, 6, 8, 10, 12, 14]
+    assert events.Scalars("hparam/valid_recall@10")[0].value == pytest.approx(summary["best"]["valid_recall@10"])
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        events.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["preset"].string_value == "baseline"
+    assert start.hparams["lr"].number_value == pytest.approx(3e-3)
+    assert start.hparams["d_model"].number_value == 16
+
+
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny_data, tmp_path):
+    """A real 2-rank DDP job (gloo, env:// rendezvous, the ranks torchrun would start) against one process."""
+    flags = ["train", "--data", str(tiny_data), *TINY_FLAGS, "--set", "dropout=0.0", "--set", "eval_every_steps=7",
+             "--epochs", "2"]
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}
+    ranks = [interest([*flags, "--output", str(tmp_path / "ddp")], {**env, "RANK": str(r), "LOCAL_RANK": str(r)})
+             for r in range(2)]
+    assert cli.main([*flags, "--output", str(tmp_path / "single")]) == 0
+    for rank in ranks:
+        log, _ = rank.communicate(timeout=120)
+        assert rank.returncode == 0, log
+    single = json.loads((tmp_path / "single" / "summary.json").read_text())
+    ddp = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert ddp["world_size"] == 2 and single["world_size"] == 1
+    assert ddp["steps"] == single["steps"] == 14 and ddp["tokens"] == single["tokens"]
+    for a, b in zip(ddp["history"], single["history"], strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["valid_recall@10"] == pytest.approx(b["valid_recall@10"], abs=1 / 48 + 1e-9)
+    assert_same_weights(newest_weights(tmp_path / "ddp"), newest_weights(tmp_path / "single"), atol=1e-4)
+
+
+def test_sigkill_mid_training_then_rerun_ends_with_the_uninterrupted_weights(tiny_data, tmp_path):
+    """Dropout on, so the restored RNG states matter; the kill lands mid-epoch (7 steps per epoch)."""
+    flags = ["train", "--data", str(tiny_data), *TINY_FLAGS, "--set", "dropout=0.1", "--set", "eval_every_steps=10",
+             "--set", "checkpoint_every_steps=5", "--epochs", "8"]
+    out = tmp_path / "killed"
+    victim = interest([*flags, "--output", str(out)])
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoints" / "step-00000010.pt.sha256").exists():
+        assert victim.poll() is None and time.monotonic() < deadline, victim.communicate()[0]
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()
+    assert victim.returncode == -signal.SIGKILL and not (out / "summary.json").exists()
+
+    rerun = interest([*flags, "--output", str(out)])
+    log, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, log
+    assert "resuming from" in log
+    assert cli.main([*flags, "--output", str(tmp_path / "uninterrupted")]) == 0
+
+    resumed = json.loads((out / "summary.json").read_text())
+    reference = json.loads((tmp_path / "uninterrupted" / "summary.json").read_text())
+    assert len(resumed["resumed_from"]) == 1 and 10 <= resumed["resumed_from"][0] < 56
+    assert resumed["steps"] == reference["steps"] == 56
+    assert_same_weights(newest_weights(out), newest_weights(tmp_path / "uninterrupted"))
+    assert_same_weights(read_weights(out / "model.pt"), read_weights(tmp_path / "uninterrupted" / "model.pt"))
+    assert resumed["best"] == reference["best"]
+
+
+def test_corrupt_latest_checkpoint_resumes_from_the_previous_one(tiny_data, tmp_path, kit, caplog):
+    out = tmp_path / "run"
+    run(tiny_data, out, kit, epochs=None, max_steps=8, checkpoint_every_steps=4, keep_checkpoints=2)
+    final = newest_weights(out)
+    latest = out / "checkpoints" / "step-00000008.pt"
+    data = bytearray(latest.read_bytes())
+    data[-100] ^= 0xFF
+    latest.write_bytes(bytes(data))
+    summary = run(tiny_data, out, kit, epochs=None, max_steps=8, checkpoint_every_steps=4, keep_checkpoints=2)
+    assert "checkpoint of step 8" in caplog.text and "does not match" in caplog.text
+    assert summary["resumed_from"] == [4] and summary["steps"] == 8
+    assert_same_weights(newest_weights(out), final)  # steps 5..8 redone exactly
+
+
+def test_rerun_with_a_different_config_is_refused(tiny_data, tmp_path, kit):
+    out = tmp_path / "run"
+    run(tiny_data, out, kit, epochs=None, max_steps=4)
+    with pytest.raises(ConfigError, match=r"holds a run with train lr=0.003, now 0.01"):
+        run(tiny_data, out, kit, epochs=None, max_steps=4, lr=0.01)
+
+
+def first_step_with(user: int, data: TrainingSet, batch_size: int, seed: int, epochs: int) -> list[int]:
+    """1-based steps whose global batch holds ``user``'s training example."""
+    example = int(torch.nonzero(torch.nonzero(data.seqs.train_end >= 2).flatten() == user))
+    steps = []
+    for epoch in range(epochs):
+        for i, batch in enumerate(data.epoch_batches(batch_size, 50, seed, epoch)):
+            if example in batch.tolist():
+                steps.append(epoch * data.steps_per_epoch(batch_size) + i + 1)
+    return steps
+
+
+@pytest.fixture(scope="module")
+def nan_data(tiny_data, tmp_path_factory, kit):
+    """The tiny data with one user's timestamps NaN; that user first trains at step >= 4."""
+    data = TrainingSet(load_sequences(str(tiny_data)), kit.TINY_MODEL.max_len)
+    cfg = kit.tiny_train()
+    for user in range(kit.NUM_USERS):
+        steps = first_step_with(user, data, cfg.batch_size, cfg.seed, cfg.epochs) if data.seqs.train_end[user] >= 2 \
+            else []
+        if steps and steps[0] >= 4:
+            return kit.write_preprocessed(tmp_path_factory.mktemp("nan-data"), nan_user=user), steps
+    raise AssertionError("no user trains late enough")
+
+
+def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(nan_data, tmp_path, kit):
+    directory, steps = nan_data
+    last_good = (steps[0] - 1) // 2 * 2
+    with pytest.raises(NonFiniteLossError) as error:
+        run(directory, tmp_path, kit, checkpoint_every_steps=2)
+    message = str(error.value)
+    assert f"loss is nan at step {steps[0]} " in message
+    assert f"step-{last_good:08d}.pt (step {last_good})" in message and "nan_policy=skip" in message
+    assert checkpoint.load_latest(str(tmp_path / "checkpoints"))[0]["step"] == last_good
+
+
+def test_nan_loss_steps_are_skipped_when_configured(nan_data, tmp_path, kit):
+    directory, steps = nan_data
+    summary = run(directory, tmp_path, kit, nan_policy="skip")
+    assert summary["skipped_steps"] == len(steps) and summary["steps"] == 14
+    assert all(torch.isfinite(w).all() for w in newest_weights(tmp_path).values())
+    with pytest.raises(NonFiniteLossError, match="max_skipped_steps"):
+        run(directory, tmp_path / "strict", kit, nan_policy="skip", max_skipped_steps=0)
+
+
+def test_time_budget_stops_early_and_still_validates(tiny_data, tmp_path, kit):
+    summary = run(tiny_data, tmp_path, kit, epochs=1000, time_budget_seconds=1.0)
+    assert summary["stopped"] == "time_budget" and 0 < summary["steps"] < 7000
+    assert summary["train_seconds"] >= 1.0 and summary["history"][-1]["step"] == summary["steps"]
+
+
+def test_train_to_gcs_and_resume_from_there(tiny_data, gcs_bucket, kit):
+    out = f"{gcs_bucket}/runs/tiny"
+    summary = run(tiny_data, out, kit, epochs=None, max_steps=4)
+    files = {f[len(out) + 1:] for f in storage.list_files(out)}
+    assert {"model.pt", "model_config.json", "train_config.json", "vocab.json", "summary.json",
+            "checkpoints/step-00000004.pt", "checkpoints/step-00000004.pt.sha256"} <= files
+    assert any(f.startswith("tensorboard/events.out.tfevents") for f in files)
+    assert storage.read_json(f"{out}/summary.json") == summary
+    again = run(tiny_data, out, kit, epochs=None, max_steps=4)
+    assert again["resumed_from"] == [4] and again["steps"] == 4
+    assert evaluate(out, str(tiny_data), split="valid")["recall@10"] == pytest.approx(summary["best"]["valid_recall@10"])
+
+
+def test_cli_rejects_bad_flags_before_training(tiny_data, tmp_path, capsys):
+    assert cli.main(["train", "--data", str(tiny_data), "--output", str(tmp_path), "--set", "warmup=0.1"]) == 2
+    assert "--set warmup: not a ModelConfig or TrainConfig field" in capsys.readouterr().err
+    assert cli.main(["train", "--data", str(tiny_data), "--output", str(tmp_path), "--preset", "nope"]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
