@@ -86,6 +86,48 @@ def write_json(uri: str, obj: Any) -> None:
     write_text(uri, json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n")
 
 
+class GenerationMismatch(RuntimeError):
+    """A conditional GCS write or read found another object generation than the one it expected."""
+
+
+def read_with_generation(uri: str) -> tuple[bytes | None, int]:
+    """GCS only: an object's bytes and its generation, or ``(None, 0)`` when it does not exist.
+
+    The download is pinned to the generation just looked up (``if_generation_match``), so bytes and generation
+    always belong together; a write in between makes it look again.
+    """
+    from google.api_core.exceptions import NotFound, PreconditionFailed
+
+    bucket, name = split_gcs(uri)
+    for _ in range(5):
+        blob = gcs_client().bucket(bucket).get_blob(name, retry=_retry())
+        if blob is None:
+            return None, 0
+        generation = int(blob.generation)  # the download overwrites blob.generation with its response header
+        try:
+            return blob.download_as_bytes(if_generation_match=generation, retry=_retry()), generation
+        except (PreconditionFailed, NotFound):
+            continue
+    raise GenerationMismatch(f"{uri} kept changing while being read")
+
+
+def write_if_generation(uri: str, data: bytes, generation: int) -> int:
+    """GCS only: write ``data`` only if the object's generation is still ``generation`` (0: it must not exist).
+
+    Returns the new generation; raises GenerationMismatch when another writer got there first. The precondition
+    makes the write idempotent, so it is retried like any other. A retry whose first attempt did land also sees
+    a mismatch: callers tell that case apart by reading the object back.
+    """
+    from google.api_core.exceptions import PreconditionFailed
+
+    blob = _blob(uri)
+    try:
+        blob.upload_from_string(data, if_generation_match=generation, retry=_retry())
+    except PreconditionFailed as exc:
+        raise GenerationMismatch(f"{uri}: generation is no longer {generation}") from exc
+    return int(blob.generation)
+
+
 def upload_file(local_path: str | Path, uri: str) -> None:
     """Copy one local file to ``uri`` (local or GCS) atomically."""
     if is_gcs(uri):

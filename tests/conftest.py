@@ -78,3 +78,7 @@ def gcs_bucket(gcs_emulator):
     name = f"test-{uuid.uuid4().hex[:12]}"
     storage.gcs_client().create_bucket(name)
     return f"gs://{name}"
+
+
+# A fault-injecting proxy in front of the emulator (503s, resets, lost responses; enforces ifGenerationMatch).
+from tests.reliability.flaky_gcs import flaky_gcs  # noqa: E402, F401
