@@ -1,7 +1,5 @@
 """Component: pick the champion among every variant of the run and gate it (value, change and bootstrap checks)."""
 
-from typing import NamedTuple
-
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Metrics, Model, Output
 
@@ -20,13 +18,14 @@ def select_and_gate(
     champion_evaluation: Output[Artifact],
     blessing: Output[Artifact],
     metrics: Output[Metrics],
-) -> NamedTuple("Outputs", [("blessed", bool), ("champion_variant", str)]):
+) -> bool:
     """The run's champion (best validation Recall@10) is gated against the registry's production champion and
     the run's ``baseline_preset``; its model and evaluation are copied to ``champion`` and
     ``champion_evaluation`` (what a push needs, wherever the tasks run), the gate's document (every check with
-    value, threshold and verdict) written to ``blessing``, and ``blessed`` decides whether it is pushed."""
+    value, threshold and verdict) written to ``blessing``; the return value (blessed or not) decides whether it
+    is pushed. A single unnamed return on purpose: kfp.local resolves ``dsl.If`` only on a task's ``Output``
+    (a named output's condition silently evaluates to False)."""
     import os
-    from collections import namedtuple
 
     from components.artifacts import VARIANT_KEY, by_variant, log_metrics
     from pipelines import gate, storage
@@ -49,4 +48,4 @@ def select_and_gate(
         artifact.metadata[VARIANT_KEY] = chosen["name"]
     blessing.metadata["blessed"] = decision["blessed"]
     log_metrics(metrics, {"blessed": float(decision["blessed"]), **decision["candidate_metrics"]})
-    return namedtuple("Outputs", ["blessed", "champion_variant"])(decision["blessed"], chosen["name"])
+    return decision["blessed"]

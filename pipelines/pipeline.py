@@ -106,7 +106,8 @@ def create_pipeline(image: str = IMAGE, parallelism: int = 0):
         # It reads the registry's current champion, which other runs move: always decide afresh.
         decision.set_caching_options(enable_caching=False)
 
-        with dsl.If(decision.outputs["blessed"] == True, name="blessed"):  # noqa: E712 - a KFP condition, not a bool
+        # On the task's single `Output`: kfp.local evaluates a condition on a named output as False, silently.
+        with dsl.If(decision.outputs["Output"] == True, name="blessed"):  # noqa: E712 - a KFP condition, not a bool
             pushed = _resources(
                 push(model=decision.outputs["champion"], evaluation=decision.outputs["champion_evaluation"],
                      blessing=decision.outputs["blessing"], data=prep.outputs["data"], registry=registry,

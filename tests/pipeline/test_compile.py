@@ -69,12 +69,12 @@ def test_push_runs_only_when_blessed_and_report_always(spec):
     assert len(conditions) == 1
     condition = conditions[0]
     assert condition["triggerPolicy"]["condition"] == (
-        "inputs.parameter_values['pipelinechannel--select-and-gate-blessed'] == true")
-    assert condition["inputs"]["parameters"]["pipelinechannel--select-and-gate-blessed"]["taskOutputParameter"] == {
-        "outputParameterKey": "blessed", "producerTask": "select-and-gate"}
+        "inputs.parameter_values['pipelinechannel--select-and-gate-Output'] == true")
+    assert condition["inputs"]["parameters"]["pipelinechannel--select-and-gate-Output"]["taskOutputParameter"] == {
+        "outputParameterKey": "Output", "producerTask": "select-and-gate"}
     assert set(spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]) == {"push"}
     assert "push" not in root and "triggerPolicy" not in root["report"]
-    assert spec["components"]["comp-select-and-gate"]["outputDefinitions"]["parameters"]["blessed"] == {
+    assert spec["components"]["comp-select-and-gate"]["outputDefinitions"]["parameters"]["Output"] == {
         "parameterType": "BOOLEAN"}
 
 

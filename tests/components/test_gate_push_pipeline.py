@@ -1,0 +1,118 @@
+"""select_and_gate and push inside a real kfp.local DAG: a loop writes synthetic variants (model dir + evaluation,
+with controlled Recall@10 per user), the gate collects them, and push runs only on a blessing.
+
+kfp.local refuses a component called directly with input artifacts, so the components run in a small pipeline
+shaped like the real one (ParallelFor -> Collected -> select_and_gate -> If(blessed) -> push). No
+``from __future__ import annotations`` here: KFP reads the component annotations as types.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+from kfp import dsl, local
+from kfp.dsl import Artifact, Dataset, Model, Output
+
+from components.image import IMAGE
+from components.push import push
+from components.select_and_gate import select_and_gate
+
+USERS = 200
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def synthetic_variant(name: str, valid_recall: float, test_recall: float, model: Output[Model],
+                      evaluation: Output[Artifact]):
+    """A variant whose users hit the target for exactly the first ``recall * USERS`` users (nested across variants,
+    so a better variant never loses a user: the paired bootstrap sees a clean difference)."""
+    import json
+    import os
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    users = 200
+    os.makedirs(model.path)
+    with open(os.path.join(model.path, "model.pt"), "wb") as f:
+        f.write(f"weights of {name}".encode())
+    with open(os.path.join(model.path, "summary.json"), "w") as f:
+        json.dump({"preset": name, "params": 1000, "train_seconds": 1.0}, f)
+    for split, recall in (("valid", valid_recall), ("test", test_recall)):
+        os.makedirs(os.path.join(evaluation.path, split))
+        hits = (np.arange(users) < round(recall * users)).astype(np.float64)
+        metrics = {"recall@10": float(hits.mean()), "ndcg@10": float(hits.mean()) / 2, "mrr": float(hits.mean()) / 3,
+                   "user_norm_mean": 10.0, "params": 1000, "users": users}
+        with open(os.path.join(evaluation.path, split, "metrics.json"), "w") as f:
+            json.dump(metrics, f)
+        pq.write_table(pa.table({"user_index": np.arange(users, dtype=np.int64), "recall@10": hits}),
+                       os.path.join(evaluation.path, split, "per_user.parquet"))
+    for artifact in (model, evaluation):
+        artifact.metadata["variant"] = name
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def stats_dir(data: Output[Dataset]):
+    import json
+    import os
+
+    os.makedirs(data.path)
+    with open(os.path.join(data.path, "stats.json"), "w") as f:
+        json.dump({"users": 200, "items": 50}, f)
+
+
+@dsl.pipeline(name="gate-push")
+def gate_push(variants: list[dict], registry: str):
+    data = stats_dir()
+    with dsl.ParallelFor(variants) as v:
+        # item key `variant`, not `name`: a loop item's `.name` is the channel's own name attribute
+        made = synthetic_variant(name=v.variant, valid_recall=v.valid, test_recall=v.test)
+    decision = select_and_gate(models=dsl.Collected(made.outputs["model"]),
+                               evaluations=dsl.Collected(made.outputs["evaluation"]),
+                               baseline_preset="baseline", gate_config={}, registry=registry, model_name="interest")
+    with dsl.If(decision.outputs["Output"] == True):  # noqa: E712 - a KFP condition
+        push(model=decision.outputs["champion"], evaluation=decision.outputs["champion_evaluation"],
+             blessing=decision.outputs["blessing"], data=data.outputs["data"], registry=registry,
+             model_name="interest")
+
+
+def run(tmp_path: Path, variants: list[dict], registry: Path) -> dict:
+    """Run the pipeline; return the select_and_gate task's outputs read back from its artifacts."""
+    root = tmp_path / f"run-{len(list(tmp_path.glob('run-*')))}"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
+               workspace_root=str(root / ".workspace"))
+    gate_push(variants=variants, registry=str(registry))
+    (gate_dir,) = root.glob("*/select-and-gate")
+    out = json.loads((gate_dir / "executor_output.json").read_text())
+    return {"blessing": json.loads((gate_dir / "blessing").read_text()),
+            "blessed": out["parameterValues"]["Output"], "champion": out["artifacts"]["blessing"]["artifacts"][0][
+                "metadata"]["variant"],
+            "champion_dir": gate_dir / "champion", "pushed": any(root.glob("*/push/executor_output.json"))}
+
+
+def pointer(registry: Path) -> dict | None:
+    path = registry / "interest" / "champion.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def test_first_run_blesses_and_pushes_then_a_worse_run_is_refused(tmp_path):
+    registry = tmp_path / "registry"
+    first = run(tmp_path, [{"variant": "baseline", "valid": 0.10, "test": 0.10},
+                           {"variant": "swiglu", "valid": 0.12, "test": 0.13}], registry)
+    assert first["champion"] == "swiglu"  # best validation Recall@10
+    assert first["blessed"] is True and first["pushed"]
+    checks = {c["name"]: c for c in first["blessing"]["checks"]}
+    assert checks["change_vs_baseline"]["passed"] and checks["change_vs_baseline"]["value"] == pytest.approx(0.3)
+    assert checks["change_vs_champion"]["reason"].startswith("skipped")  # no production champion yet
+    assert (first["champion_dir"] / "model.pt").read_bytes() == b"weights of swiglu"
+    champion = pointer(registry)
+    assert champion["metrics"]["recall@10"] == pytest.approx(0.13)
+    assert Path(champion["uri"], "model.pt").read_bytes() == b"weights of swiglu"
+
+    second = run(tmp_path, [{"variant": "baseline", "valid": 0.06, "test": 0.05},
+                            {"variant": "rope", "valid": 0.08, "test": 0.07}], registry)
+    assert second["champion"] == "rope"
+    assert second["blessed"] is False and not second["pushed"]  # dsl.If skipped the push
+    failed = {c["name"] for c in second["blessing"]["checks"] if not c["passed"]}
+    assert failed == {"change_vs_champion", "bootstrap_vs_champion"}
+    assert pointer(registry) == champion  # the production champion stays
