@@ -65,12 +65,13 @@ class PreprocessConfig:
         require(not unknown, "PreprocessConfig.columns",
                 f"unknown role {unknown[0] if unknown else ''!r}; roles are {', '.join(DEFAULT_COLUMNS)}")
         columns = {**DEFAULT_COLUMNS, **{k: str(v).strip() for k, v in self.columns.items()}}
-        for role, name in columns.items():
+        object.__setattr__(self, "columns", columns)
+        for role in self.roles:
+            name = columns[role]
             require(bool(name), f"PreprocessConfig.columns.{role}", "must name a column")
             if not self.header:
                 require(name.isdigit(), f"PreprocessConfig.columns.{role}",
                         f"with header=false columns are 0-based field positions, got {name!r}")
-        object.__setattr__(self, "columns", columns)
         for name in ("min_item_count", "min_user_events", "num_shards", "user_buckets", "max_id_chars"):
             value = getattr(self, name)
             require(value >= 1, f"PreprocessConfig.{name}", f"must be >= 1, got {value}")

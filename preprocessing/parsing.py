@@ -219,8 +219,22 @@ def _split_arrow(text: pa.Array, layout: TextLayout) -> tuple[dict[str, pa.Array
         return "skip"
 
     joined = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(text)], pa.int32()), text), "\n")
-    table = pacsv.read_csv(
-        pa.BufferReader(joined[0].as_buffer()),
+    try:
+        table = _read_csv(joined[0].as_buffer(), names, layout, skip)
+    except pa.ArrowInvalid:  # e.g. a lone byte order mark reads as an empty file
+        return None
+    if table.num_rows + len(misfits) != len(text) or None in misfits:
+        return None
+    reason = np.full(len(text), -1, np.int16)
+    reason[np.array(misfits, np.int64) - 1] = _REASON_CODES.index("wrong_field_count")
+    columns = {role: table.column(names[pos]).combine_chunks() for role, pos in layout.positions.items()}
+    return columns, reason
+
+
+def _read_csv(data: pa.Buffer, names: list[str], layout: TextLayout, skip) -> pa.Table:
+    """Arrow's CSV reader: every field a string, one row per line, misfit rows passed to ``skip``."""
+    return pacsv.read_csv(
+        pa.BufferReader(data),
         read_options=pacsv.ReadOptions(column_names=names, use_threads=False, block_size=1 << 30),
         parse_options=pacsv.ParseOptions(delimiter=layout.delimiter, quote_char='"' if layout.quoting else False,
                                          newlines_in_values=False, ignore_empty_lines=False,
@@ -230,12 +244,6 @@ def _split_arrow(text: pa.Array, layout: TextLayout) -> tuple[dict[str, pa.Array
             quoted_strings_can_be_null=False,
             include_columns=[names[pos] for pos in dict.fromkeys(layout.positions.values())]),
     )
-    if table.num_rows + len(misfits) != len(text) or None in misfits:
-        return None
-    reason = np.full(len(text), -1, np.int16)
-    reason[np.array(misfits, np.int64) - 1] = _REASON_CODES.index("wrong_field_count")
-    columns = {role: table.column(names[pos]).combine_chunks() for role, pos in layout.positions.items()}
-    return columns, reason
 
 
 def _split_python(text: pa.Array, layout: TextLayout) -> tuple[dict[str, pa.Array], np.ndarray]:

@@ -128,31 +128,53 @@ def _unreadable(source: Source, cfg: PreprocessConfig, line: int, exc: Exception
 def _read_parquet(source: Source, cfg: PreprocessConfig) -> Iterator[ParsedBlock]:
     row = 1
     try:
-        with FileSystems.open(source.path) as f:
-            parquet = pq.ParquetFile(f)
-            try:
-                names = parquet_columns(parquet.schema_arrow, cfg, source.path)
-            except ConfigError:
-                names = None  # every row becomes a header_mismatch dead letter
-            for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=_unique(names)):
-                yield parse_record_batch(batch, names, row, cfg, source.index, source.path)
-                row += batch.num_rows
-    except _READ_ERRORS as exc:
-        yield _unreadable(source, cfg, row, exc)
+        for names, batch in _guarded(_parquet_batches(source, cfg)):
+            yield parse_record_batch(batch, names, row, cfg, source.index, source.path)
+            row += batch.num_rows
+    except _ReadFailed as failed:
+        yield _unreadable(source, cfg, row, failed.__cause__)
+
+
+def _parquet_batches(source: Source, cfg: PreprocessConfig) -> Iterator[tuple[dict[str, str] | None, pa.RecordBatch]]:
+    """(role -> column name, or None when the schema lacks a configured column; record batch) pairs."""
+    with FileSystems.open(source.path) as f:
+        parquet = pq.ParquetFile(f)
+        try:
+            names = parquet_columns(parquet.schema_arrow, cfg, source.path)
+        except ConfigError:
+            names = None  # every row becomes a header_mismatch dead letter
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=_unique(names)):
+            yield names, batch
 
 
 def _read_text(source: Source, cfg: PreprocessConfig) -> Iterator[ParsedBlock]:
     parser = TextFileParser(source.format, cfg, source.index, source.path)
     line = 1
     try:
-        for line, block, oversized in text_blocks(source.path, cfg.max_line_bytes):
+        for line, block, oversized in _guarded(text_blocks(source.path, cfg.max_line_bytes)):
             if oversized:
                 raw = block.decode("utf-8", "backslashreplace")
                 yield empty_block(cfg, [dead_letter(source.path, line, raw, "line_too_long")])
             else:
                 yield parser.parse(block, line)
-    except _READ_ERRORS as exc:
-        yield _unreadable(source, cfg, line, exc)
+    except _ReadFailed as failed:
+        yield _unreadable(source, cfg, line, failed.__cause__)
+
+
+class _ReadFailed(Exception):
+    """Reading (not parsing) a file failed; the cause is the I/O or format error."""
+
+
+def _guarded(items: Iterator) -> Iterator:
+    """``items``, with read errors raised as _ReadFailed, so that errors while parsing stay bugs, not dead letters."""
+    while True:
+        try:
+            item = next(items)
+        except StopIteration:
+            return
+        except _READ_ERRORS as exc:
+            raise _ReadFailed() from exc
+        yield item
 
 
 def text_blocks(path: str, max_line_bytes: int) -> Iterator[tuple[int, bytes, bool]]:

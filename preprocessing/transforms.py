@@ -318,8 +318,10 @@ def vocab_json(vocab: pa.Array) -> str:
     return json.dumps({"padding_index": PADDING_INDEX, "items": vocab.to_pylist()}, ensure_ascii=False)
 
 
-def _single_file(path: str):
-    return beam.io.WriteToText(path, shard_name_template="", num_shards=1)
+def _write_small_file(text: str, path: str) -> str:
+    """One small file written whole (atomically, local or gs://); a retried bundle rewrites the same bytes."""
+    storage.write_text(path, text + "\n")
+    return path
 
 
 class WriteOutputs(beam.PTransform):
@@ -340,7 +342,7 @@ class WriteOutputs(beam.PTransform):
             | "WriteDeadLetters" >> beam.io.WriteToText(storage.join(out, DEAD_LETTER_PREFIX),
                                                         file_name_suffix=".jsonl"),
             "vocab": outputs["vocab"] | "VocabJson" >> beam.Map(vocab_json)
-            | "WriteVocab" >> _single_file(storage.join(out, VOCAB_FILE)),
+            | "WriteVocab" >> beam.Map(_write_small_file, storage.join(out, VOCAB_FILE)),
             "stats": outputs["stats"] | "StatsJson" >> beam.Map(json.dumps, indent=2)
-            | "WriteStats" >> _single_file(storage.join(out, STATS_FILE)),
+            | "WriteStats" >> beam.Map(_write_small_file, storage.join(out, STATS_FILE)),
         }
