@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "preprocessing.cli",
     "trainer.presets_cli",
     "trainer.cli",
+    "pipelines.gate_cli",
     "pipelines.run_cli",
 )
 

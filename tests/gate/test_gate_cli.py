@@ -1,0 +1,73 @@
+"""``interest gate`` -> ``interest push`` -> ``interest report`` on a local registry, and their exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipelines.cli import main
+from tests.registry.fake_artifacts import write_data_dir, write_run
+
+
+def make_variant(tmp_path: Path, name: str, seed: int, valid_recall: float, hit_rate: float) -> str:
+    model_dir, test_dir = write_run(tmp_path, name, seed, hit_rate)
+    valid_dir = Path(model_dir).parent / "eval-valid"
+    valid_dir.mkdir()
+    (valid_dir / "metrics.json").write_text(json.dumps({"recall@10": valid_recall, "split": "valid"}))
+    return f"name={name},model={model_dir},valid={valid_dir},test={test_dir}"
+
+
+def test_gate_push_report_end_to_end(tmp_path, capsys):
+    variants = [make_variant(tmp_path, "baseline", 1, 0.30, 0.30), make_variant(tmp_path, "swiglu", 2, 0.31, 0.32),
+                make_variant(tmp_path, "rope", 3, 0.29, 0.28)]
+    registry, blessing = str(tmp_path / "registry"), str(tmp_path / "blessing.json")
+    flags = [arg for v in variants for arg in ("--variant", v)]
+    assert main(["gate", *flags, "--registry", registry, "--output", blessing, "--set", "min_recall_at_10=0.05"]) == 0
+    decision = json.loads(Path(blessing).read_text())
+    assert decision["blessed"] and decision["candidate"]["name"] == "swiglu" and decision["baseline"] == "baseline"
+    assert decision["config"]["min_recall_at_10"] == 0.05 and "BLESSED: swiglu" in capsys.readouterr().out
+
+    assert main(["push", "--blessing", blessing, "--registry", registry, "--version", "v1",
+                 "--data", write_data_dir(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["outcome"] == "pushed"
+    assert main(["push", "--blessing", blessing, "--registry", registry, "--version", "v1"]) == 0
+    assert json.loads(capsys.readouterr().out)["outcome"] == "already_pushed"
+    # The same blessing for another version is stale now: the champion moved to v1 after it was gated.
+    assert main(["push", "--blessing", blessing, "--registry", registry, "--version", "v2"]) == 3
+    assert "champion changed, re-gate" in capsys.readouterr().err
+
+    # A new run gates against the champion v1 from the registry.
+    assert main(["gate", *flags, "--registry", registry, "--output", blessing]) == 0
+    regated = json.loads(Path(blessing).read_text())
+    assert regated["champion"]["version"] == "v1" and regated["champion_generation"] == 1
+    assert {c["name"]: c["passed"] for c in regated["checks"]}["bootstrap_vs_champion"]
+
+    html, markdown = tmp_path / "report.html", tmp_path / "report.md"
+    assert main(["report", *flags, "--blessing", blessing, "--html", str(html), "--markdown", str(markdown),
+                 "--plots-dir", str(tmp_path / "plots")]) == 0
+    assert all(name in html.read_text() for name in ("baseline", "swiglu", "rope"))
+    assert len(list((tmp_path / "plots").glob("*.png"))) == 3
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--variant", "name=a"], "name= and model= are required"),
+    (["--variant", "name=a,model=/m,color=red"], "keys name, model, valid, test"),
+    (["--variant", "name=a,model=/m", "--baseline", "b"], "no variant named 'b'"),
+    (["--variant", "name=a,model=/m", "--baseline", "none", "--set", "confidence=2"], "GateConfig.confidence"),
+])
+def test_bad_flags_exit_2_naming_the_flag(tmp_path, capsys, flags, message):
+    argv = ["gate", *flags, "--registry", str(tmp_path / "r"), "--output", str(tmp_path / "b.json")]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_push_refuses_a_path_escaping_version(tmp_path, capsys):
+    model_dir, test_dir = write_run(tmp_path, "m", 1)
+    blessing = tmp_path / "blessing.json"
+    blessing.write_text(json.dumps({"blessed": True, "champion_generation": 0,
+                                    "candidate": {"name": "m", "model_dir": model_dir, "test_dir": test_dir}}))
+    argv = ["push", "--blessing", str(blessing), "--registry", str(tmp_path / "r"), "--version", "../../etc"]
+    assert main(argv) == 2
+    assert "version" in capsys.readouterr().err and not (tmp_path / "r").exists()
