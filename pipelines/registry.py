@@ -165,8 +165,7 @@ def _write_version(target: str, model_dir: str, eval_dir: str, data_dir: str | N
     for rel, uri in sorted(_model_files(model_dir).items()):
         _copy(uri, storage.join(target, rel))
     storage.write_json(storage.join(target, "metrics.json"), storage.read_json(storage.join(eval_dir, "metrics.json")))
-    if storage.exists(storage.join(eval_dir, "per_user.parquet")):
-        _copy(storage.join(eval_dir, "per_user.parquet"), storage.join(target, "per_user.parquet"))
+    _copy(storage.join(eval_dir, "per_user.parquet"), storage.join(target, "per_user.parquet"))
     storage.write_json(storage.join(target, "blessing.json"), blessing)
     storage.write_json(storage.join(target, "lineage.json"), lineage(model_dir, eval_dir, data_dir))
     for uri in storage.list_files(target):
@@ -265,8 +264,10 @@ def push(blessing: dict, registry: str, model_name: str, version: str | None = N
     """
     model_dir = model_dir or blessing["candidate"]["model_dir"]
     eval_dir = eval_dir or blessing["candidate"].get("test_dir")
-    if not eval_dir or not storage.exists(storage.join(eval_dir, "metrics.json")):
-        raise ConfigError(f"eval dir {eval_dir!r}: no metrics.json; the registry keeps every champion's test metrics")
+    for name in ("metrics.json", "per_user.parquet"):  # the next gate compares against (and bootstraps over) them
+        if not eval_dir or not storage.exists(storage.join(eval_dir, name)):
+            raise ConfigError(f"eval dir {eval_dir!r}: no {name}; push needs the test split's `interest evaluate` "
+                              "output")
     version = check_name(default_version(model_dir) if version is None else version, "version")
     target = version_uri(registry, model_name, version)
     current, _ = read_pointer(registry, model_name)

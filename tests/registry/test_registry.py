@@ -96,6 +96,14 @@ def test_not_blessed_writes_nothing(registry, tmp_path):
     assert result.outcome == "not_blessed" and storage.list_files(registry) == []
 
 
+def test_push_needs_the_test_evaluation(registry, tmp_path):
+    model_dir, eval_dir = write_run(tmp_path, "baseline", seed=1)
+    (tmp_path / "baseline" / "eval-test" / "per_user.parquet").unlink()
+    with pytest.raises(ConfigError, match="per_user.parquet"):
+        push(blessing_for(model_dir, eval_dir, 0), registry, "interest")
+    assert storage.list_files(registry) == []
+
+
 def test_a_version_holding_other_weights_is_refused(registry, tmp_path):
     v1_model, v1_eval = write_run(tmp_path, "v1", seed=1)
     v2_model, v2_eval = write_run(tmp_path, "v2", seed=2)
