@@ -73,8 +73,8 @@ def full_ranking_metrics(user_emb: Tensor, item_emb: Tensor, targets: Tensor, hi
 
     user_emb (U,D), item_emb (N+1,D) with row 0 = padding, targets (U,) in 1..N, history = ``(indptr, indices)``.
     Returns ``rank`` (U,) long, ``recall@k`` for each k (U,) float (= HR@k: one target per user), ``ndcg@10``,
-    ``rr`` (1/rank) (U,) float, and ``top_items`` (U,10) long: the 10 best candidates (0 where a user has fewer candidates with a score
-    above -inf).
+    ``rr`` (1/rank) (U,) float, and ``top_items`` (U,10) long: the 10 best candidates (0 where a user has fewer
+    candidates scored above -inf).
     """
     indptr, indices = (t.to(torch.long) for t in history)
     _check_inputs(user_emb, item_emb, targets, indptr, indices, ks)
