@@ -13,8 +13,9 @@ A *variant* is a dict (``load_variant`` builds one from the artifact directories
 
 The champion has the same keys plus ``version``, ``uri`` and ``generation`` (see pipelines.registry); the gate
 copies the generation into the blessing so the push can refuse to move a champion pointer that changed since.
-For a meaningful comparison the champion's metrics should come from the same test split (same data); the
-bootstrap refuses per-user values that cover different users.
+As in TFX, the champion should be evaluated on the candidate's test split (``interest gate --champion-eval``);
+metrics stored at its push only compare when the data is the same, and the bootstrap refuses per-user values
+that cover different users.
 """
 
 from __future__ import annotations
@@ -247,7 +248,8 @@ def gate(candidate: dict, baseline: dict | None, champion: dict | None, config: 
         "candidate": {key: candidate.get(key) for key in ("name", "model_dir", "test_dir")},
         "candidate_metrics": _json_safe(metrics),
         "baseline": baseline.get("name") if baseline else None,
-        "champion": None if champion is None else {k: champion.get(k) for k in ("version", "uri")},
+        # test_dir: where the champion's metrics came from (its registry version, or a re-evaluation on this split)
+        "champion": None if champion is None else {k: champion.get(k) for k in ("version", "uri", "test_dir")},
         # The champion pointer's generation as read before gating (0: no pointer): the push moves the pointer
         # only if it is still this one.
         "champion_generation": int(champion["generation"]) if champion else 0,

@@ -73,6 +73,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_variant_flags(g)
     g.add_argument("--registry", required=True, help="model registry root (local dir or gs://bucket/prefix)")
     g.add_argument("--model-name", default="interest", help="model name in the registry")
+    g.add_argument("--champion-eval", default=None,
+                   help="`interest evaluate` output of the champion (its registry version dir is a model dir) on "
+                   "this run's test split; without it the metrics stored at its push are used, which only compare "
+                   "(and pair users) when the data is the same")
     g.add_argument("--config", default=None, help="GateConfig file (JSON/YAML)")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a GateConfig field")
     g.add_argument("--output", required=True, help="where the blessing JSON goes")
@@ -102,6 +106,9 @@ def run_gate(args: argparse.Namespace) -> int:
     baseline = _baseline(variants, args.baseline)
     candidate = select_champion(variants)
     champion = read_champion(args.registry, args.model_name)
+    if champion and args.champion_eval:
+        fresh = load_variant(champion["name"], champion["uri"], test_dir=args.champion_eval)
+        champion.update(test=fresh["test"], per_user=fresh["per_user"], test_dir=args.champion_eval)
     blessing = gate(candidate, baseline, champion, config)
     # The evidence of the selection, in the blessing (NaN as null: strict JSON).
     blessing["variants"] = {v["name"]: {"valid_recall@10": valid_recall(v) if math.isfinite(valid_recall(v)) else None}

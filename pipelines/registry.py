@@ -264,16 +264,16 @@ def push(blessing: dict, registry: str, model_name: str, version: str | None = N
     """
     model_dir = model_dir or blessing["candidate"]["model_dir"]
     eval_dir = eval_dir or blessing["candidate"].get("test_dir")
-    for name in ("metrics.json", "per_user.parquet"):  # the next gate compares against (and bootstraps over) them
-        if not eval_dir or not storage.exists(storage.join(eval_dir, name)):
-            raise ConfigError(f"eval dir {eval_dir!r}: no {name}; push needs the test split's `interest evaluate` "
-                              "output")
     version = check_name(default_version(model_dir) if version is None else version, "version")
     target = version_uri(registry, model_name, version)
     current, _ = read_pointer(registry, model_name)
     previous = current.get("version") if current else None
     if not blessing.get("blessed"):
         return PushResult("not_blessed", model_name, version, target, previous)
+    for name in ("metrics.json", "per_user.parquet"):  # the next gate compares against (and bootstraps over) them
+        if not eval_dir or not storage.exists(storage.join(eval_dir, name)):
+            raise ConfigError(f"eval dir {eval_dir!r}: no {name}; push needs the test split's `interest evaluate` "
+                              "output")
     model_sha256 = _sha256(storage.join(model_dir, "model.pt"))
     manifest_uri = storage.join(target, MANIFEST)
     if storage.exists(manifest_uri):

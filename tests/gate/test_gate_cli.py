@@ -43,6 +43,13 @@ def test_gate_push_report_end_to_end(tmp_path, capsys):
     regated = json.loads(Path(blessing).read_text())
     assert regated["champion"]["version"] == "v1" and regated["champion_generation"] == 1
     assert {c["name"]: c["passed"] for c in regated["checks"]}["bootstrap_vs_champion"]
+    # The champion re-evaluated on this run's split (here: rope's evaluation stands in for it) is what counts.
+    rope_eval = str(tmp_path / "rope" / "eval-test")
+    assert main(["gate", *flags, "--registry", registry, "--output", blessing, "--champion-eval", rope_eval]) == 0
+    against_fresh = json.loads(Path(blessing).read_text())
+    assert against_fresh["champion"]["test_dir"] == rope_eval
+    change = next(c for c in against_fresh["checks"] if c["name"] == "change_vs_champion")
+    assert change["value"] > 0.05  # swiglu (0.32) vs rope (0.28), not vs itself
 
     html, markdown = tmp_path / "report.html", tmp_path / "report.md"
     assert main(["report", *flags, "--blessing", blessing, "--html", str(html), "--markdown", str(markdown),
