@@ -56,6 +56,15 @@ def by_variant(artifacts: Iterable, kind: str) -> dict[str, Any]:
     return found
 
 
+def load_variants(models: Iterable, evaluations: Iterable) -> list[dict]:
+    """The gate's variant records (``pipelines.gate.load_variant``) of Collected model and evaluation artifacts."""
+    from pipelines.gate import load_variant
+
+    evaluation_dirs = {name: a.path for name, a in by_variant(evaluations, "evaluation").items()}
+    return [load_variant(name, model.path, *(os.path.join(evaluation_dirs[name], split) for split in SPLITS))
+            for name, model in by_variant(models, "model").items()]
+
+
 def set_torch_threads(threads: int) -> None:
     """Use ``threads`` intra-op threads (0: torch's default, every core of the pod), so that tasks running side
     by side on one machine do not oversubscribe its cores."""

@@ -22,7 +22,8 @@ def preprocess(
     from preprocessing.config import PreprocessConfig
     from preprocessing.pipeline import run
 
+    # overwrite: the artifact directory is this task's alone; a retried attempt replaces a failed one's files.
     summary = run(datasets.resolve(dataset), data.path, from_dict(PreprocessConfig, config),
-                  beam_args=tuple(beam_args))
+                  beam_args=tuple(beam_args), overwrite=True)
     data.metadata.update(dataset=dataset, users=summary["users"], items=summary["items"])
     log_metrics(stats, summary)

@@ -25,25 +25,18 @@ def select_and_gate(
     value, threshold and verdict) written to ``blessing``; the return value (blessed or not) decides whether it
     is pushed. A single unnamed return on purpose: kfp.local resolves ``dsl.If`` only on a task's ``Output``
     (a named output's condition silently evaluates to False)."""
-    import os
-
-    from components.artifacts import VARIANT_KEY, by_variant, log_metrics
+    from components.artifacts import VARIANT_KEY, by_variant, load_variants, log_metrics
     from pipelines import gate, storage
     from pipelines.configs import from_dict
     from pipelines.registry import read_champion
 
-    evaluation_dirs = {name: a.path for name, a in by_variant(evaluations, "evaluation").items()}
-    variants = [
-        gate.load_variant(name, model.path, os.path.join(evaluation_dirs[name], "valid"),
-                          os.path.join(evaluation_dirs[name], "test"))
-        for name, model in by_variant(models, "model").items()
-    ]
+    variants = load_variants(models, evaluations)
     chosen = gate.select_champion(variants)
     baseline = next((v for v in variants if v["name"] == baseline_preset), None)
     decision = gate.gate(chosen, baseline, read_champion(registry, model_name), from_dict(gate.GateConfig, gate_config))
     storage.write_json(blessing.path, decision)
     storage.copy_tree(chosen["model_dir"], champion.path)
-    storage.copy_tree(evaluation_dirs[chosen["name"]], champion_evaluation.path)
+    storage.copy_tree(by_variant(evaluations, "evaluation")[chosen["name"]].path, champion_evaluation.path)
     for artifact in (champion, champion_evaluation, blessing):
         artifact.metadata[VARIANT_KEY] = chosen["name"]
     blessing.metadata["blessed"] = decision["blessed"]

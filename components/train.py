@@ -13,6 +13,7 @@ def train(
     model_overrides: list[str],
     train_config: dict,
     torch_threads: int,
+    accelerator: str,
     gpus: int,
     cluster: dict,
     image: str,
@@ -21,7 +22,8 @@ def train(
     metrics: Output[Metrics],
 ):
     """``variant``: a trainer.presets name; ``model_overrides``/``train_config``: ModelConfig key=value and
-    TrainConfig fields for every variant; ``gpus``: this pod's accelerators (torchrun runs one process each);
+    TrainConfig fields for every variant; ``accelerator``/``gpus``: this pod's accelerator type (recorded with the
+    model: speed figures depend on it) and count (torchrun runs one process each);
     ``cluster``: pipelines.cluster.ClusterConfig fields (multi-node PyTorchJob / Vertex job); ``image``: the
     image cluster jobs run."""
     import json
@@ -45,5 +47,6 @@ def train(
         summary = json.load(f)
     for artifact in (model, tensorboard):
         artifact.metadata[VARIANT_KEY] = variant
+    model.metadata.update(accelerator=accelerator or "cpu", gpus=gpus)
     tensorboard.metadata["format"] = "tensorboard"  # a directory of SummaryWriter event files, one run per variant
     log_metrics(metrics, {k: v for k, v in summary.items() if k != "history"})

@@ -27,9 +27,11 @@ from components.train import train
 from pipelines.profiles import PROFILES
 
 PIPELINE_NAME = "interest-pipeline"
-# CPU/memory requests of the steps whose size does not depend on the run (train takes them as parameters).
+# CPU/memory requests per step (GPUs come from the parameters). Each task also gets OMP_NUM_THREADS = its CPU
+# request: inside a pod, torch and numpy would otherwise start one thread per core of the whole node.
 SMALL = ("1", "2G")  # select_and_gate, push, report
 PREPROCESS = ("2", "8G")  # Beam DirectRunner on ML-1M peaks at about 0.5 GB; room for larger logs
+TRAIN = ("4", "16G")  # one variant; a multi-GPU pod runs one process per GPU on these
 EVALUATE = ("2", "8G")  # full-catalogue ranking of every user
 
 
@@ -42,8 +44,9 @@ class Outputs(NamedTuple):
     evaluations: list[Artifact]  # per variant: valid/ and test/ metrics.json + per_user.parquet
 
 
-def _resources(task: dsl.PipelineTask, name: str, cpu, memory) -> dsl.PipelineTask:
-    return task.set_display_name(name).set_cpu_request(cpu).set_memory_request(memory)
+def _resources(task: dsl.PipelineTask, name: str, cpu: str, memory: str) -> dsl.PipelineTask:
+    task.set_display_name(name).set_cpu_request(cpu).set_memory_request(memory)
+    return task.set_env_variable("OMP_NUM_THREADS", cpu)
 
 
 def create_pipeline(image: str = IMAGE, parallelism: int = 0):
@@ -64,8 +67,6 @@ def create_pipeline(image: str = IMAGE, parallelism: int = 0):
         baseline_preset: str = "baseline",
         model_name: str = "interest",
         torch_threads: int = 0,
-        train_cpu: str = "4",
-        train_memory: str = "16G",
         accelerator_type: str = "",
         accelerator_count: int = 0,
         cluster: dict = {},  # noqa: B006 - KFP defaults are literal values
@@ -74,9 +75,10 @@ def create_pipeline(image: str = IMAGE, parallelism: int = 0):
         events file path/URI; ``variants``: trainer.presets names; ``*_config``: fields of PreprocessConfig,
         TrainConfig (over each preset's) and GateConfig; ``model_overrides``: ModelConfig key=value for every
         variant; ``baseline_preset``: the variant changes are measured against; ``torch_threads``: threads per
-        train/evaluate task (0: all cores of the pod); ``accelerator_type``/``accelerator_count``: GPUs of each
-        train task's pod (torchrun runs one process per GPU; empty/0: CPU); ``cluster``: ClusterConfig fields to
-        train each variant as a multi-node PyTorchJob or Vertex job instead."""
+        train/evaluate task (0: OMP_NUM_THREADS, i.e. the task's CPU request); ``accelerator_type``/
+        ``accelerator_count``: GPUs of each train task's pod, e.g. nvidia.com/gpu on Kubeflow or NVIDIA_L4 on
+        Vertex AI (torchrun runs one process per GPU; empty/0: CPU); ``cluster``: ClusterConfig fields to train
+        each variant as a multi-node PyTorchJob or Vertex job instead."""
         prep = _resources(
             preprocess(dataset=dataset, config=preprocess_config, beam_args=beam_args), "Preprocess events", *PREPROCESS
         )
@@ -85,10 +87,12 @@ def create_pipeline(image: str = IMAGE, parallelism: int = 0):
 
         with dsl.ParallelFor(variants, name="variants", parallelism=parallelism) as variant:
             trained = _resources(
+                # The accelerator parameters also go in as plain arguments: the KFP compiler does not pass
+                # parameters that only resource settings use into the loop's sub-DAG (its inputs would lack them).
                 train(data=prep.outputs["data"], variant=variant, model_overrides=model_overrides,
-                      train_config=train_config, torch_threads=torch_threads, gpus=accelerator_count,
-                      cluster=cluster, image=image),
-                "Train variant", train_cpu, train_memory,
+                      train_config=train_config, torch_threads=torch_threads, accelerator=accelerator_type,
+                      gpus=accelerator_count, cluster=cluster, image=image),
+                "Train variant", *TRAIN,
             ).set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
             evaluated = _resources(
                 evaluate(model=trained.outputs["model"], data=prep.outputs["data"], torch_threads=torch_threads),
@@ -119,7 +123,7 @@ def create_pipeline(image: str = IMAGE, parallelism: int = 0):
         summary = _resources(
             report(models=dsl.Collected(trained.outputs["model"]),
                    evaluations=dsl.Collected(evaluated.outputs["evaluation"]),
-                   blessing=decision.outputs["blessing"], data=prep.outputs["data"], baseline_preset=baseline_preset),
+                   blessing=decision.outputs["blessing"], baseline_preset=baseline_preset),
             "Report", *SMALL,
         )
         for task in (prep, trained, evaluated, decision, pushed, summary):

@@ -52,7 +52,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
         dataset="ml-100k",
         variants=("baseline", "swiglu"),
         model_overrides=("d_model=16", "n_layer=1", "n_head=1", "max_len=32", "dropout=0.0"),
-        train_config={"max_steps": 6, "epochs": None, "batch_size": 64, "eval_every_steps": 3,
+        train_config={"max_steps": 6, "batch_size": 64, "eval_every_steps": 3,
                       "checkpoint_every_steps": 3, "log_every_steps": 1, "eval_batch_size": 1024},
         # A tiny model after 6 steps has no real recall: the gate must judge the mechanics, not the quality.
         gate_config={"min_recall_at_10": 0.0},

@@ -85,6 +85,8 @@ def validate_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     missing = [name for name, default in known.items() if default is None and name not in arguments]
     require(not missing, f"--param {missing[0] if missing else ''}", "is required")
     args = {**{k: v for k, v in known.items() if v is not None}, **arguments}
+    for name, value in args.items():
+        _refuse_nulls(value, name)
 
     require(bool(str(args["registry"]).strip()), "registry", "must be a directory or gs://bucket/prefix")
     dataset = str(args["dataset"])
@@ -105,6 +107,17 @@ def validate_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     for name in ("torch_threads", "accelerator_count"):
         require(isinstance(args[name], int) and args[name] >= 0, name, f"must be an integer >= 0, got {args[name]!r}")
     return args
+
+
+def _refuse_nulls(value: Any, path: str) -> None:
+    """KFP parameters are protobuf values without a null: a None anywhere fails only when the run starts."""
+    require(value is not None, path, "null cannot be a KFP pipeline argument; leave the field out to keep its default")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_nulls(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _refuse_nulls(item, f"{path}[{i}]")
 
 
 # --------------------------------------------------------------------------------------------- local (kfp.local)

@@ -101,12 +101,36 @@ def test_train_resources_and_accelerators_come_from_parameters(spec):
         "resourceCount": "{{$.inputs.parameters['pipelinechannel--accelerator_count']}}",
         "resourceType": "{{$.inputs.parameters['pipelinechannel--accelerator_type']}}",
     }
-    assert resources["resourceCpuRequest"] == "{{$.inputs.parameters['pipelinechannel--train_cpu']}}"
-    assert resources["resourceMemoryRequest"] == "{{$.inputs.parameters['pipelinechannel--train_memory']}}"
+    assert (resources["resourceCpuRequest"], resources["resourceMemoryRequest"]) == ("4", "16G")
     train = all_tasks(spec)["train"]
     # the train step's own `gpus` input carries the same parameter (torchrun processes per pod)
     assert train["inputs"]["parameters"]["gpus"]["componentInputParameter"] == "pipelinechannel--accelerator_count"
+    assert train["inputs"]["parameters"]["accelerator"]["componentInputParameter"] == (
+        "pipelinechannel--accelerator_type")
     assert train["inputs"]["parameters"]["image"]["runtimeValue"]["constant"] == CUSTOM_IMAGE
+
+
+def test_every_input_a_task_reads_from_its_dag_is_declared_there(spec):
+    """A task may only read parameters its enclosing DAG declares (the KFP compiler leaves out parameters that
+    only resource settings inside a loop use; the backend and kfp.local then fail to resolve them)."""
+    dags = {"root": spec["root"], **{n: c for n, c in spec["components"].items() if "dag" in c}}
+    for dag_name, dag in dags.items():
+        declared = set(dag.get("inputDefinitions", {}).get("parameters", {}))
+        declared_artifacts = set(dag.get("inputDefinitions", {}).get("artifacts", {}))
+        for task_name, task in dag["dag"]["tasks"].items():
+            for name, value in task.get("inputs", {}).get("parameters", {}).items():
+                if "componentInputParameter" in value:
+                    assert value["componentInputParameter"] in declared, (dag_name, task_name, name)
+            for name, value in task.get("inputs", {}).get("artifacts", {}).items():
+                if "componentInputArtifact" in value:
+                    assert value["componentInputArtifact"] in declared_artifacts, (dag_name, task_name, name)
+
+
+def test_tasks_size_their_thread_pools_to_their_cpu_request(spec):
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        container = executor["container"]
+        omp = {"name": "OMP_NUM_THREADS", "value": container["resources"]["resourceCpuRequest"]}
+        assert omp in container["env"], name
 
 
 def test_caching_off_only_where_reuse_would_be_wrong(spec):

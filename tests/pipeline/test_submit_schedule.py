@@ -173,6 +173,7 @@ def test_schedule_cron_one_at_a_time_no_catchup_then_list_pause_resume(kfp_serve
     (["submit", "--registry", "r", "--param", "bogus=1"], "bogus"),
     (["submit", "--registry", "r", "--param", "train_config={lr: -1}"], "lr"),
     (["submit", "--profile", "smoke"], "--registry"),
+    (["submit", "--registry", "r", "--param", "train_config={epochs: null, max_steps: 5}"], "train_config.epochs"),
 ])
 def test_bad_requests_fail_before_any_call(kfp_server, capsys, argv, message):
     url, state = kfp_server
