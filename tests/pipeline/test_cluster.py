@@ -197,3 +197,57 @@ def test_failed_pytorchjob_fails_the_task(kubernetes_api):
     api, state = kubernetes_api
     with pytest.raises(RuntimeError, match="PyTorchJob team/interest-swiglu-00042 failed"):
         cluster.run_pytorchjob(JOB, FAST_POLL, api=api)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """A small real events file (users walking the catalogue) preprocessed by the Beam pipeline."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.datasets import EVENTS_SCHEMA
+    from preprocessing.config import PreprocessConfig
+    from preprocessing.pipeline import run
+
+    root = tmp_path_factory.mktemp("multinode")
+    rng = np.random.default_rng(0)
+    rows = [(f"u{u}", f"i{(u + k) % 30}", 1_000_000_000 + 3600 * k + u, 4.0)
+            for u in range(40) for k in range(int(rng.integers(6, 14)))]
+    pq.write_table(pa.table(list(zip(*rows, strict=True)), schema=EVENTS_SCHEMA), root / "events.parquet")
+    run(str(root / "events.parquet"), str(root / "data"), PreprocessConfig(min_item_count=1, num_shards=2))
+    return root / "data"
+
+
+@pytest.mark.slow
+def test_node_command_trains_one_model_across_two_nodes(tiny_data, tmp_path):
+    """The exact command of a 2-node job, started twice on 127.0.0.1 with the variables the Training Operator
+    and Vertex AI set (RANK, MASTER_ADDR, MASTER_PORT): torchrun joins the nodes and DDP trains one model."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    job = cluster.TrainJob(name="two-nodes", image="unused", data=str(tiny_data), output=str(tmp_path / "model"),
+                           preset="baseline", model_overrides=("d_model=16", "n_layer=1", "n_head=1", "max_len=8"),
+                           train_config={"max_steps": 4, "batch_size": 8, "eval_every_steps": 2,
+                                         "checkpoint_every_steps": 2, "log_every_steps": 1})
+    command = cluster.node_command(job, cluster.ClusterConfig(launcher="pytorchjob", nodes=2))
+    port = str(free_port())
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "OMP_NUM_THREADS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # `python` is this venv's
+    nodes = [subprocess.Popen(command, env={**env, "RANK": str(rank)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
+    logs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    summary = json.loads((tmp_path / "model" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 4
+    assert (tmp_path / "model" / "model.pt").exists()
