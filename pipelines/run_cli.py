@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -196,4 +196,5 @@ def run_schedule(args: argparse.Namespace) -> int:
 def run_tensorboard(args: argparse.Namespace) -> int:
     cmd = runner.tensorboard_command(args.run_dir, args.port)
     print(f"TensorBoard on http://127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
-    return subprocess.run(cmd).returncode
+    # Become TensorBoard (no child left running when this process is stopped).
+    os.execv(cmd[0], cmd)

@@ -9,6 +9,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from pipelines.cli import main
 from pipelines.runner import link_tensorboard_logs, tensorboard_command, tensorboard_runs
 
@@ -71,6 +73,8 @@ def test_serves_every_variant_on_localhost(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+    with pytest.raises(OSError):  # stopping the command stopped TensorBoard itself: nothing left listening
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=2)
 
 
 def test_a_directory_without_logs_is_a_usage_error(tmp_path, capsys):
