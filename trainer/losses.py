@@ -27,11 +27,55 @@ class LossTerms(NamedTuple):
         return self.task + self.penalty
 
 
+# Rows per chunk of the fused cross-entropy. CPU: 384 rows (x 3,416 items) measured fastest of 256..8192 on a
+# 2-core box (cache-sized chunks); accelerators: large chunks, few kernel launches.
+CE_CHUNK_ROWS = {"cpu": 384}
+CE_CHUNK_ROWS_ACCELERATOR = 16384
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of ``softmax(hidden @ weight.T)``, one chunk of rows at a time, gradients made in forward.
+
+    The plain path writes (M, N) logits, their log-softmax, a zero-filled (M, N) gradient and its log-softmax
+    backward: four passes over the largest tensors of a step. Here each chunk's logits become its gradient in
+    place (softmax minus one-hot) and are multiplied back at once, so no (M, N) tensor is ever stored
+    (the idea of Liger's fused linear cross-entropy). Matmul FLOPs are unchanged.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: Tensor, weight: Tensor, classes: Tensor) -> Tensor:
+        rows = hidden.shape[0]
+        grad_hidden = torch.empty_like(hidden)
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32)
+        total = hidden.new_zeros((), dtype=torch.float32)
+        chunk = CE_CHUNK_ROWS.get(hidden.device.type, CE_CHUNK_ROWS_ACCELERATOR)
+        for start in range(0, rows, chunk):
+            h, y = hidden[start:start + chunk], classes[start:start + chunk]
+            logits = (h @ weight.T).float()  # (m, N)
+            log_norm = logits.logsumexp(dim=-1)
+            total += (log_norm - logits.gather(1, y[:, None]).squeeze(1)).sum()
+            grad_logits = logits.sub_(log_norm[:, None]).exp_()  # softmax, in place
+            grad_logits[torch.arange(len(y), device=y.device), y] -= 1.0  # minus the one-hot target
+            grad_hidden[start:start + chunk] = grad_logits @ weight
+            grad_weight += grad_logits.T @ h
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        ctx.rows, ctx.weight_dtype = rows, weight.dtype
+        return total / rows
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor) -> tuple[Tensor, Tensor, None]:
+        grad_hidden, grad_weight = ctx.saved_tensors
+        scale = grad_output / ctx.rows
+        return grad_hidden * scale.to(grad_hidden.dtype), (grad_weight * scale).to(ctx.weight_dtype), None
+
+
 def full_softmax_ce(model: InterestModel, hidden: Tensor, targets: Tensor, cfg: ModelConfig,
                     item_frequencies: Tensor | None) -> Tensor:
     """Softmax cross-entropy over the whole catalogue (items 1..N; padding is not a class)."""
-    logits = hidden @ model.item_embeddings()[1:].T  # (M, N)
-    return F.cross_entropy(logits, targets - 1)
+    weight = model.item_embeddings()[1:]  # (N, D)
+    if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+        return LinearCrossEntropy.apply(hidden, weight, targets - 1)
+    return F.cross_entropy(hidden @ weight.T, targets - 1)
 
 
 def sampled_softmax(model: InterestModel, hidden: Tensor, targets: Tensor, cfg: ModelConfig,

@@ -25,6 +25,7 @@ from trainer.config import ModelConfig
     ({"d_model": 6, "n_head": 2, "position": "rope+learned"}, r"ModelConfig\.position: .*must be even"),
     ({"dropout": 1.0}, r"ModelConfig\.dropout: must be in \[0, 1\)"),
     ({"dropout": -0.1}, r"ModelConfig\.dropout"),
+    ({"attention_dropout": 1.0}, r"ModelConfig\.attention_dropout: must be in \[0, 1\)"),
     ({"d_ff": 0}, r"ModelConfig\.d_ff: must be >= 1 or null"),
     ({"d_ff_ratio": 0.0}, r"ModelConfig\.d_ff_ratio: must be > 0"),
     ({"penalty": "l2"}, r"ModelConfig\.penalty_lambda: penalty 'l2' needs penalty_lambda > 0"),

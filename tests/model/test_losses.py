@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from trainer import losses
 from trainer.config import ModelConfig
 from trainer.losses import embedding_penalty, loss_terms, task_loss
 from trainer.model import InterestModel
@@ -23,6 +24,36 @@ def test_full_ce_equals_reference_over_target_positions(kit):
     reference = per_position[targets > 0].mean()
     assert torch.allclose(task_loss(model, hidden, targets, cfg), reference, atol=1e-6)
     assert (targets > 0).sum() == 6 + 2 + 4
+
+
+@pytest.mark.parametrize("chunk_rows", [4, 7, 1000])
+def test_fused_cross_entropy_matches_autograd_of_the_plain_one(monkeypatch, chunk_rows):
+    """Loss and both gradients equal F.cross_entropy's, whatever the chunking (rows 10 = 4+4+2, 7+3, 10)."""
+    monkeypatch.setitem(losses.CE_CHUNK_ROWS, "cpu", chunk_rows)
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(10, 8, generator=g, requires_grad=True)
+    weight = torch.randn(13, 8, generator=g, requires_grad=True)
+    classes = torch.randint(0, 12, (10,), generator=g)
+    plain = F.cross_entropy(hidden @ weight[1:].T, classes) * 3.0
+    plain_grads = torch.autograd.grad(plain, (hidden, weight))
+    fused = losses.LinearCrossEntropy.apply(hidden, weight[1:], classes) * 3.0
+    fused_grads = torch.autograd.grad(fused, (hidden, weight))
+    assert torch.allclose(fused, plain, atol=1e-6)
+    for a, b in zip(fused_grads, plain_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert fused_grads[1][0].abs().sum() == 0  # the padding row gets no gradient
+
+
+def test_full_ce_without_grad_takes_the_plain_path(kit):
+    cfg = kit.tiny()
+    model = InterestModel(cfg, kit.num_items)
+    batch = kit.make_batch([5, 4], T=5)
+    targets = kit.next_item_targets(batch["items"])
+    with torch.no_grad():
+        hidden = model(batch)
+        assert task_loss(model, hidden, targets, cfg).grad_fn is None
+    assert torch.allclose(task_loss(model, hidden, targets, cfg),
+                          task_loss(model, hidden.requires_grad_(), targets, cfg), atol=1e-6)
 
 
 @pytest.mark.parametrize("loss", ["full_ce", "sampled_softmax", "bce"])

@@ -171,3 +171,16 @@ def test_state_dict_round_trips_without_buffers(kit, tmp_path):
     batch = kit.make_batch([4, 7], T=7)
     with torch.no_grad():
         assert torch.equal(model(batch), clone(batch))
+
+
+@pytest.mark.parametrize("overrides,random", [
+    ({}, False),
+    ({"attention_dropout": 0.5}, True),
+    ({"dropout": 0.5}, True),
+])
+def test_dropout_switches_act_in_training_only(kit, overrides, random):
+    model = InterestModel(kit.tiny(**overrides), kit.num_items)
+    batch = kit.make_batch([6, 6], T=6)
+    with torch.no_grad():
+        assert torch.equal(model.train()(batch), model(batch)) != random
+        assert torch.equal(model.eval()(batch), model(batch))
