@@ -69,15 +69,17 @@ def sequence_files(data_dir: str) -> list[str]:
 
 def load_sequences(data_dir: str) -> Sequences:
     """Read ``sequences-*.parquet`` and ``vocab.json`` of a preprocessed directory (local or gs://)."""
-    local = storage.local_dir(data_dir)
-    vocab_path = local / "vocab.json"
-    if not vocab_path.exists():
-        raise ConfigError(f"--data: {data_dir} has no vocab.json; is it a preprocessed data directory?")
-    vocab = storage.read_json(str(vocab_path))
+    try:
+        vocab = storage.read_json(storage.join(data_dir, "vocab.json"))
+    except FileNotFoundError:
+        raise ConfigError(f"--data: {data_dir} has no vocab.json; is it a preprocessed data directory?") from None
     num_items = len(vocab["items"])
     wanted = ["user_index", "train_end", "valid_end"] + [c for c, _ in INPUT_COLUMNS.values()]
     try:
-        table = pq.read_table(sequence_files(str(local)), columns=wanted)
+        # gs:// shards are read into memory: only the columns the trainer needs, no local copy of the directory.
+        table = pa.concat_tables(
+            pq.read_table(pa.BufferReader(storage.read_bytes(f)) if storage.is_gcs(f) else f, columns=wanted)
+            for f in sequence_files(data_dir))
     except (pa.ArrowInvalid, KeyError) as exc:
         raise ConfigError(f"--data: {data_dir}: sequences do not follow the contract: {exc}") from exc
     table = table.sort_by("user_index")
