@@ -44,6 +44,21 @@ def test_fused_cross_entropy_matches_autograd_of_the_plain_one(monkeypatch, chun
     assert fused_grads[1][0].abs().sum() == 0  # the padding row gets no gradient
 
 
+def test_fused_cross_entropy_under_bf16_autocast(kit):
+    """The trainer's GPU path (bf16 autocast) exercised on CPU: fp32 gradients, close to the fp32 loss."""
+    cfg = kit.tiny()
+    model = InterestModel(cfg, kit.num_items)
+    batch = kit.make_batch([6, 6], T=6)
+    targets = kit.next_item_targets(batch["items"])
+    exact = task_loss(model, model(batch), targets, cfg)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = task_loss(model, model(batch), targets, cfg)
+    mixed.backward()
+    assert torch.allclose(mixed.float(), exact, rtol=2e-2)
+    assert model.item_embedding.weight.grad.dtype == torch.float32
+    assert torch.isfinite(model.item_embedding.weight.grad).all()
+
+
 def test_full_ce_without_grad_takes_the_plain_path(kit):
     cfg = kit.tiny()
     model = InterestModel(cfg, kit.num_items)
