@@ -2,8 +2,9 @@
 
 A block (a few MiB of CSV/TSV lines, or a Parquet record batch) becomes a ``ParsedBlock``: the valid events as
 an Arrow table (``schema.EVENT_SCHEMA``) and a dead letter for every other row, so that
-``rows == events + dead letters`` holds for every block. Python loops run only over bad rows (and CSV lines
-with quotes), never over every row. Nothing here does I/O or knows about Beam.
+``rows == events + dead letters`` holds for every block. Lines are cut into fields by Arrow's CSV reader;
+Python loops run only over bad rows, and over a whole block only when Arrow cannot keep one row per line (a stray
+quote or a carriage return inside a line). Nothing here does I/O or knows about Beam.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from preprocessing.config import PreprocessConfig
 from preprocessing.schema import EVENT_SCHEMA, RATING, REASONS, dead_letter
 
 # Strings Arrow's float cast accepts and nothing else (no spaces, hex, underscores).
-_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|(?i)^[+-]?(nan|inf|infinity)$"
+_NUMBER = r"(?i)^[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|nan|inf|infinity)$"
 _REASON_CODES = list(REASONS)
 
 
@@ -75,9 +76,9 @@ def find_columns(found: list[str], cfg: PreprocessConfig, source: str) -> dict[s
         elif wanted in stems:
             positions[role] = stems.index(wanted)
         else:
+            shown = ", ".join(repr(n[:40]) for n in names[:20]) + (", ..." if len(names) > 20 else "")
             raise ConfigError(
-                f"--columns: no column {wanted!r} for {role} in {source}; columns found: "
-                + ", ".join(repr(n) for n in names)
+                f"--columns: no column {wanted!r} for {role} in {source}; columns found: {shown}"
             )
     return positions
 

@@ -36,8 +36,10 @@ FORMAT_BY_SUFFIX = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".inter": "tsv"
 BLOCK_BYTES = 8 << 20  # CSV/TSV bytes parsed at once: big enough for vectorised parsing, small enough for memory
 PARQUET_BATCH_ROWS = 1 << 16
 _READ_ERRORS = (OSError, EOFError, zlib.error, pa.ArrowException)  # a damaged file, not a bug in this code
-_ID_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_integer)
-_TIME_TYPES = _ID_TYPES[:2] + (pa.types.is_integer, pa.types.is_floating, pa.types.is_timestamp, pa.types.is_decimal)
+_STRING_TYPES = (pa.types.is_string, pa.types.is_large_string)
+_ID_TYPES = (*_STRING_TYPES, pa.types.is_integer)
+_NUMBER_TYPES = (*_STRING_TYPES, pa.types.is_integer, pa.types.is_floating, pa.types.is_timestamp,
+                 pa.types.is_decimal)  # strings are parsed as numbers row by row
 
 
 @dataclass(frozen=True)
@@ -105,10 +107,11 @@ def parquet_columns(schema: pa.Schema, cfg: PreprocessConfig, source: str) -> di
     for role, pos in positions.items():
         kind = schema.field(pos).type
         value_kind = kind.value_type if pa.types.is_dictionary(kind) else kind
-        allowed = _ID_TYPES if role in ("user", "item") else _TIME_TYPES
-        if not any(check(value_kind) for check in allowed):
+        is_id = role in ("user", "item")
+        if not any(check(value_kind) for check in (_ID_TYPES if is_id else _NUMBER_TYPES)):
+            allowed = "strings or integers" if is_id else "numbers, timestamps or numeric strings"
             raise ConfigError(f"--columns: column {schema.names[pos]!r} ({role}) of {source} has type {kind}; "
-                              f"{'ids must be strings or integers' if role in ('user', 'item') else 'needs numbers'}")
+                              f"it must hold {allowed}")
         names[role] = schema.names[pos]
     return names
 

@@ -40,3 +40,27 @@ def test_round_trip_through_gcs(gcs_bucket, tmp_path):
                             for uri in storage.list_files(out) if uri.endswith(".parquet")).sort_by("user_index")
     assert seqs.column("user_id").to_pylist() == ["a", "b", "c"]
     assert seqs.column("item_index").to_pylist() == [[1, 2], [1, 2], [1, 2]]
+
+
+def test_output_completes_through_flaky_storage(flaky_gcs, gcs_bucket):
+    """503s and reset connections on 30% of requests (reads, resumable uploads, renames, small JSON files):
+    retries make every output complete, and Beam's sinks publish a final name only by copying a finished
+    temp object. (Lost responses are left out here: the emulator answers 404 to a retried final chunk of a
+    finished resumable upload, where GCS answers with the object.)"""
+    storage.write_text(f"{gcs_bucket}/in/e.csv", "user_id,item_id,timestamp\n" + "".join(
+        f"u{n % 5},i{n % 4},{100 + n}\n" for n in range(60)) + "u0,i0,x\n")
+    proxy = flaky_gcs(fault_rate=0.3, seed=1, modes=("503", "reset"))
+    out = f"{gcs_bucket}/prep"
+
+    stats = run(f"{gcs_bucket}/in/e.csv", out, PreprocessConfig(max_timestamp=2_000_000_000))
+
+    assert proxy.counts["faults"] >= 5, proxy.counts
+    print("preprocessing under faults:", dict(proxy.counts))
+    assert (stats["interactions"], stats["dead_letter_rows"]) == (60, 1)
+    finals = sorted(uri.rsplit("/", 1)[1] for uri in storage.list_files(out) if "beam-temp" not in uri)
+    assert finals == ["dead_letter-00000-of-00001.jsonl", "preprocess_config.json",
+                      *[f"sequences-0000{k}-of-00004.parquet" for k in range(4)], "split.json", "stats.json",
+                      "vocab.json"]
+    seqs = pa.concat_tables(pq.read_table(io.BytesIO(storage.read_bytes(f"{out}/{name}")))
+                            for name in finals if name.endswith(".parquet"))
+    assert seqs.num_rows == 5 and sum(len(x) for x in seqs.column("item_index").to_pylist()) == 60

@@ -9,16 +9,20 @@ import random
 import tempfile
 from pathlib import Path
 
+import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.metrics.metric import MetricsFilter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines.configs import ConfigError
 from preprocessing.config import PreprocessConfig
-from preprocessing.pipeline import PreprocessError, run
+from preprocessing.pipeline import PreprocessError, build, pipeline_options, run
 from preprocessing.schema import SEQUENCE_SCHEMA
+from preprocessing.sources import list_sources
+from preprocessing.transforms import NAMESPACE
 
 NOW = 2_000_000_000  # max_timestamp for every test, so results do not depend on the clock
 HEADER = "user_id,item_id,timestamp"
@@ -227,3 +231,22 @@ def test_fuzzed_corpus_never_crashes_and_every_row_is_accounted_for(lines, files
             assert str(exc).startswith(("no rows", "no valid rows", "timestamps look like", "no interactions"))
         got = read_output(root / "out")
         assert_accounted(got["stats"], got["dead"])
+
+
+def test_beam_counters_agree_with_stats(tmp_path):
+    (tmp_path / "e.csv").write_text("\n".join([
+        HEADER, "a,x,1", "a,x,1", "a,y,2", "b,x,3", "b,rare,4", "c,x,5", "c,y,7", "bad,row", ",x,6", "a,x,1e99"]) + "\n")
+    cfg = config(min_item_count=2, min_user_events=2)
+    pipeline = beam.Pipeline(options=pipeline_options([]))
+    build(pipeline, list_sources(str(tmp_path / "e.csv"), "auto"), str(tmp_path / "out"), cfg)
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = {c.key.metric.name: c.committed for c in result.metrics().query(
+        MetricsFilter().with_namespace(NAMESPACE))["counters"]}
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert counters == {
+        "input_rows": stats["input_rows"], "dead_letter_rows": 3, "dead_letter_wrong_field_count": 1,
+        "dead_letter_empty_user": 1, "dead_letter_timestamp_in_future": 1, "duplicate_rows": 1,
+        "filtered_min_item_count": 1, "filtered_min_user_events": 1,
+    }
+    assert (stats["input_rows"], stats["interactions"]) == (10, 4)  # "rare" goes, then "b" has one event left
