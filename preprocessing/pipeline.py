@@ -67,7 +67,8 @@ def run(input: str, output: str, config: PreprocessConfig, beam_args: Sequence[s
 
     Raises ConfigError for usage problems found before any work starts (no files, unknown columns, output
     not empty without ``overwrite``) and PreprocessError when the input is unusable as a whole; in that case
-    the dead letters and stats.json are written first, so nothing is lost.
+    the dead letters and stats.json are written first, so nothing is lost. preprocess_config.json is written
+    last and only on success, so its presence marks a complete directory.
     """
     cfg = config.resolved()
     options = pipeline_options(beam_args)
@@ -82,9 +83,9 @@ def run(input: str, output: str, config: PreprocessConfig, beam_args: Sequence[s
     seconds = time.monotonic() - start
     stats = storage.read_json(storage.join(output, STATS_FILE))
     storage.write_json(storage.join(output, SPLIT_FILE), {"method": cfg.split, "cutoff": cfg.cutoff})
-    configs.save(cfg, storage.join(output, CONFIG_FILE))
     _log_stages(stats, seconds)
     check_usable(stats, output, cfg.min_item_count, cfg.min_user_events)
+    configs.save(cfg, storage.join(output, CONFIG_FILE))  # last: it marks a complete, usable directory
     return stats
 
 
