@@ -18,6 +18,7 @@ from preprocessing.schema import PADDING_INDEX, SEQUENCE_SCHEMA
 SECONDS_PER_HOUR = 3_600
 SECONDS_PER_DAY = 86_400
 EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
+ITEM_COUNTS = pa.schema([("item", pa.string()), ("count", pa.int64())])
 
 
 def user_buckets(users: pa.Array, num_buckets: int) -> np.ndarray:
@@ -62,7 +63,7 @@ def filter_rating(events: pa.Table, min_rating: float | None) -> tuple[pa.Table,
 
 
 def item_counts(events: pa.Table) -> pa.Table:
-    """``item, count`` for every item in ``events``."""
+    """``ITEM_COUNTS`` of every item in ``events``."""
     counts = events.group_by("item").aggregate([("item", "count")])
     return counts.select(["item", "item_count"]).rename_columns(["item", "count"])
 

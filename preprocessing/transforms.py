@@ -156,7 +156,7 @@ class _FrequentItems(beam.CombineFn):
         self.min_count = min_count
 
     def create_accumulator(self):
-        return tables.item_counts(pa.table({"item": pa.array([], pa.string())}))  # no items yet
+        return tables.ITEM_COUNTS.empty_table()
 
     def add_input(self, total, counts):
         return tables.sum_item_counts([total, counts])
