@@ -1,10 +1,10 @@
-"""MovieLens-1M sequences for the benchmarks, as ``trainer.data.Sequences``.
+"""MovieLens-1M sequences for the benchmarks, as ``trainer.data.Sequences`` or a preprocessed directory.
 
-The preprocessed directory (``interest preprocess`` output) is used when given. Without one, the benchmarks
-still need ML-1M's real shapes (3,416 items, 6,040 users, their real sequence lengths), so the cached events
-file (``interest data fetch --dataset ml-1m``) is turned into the same leave-one-out sequences here with numpy:
-items with >= 5 ratings kept, events ordered by time with ties in file order, the contract's feature columns.
-Speed depends only on the shapes; the training benchmarks never depend on which path built them.
+A preprocessed directory (``interest preprocess`` output) is used when given, or when ``preprocessed()`` already
+wrote one into the cache. Without one, the speed benchmarks still need ML-1M's real shapes (3,416 items, 6,040
+users, their real sequence lengths), so the cached events file (``interest data fetch --dataset ml-1m``) is
+turned into the same leave-one-out sequences here with numpy: items with >= 5 ratings kept, events ordered by
+time with ties in file order, the contract's feature columns. Speed depends only on the shapes.
 """
 
 from __future__ import annotations
@@ -20,14 +20,30 @@ from trainer.data import INPUT_COLUMNS, Sequences, load_sequences
 
 log = logging.getLogger(__name__)
 
+PREPROCESSED = "ml-1m-sequences"  # in the data cache (~/.cache/interest-pipeline): `interest preprocess` output
+DONE = "preprocess_config.json"  # preprocessing writes it last, after every sequence file
+
 MIN_ITEM_RATINGS = 5  # the usual SASRec filter on ML-1M: 3,416 items, 999,611 events
 THURSDAY = 3  # 1970-01-01, day 0 of the epoch, with Monday = 0
 
 
+def preprocessed() -> str:
+    """The cached ML-1M directory of ``interest preprocess`` (default PreprocessConfig), made on first use."""
+    from preprocessing.config import PreprocessConfig
+    from preprocessing.pipeline import run
+
+    out = datasets.default_cache_dir() / PREPROCESSED
+    if not (out / DONE).exists():
+        log.info("preprocessing ML-1M into %s (once)", out)
+        run(str(datasets.fetch(datasets.DATASETS["ml-1m"])), str(out), PreprocessConfig(), overwrite=True)
+    return str(out)
+
+
 def load(data_dir: str | None = None) -> Sequences:
-    """Sequences from the preprocessed ``data_dir``, else built from the cached ML-1M events file."""
-    if data_dir:
-        return load_sequences(data_dir)
+    """Sequences from ``data_dir``, else the cached preprocessed directory, else built from the cached events."""
+    cached = datasets.default_cache_dir() / PREPROCESSED
+    if data_dir or (cached / DONE).exists():
+        return load_sequences(data_dir or str(cached))
     events = pq.read_table(datasets.fetch(datasets.DATASETS["ml-1m"]))
     log.info("no --data directory: building ML-1M sequences from %d cached events", events.num_rows)
     return sequences_from_events(events.column("user_id").to_numpy(zero_copy_only=False),

@@ -46,9 +46,10 @@ class ReferenceSASRec(nn.Module):
         x = self.encoder(x, mask=self.causal[:T, :T], is_causal=True)
         return self.final_norm(x)
 
-    def loss(self, items: Tensor, targets: Tensor) -> Tensor:
+    def full_cross_entropy(self, hidden: Tensor, targets: Tensor) -> Tensor:
         """Full-catalogue cross-entropy at every position, padding targets (0) ignored."""
-        hidden = self(items)
         logits = hidden.reshape(-1, hidden.shape[-1]) @ self.item_embedding.weight.T  # (B * T, N + 1)
         return F.cross_entropy(logits, targets.reshape(-1), ignore_index=0)
 
+    def loss(self, items: Tensor, targets: Tensor) -> Tensor:
+        return self.full_cross_entropy(self(items), targets)

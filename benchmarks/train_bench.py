@@ -23,13 +23,15 @@ import contextlib
 import logging
 import math
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+from torch.autograd.profiler import record_function
 
 from benchmarks import ml1m
 from benchmarks.flops import ModelShape, matmul_peak, train_flops
@@ -79,52 +81,69 @@ def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMana
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
-def our_step(cfg: ModelConfig, data: TrainingSet, train_cfg: TrainConfig, device: torch.device) -> Step:
+class OurStep:
     """One optimizer step of InterestModel on the trainer's batch and loss path, with its numerics
-    (``train_cfg.amp``: bf16 autocast on GPU) and ``train_cfg.compile``."""
-    model = InterestModel(cfg, data.seqs.num_items).to(device).train()
-    forward = torch.compile(model) if train_cfg.compile else model
-    optimizer = build_optimizer(model, train_cfg, device)  # fused AdamW on GPU
-    frequencies = data.item_frequencies().to(device)
-    bf16 = uses_bf16(train_cfg, device)
+    (``train_cfg.amp``: bf16 autocast on GPU) and ``train_cfg.compile``. The phases are labelled for
+    torch.profiler (benchmarks/profile_step.py); the labels cost nothing when no profiler runs."""
 
-    def step(examples: Tensor) -> int:
-        batch = data.batch(examples)
-        inputs = {k: v.to(device, non_blocking=True) for k, v in batch.inputs.items()}
-        with autocast(device, bf16):
-            hidden = forward(inputs)
-            terms = loss_terms(model, hidden, batch.targets.to(device, non_blocking=True), cfg, frequencies)
-        total = terms.total.float()
-        if not math.isfinite(float(total.detach())):  # the trainer checks every step too (one sync)
-            raise FloatingPointError(f"{cfg}: non-finite loss in the benchmark")
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip or math.inf)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    def __init__(self, cfg: ModelConfig, data: TrainingSet, train_cfg: TrainConfig, device: torch.device):
+        self.cfg, self.data, self.train_cfg, self.device = cfg, data, train_cfg, device
+        self.model = InterestModel(cfg, data.seqs.num_items).to(device).train()
+        self.forward = torch.compile(self.model) if train_cfg.compile else self.model
+        self.optimizer = build_optimizer(self.model, train_cfg, device)  # fused AdamW on GPU
+        self.frequencies = data.item_frequencies().to(device)
+        self.bf16 = uses_bf16(train_cfg, device)
+
+    def __call__(self, examples: Tensor) -> int:
+        device = self.device
+        with record_function("data"):
+            batch = self.data.batch(examples)
+            inputs = {k: v.to(device, non_blocking=True) for k, v in batch.inputs.items()}
+            targets = batch.targets.to(device, non_blocking=True)
+        with autocast(device, self.bf16):
+            with record_function("forward"):
+                hidden = self.forward(inputs)
+            with record_function("loss"):
+                total = loss_terms(self.model, hidden, targets, self.cfg, self.frequencies).total.float()
+                if not math.isfinite(float(total.detach())):  # the trainer checks every step too (one sync)
+                    raise FloatingPointError(f"{self.cfg}: non-finite loss in the benchmark")
+        with record_function("backward"):
+            total.backward()
+        with record_function("optimizer"):
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg.grad_clip or math.inf)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         return batch.tokens
 
-    return step
 
-
-def reference_step(cfg: ModelConfig, data: TrainingSet, train_cfg: TrainConfig, device: torch.device) -> Step:
+class ReferenceStep:
     """One optimizer step of the reference on rows left-padded to max_len, with plain AdamW (bf16 autocast and
-    fused AdamW on GPU, as anyone would switch on)."""
-    model = ReferenceSASRec.like(cfg, data.seqs.num_items).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, betas=train_cfg.betas,
-                                  fused=device.type == "cuda")
-    bf16 = uses_bf16(train_cfg, device)
+    fused AdamW on GPU, as anyone would switch on); labelled like ``OurStep``."""
 
-    def step(examples: Tensor) -> int:
-        inputs, rows = gather(data.seqs, data.start[examples], data.length[examples], width=cfg.max_len)
-        targets = torch.where(rows > 0, data.seqs.columns["items"][rows + 1].long(), 0)
-        with autocast(device, bf16):
-            loss = model.loss(inputs["items"].to(device), targets.to(device))
-        loss.float().backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    def __init__(self, cfg: ModelConfig, data: TrainingSet, train_cfg: TrainConfig, device: torch.device):
+        self.cfg, self.data, self.device = cfg, data, device
+        self.model = ReferenceSASRec.like(cfg, data.seqs.num_items).to(device).train()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train_cfg.lr, betas=train_cfg.betas,
+                                           fused=device.type == "cuda")
+        self.bf16 = uses_bf16(train_cfg, device)
+
+    def __call__(self, examples: Tensor) -> int:
+        data, device = self.data, self.device
+        with record_function("data"):
+            inputs, rows = gather(data.seqs, data.start[examples], data.length[examples], width=self.cfg.max_len)
+            targets = torch.where(rows > 0, data.seqs.columns["items"][rows + 1].long(), 0)
+            items, targets = inputs["items"].to(device), targets.to(device)
+        with autocast(device, self.bf16):
+            with record_function("forward"):
+                hidden = self.model(items)
+            with record_function("loss"):
+                loss = self.model.full_cross_entropy(hidden, targets).float()
+        with record_function("backward"):
+            loss.backward()
+        with record_function("optimizer"):
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         return int((targets > 0).sum())
-
-    return step
 
 
 @dataclass
@@ -135,6 +154,7 @@ class Meter:
     tokens: int = 0
     flops: int = 0
     steps: int = 0
+    step_seconds: list[float] = field(default_factory=list)  # a slow outlier is a recompile or a noisy neighbour
 
     def run(self, step: Step, batches: list[Tensor], data: TrainingSet, shape: ModelShape,
             device: torch.device) -> None:
@@ -143,7 +163,8 @@ class Meter:
             start = time.perf_counter()
             tokens = step(examples)
             _sync(device)
-            self.seconds += time.perf_counter() - start
+            self.step_seconds.append(time.perf_counter() - start)
+            self.seconds += self.step_seconds[-1]
             self.tokens += tokens
             self.flops += train_flops(shape, data.length[examples].tolist())
             self.steps += 1
@@ -151,7 +172,8 @@ class Meter:
     def report(self, peak: float) -> dict[str, float]:
         rate = self.flops / self.seconds
         return {"tokens_per_second": self.tokens / self.seconds, "flops_per_second": rate, "mfu": rate / peak,
-                "seconds": self.seconds, "steps": self.steps, "tokens": self.tokens}
+                "seconds": self.seconds, "steps": self.steps, "tokens": self.tokens,
+                "step_seconds_median": statistics.median(self.step_seconds), "step_seconds_max": max(self.step_seconds)}
 
 
 def _sync(device: torch.device) -> None:
@@ -196,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     peak_before = matmul_peak(device)
     reference_cfg = configs[names[0]]
-    reference = reference_step(reference_cfg, data, train_cfg, device)
+    reference = ReferenceStep(reference_cfg, data, train_cfg, device)
     reference_shape = ModelShape(reference_cfg.d_model, reference_cfg.n_layer, 4 * reference_cfg.d_model, False,
                                  seqs.num_items)
     for examples in warmup:
@@ -208,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
                 reference_cfg.d_model, reference_cfg.n_layer, reference_cfg.n_head, reference_cfg.max_len):
             raise SystemExit(f"--presets: {name} has other sizes than {names[0]}; benchmark them in separate runs")
         torch.manual_seed(args.seed)
-        step, meter, shape = our_step(cfg, data, train_cfg, device), Meter(), ModelShape.of(cfg, seqs.num_items)
+        step, meter, shape = OurStep(cfg, data, train_cfg, device), Meter(), ModelShape.of(cfg, seqs.num_items)
         for examples in warmup:
             step(examples)
         meter.run(step, timed, data, shape, device)
