@@ -56,12 +56,12 @@ def plot(history: list[dict], tests: list[dict], title: str, path: str) -> None:
             label="test Recall@10 (best validated model so far)")
     for name, value in PUBLISHED.items():
         ax.axhline(value, ls=":", lw=1, color="gray")
-        ax.annotate(f"{name} {value}", (0, value), textcoords="offset points", xytext=(2, 2), fontsize=8,
-                    color="gray")
+        ax.annotate(f"{name} {value}", (0.01, value), xycoords=("axes fraction", "data"), textcoords="offset points",
+                    xytext=(0, 2), fontsize=8, color="gray")
     ax.axhline(TARGET, ls="--", lw=1, color="tab:red", label=f"target {TARGET}")
     ax.set(xlabel="training wall-clock (s)", ylabel="Recall@10 (full ranking)", title=title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="center right", fontsize=8)
     fig.tight_layout()
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=120)
