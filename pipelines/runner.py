@@ -40,12 +40,17 @@ def compile_pipeline(output: str | Path, image: str = IMAGE, parallelism: int = 
     return path
 
 
-def pipeline_parameters() -> dict[str, Any]:
-    """The pipeline's parameter names and their defaults (required ones map to ``None``)."""
+# KFP parameter type -> the Python values it accepts (bool is an int in Python: refused separately).
+KFP_TYPES = {"String": str, "Integer": int, "Float": (int, float), "Boolean": bool, "Dict": dict,
+             "List[String]": list}
+
+
+def pipeline_parameters() -> dict[str, tuple[str, Any]]:
+    """The pipeline's parameters: name -> (KFP type, default); required ones have the default ``None``."""
     from pipelines.pipeline import create_pipeline
 
     inputs = create_pipeline().component_spec.inputs or {}
-    return {name: spec.default for name, spec in inputs.items()}
+    return {name: (spec.type, spec.default) for name, spec in inputs.items()}
 
 
 def profile_arguments(profile: Profile, registry: str) -> dict[str, Any]:
@@ -72,7 +77,7 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 def validate_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     """Raise ConfigError naming the parameter if an argument is unknown, missing or invalid; else return every
     parameter's value (the pipeline's defaults filled in)."""
-    from pipelines import cluster, gate
+    from pipelines import cluster, gate, registry
     from pipelines.datasets import DATASETS
     from preprocessing.config import PreprocessConfig
     from trainer.presets import PRESETS, get_preset
@@ -82,18 +87,24 @@ def validate_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(arguments) - set(known))
     require(not unknown, f"--param {unknown[0] if unknown else ''}",
             f"not a pipeline parameter; parameters: {', '.join(known)}")
-    missing = [name for name, default in known.items() if default is None and name not in arguments]
+    missing = [name for name, (_, default) in known.items() if default is None and name not in arguments]
     require(not missing, f"--param {missing[0] if missing else ''}", "is required")
-    args = {**{k: v for k, v in known.items() if v is not None}, **arguments}
+    args = {**{k: default for k, (_, default) in known.items() if default is not None}, **arguments}
     for name, value in args.items():
         _refuse_nulls(value, name)
+        kind = known[name][0]
+        require(isinstance(value, KFP_TYPES[kind]) and not (isinstance(value, bool) and kind != "Boolean"), name,
+                f"expected {kind}, got {value!r}")
+        if kind == "List[String]":
+            require(all(isinstance(v, str) for v in value), name, f"expected a list of strings, got {value!r}")
 
-    require(bool(str(args["registry"]).strip()), "registry", "must be a directory or gs://bucket/prefix")
+    registry.check_registry(args["registry"])
+    registry.check_name(args["model_name"], "model_name")
     dataset = str(args["dataset"])
     require(dataset in DATASETS or "://" in dataset or Path(dataset).exists(), "dataset",
             f"{dataset!r} is neither a data set ({', '.join(DATASETS)}) nor an existing path or URI")
     variants = args["variants"]
-    require(isinstance(variants, list) and len(variants) > 0, "variants", "must be a non-empty list of presets")
+    require(len(variants) > 0, "variants", "must be a non-empty list of presets")
     require(len(set(variants)) == len(variants), "variants", f"lists a preset twice: {variants}")
     for name in variants:
         preset = get_preset(name)
@@ -105,7 +116,7 @@ def validate_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     from_dict(gate.GateConfig, args["gate_config"])
     from_dict(cluster.ClusterConfig, args["cluster"])
     for name in ("torch_threads", "accelerator_count"):
-        require(isinstance(args[name], int) and args[name] >= 0, name, f"must be an integer >= 0, got {args[name]!r}")
+        require(args[name] >= 0, name, f"must be >= 0, got {args[name]}")
     return args
 
 

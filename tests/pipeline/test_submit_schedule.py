@@ -107,7 +107,7 @@ def calls(state: FakeKfp) -> list[tuple[str, str]]:
 
 def test_submit_creates_experiment_then_run_with_arguments(kfp_server, capsys):
     url, state = kfp_server
-    args = ["submit", "--host", url, "--experiment", "nightly", "--profile", "smoke", "--registry", "gs://b/registry",
+    args = ["submit", "--host", url, "--experiment", "nightly", "--profile", "smoke", "--registry", "gs://models-bucket/registry",
             "--image", "registry.example.com/interest-pipeline:7", "--param", "train_config={max_steps: 3}"]
     assert main(args) == 0
     assert calls(state) == [("GET", f"{API}/healthz"), ("GET", f"{API}/experiments"), ("POST", f"{API}/experiments"),
@@ -119,7 +119,7 @@ def test_submit_creates_experiment_then_run_with_arguments(kfp_server, capsys):
     run = state.requests[3]["body"]
     assert run["experiment_id"] == next(iter(state.experiments))
     params = run["runtime_config"]["parameters"]
-    assert params["registry"] == "gs://b/registry"
+    assert params["registry"] == "gs://models-bucket/registry"
     assert params["variants"] == ["baseline", "swiglu"] and params["dataset"] == "ml-100k"
     assert params["train_config"] == {"max_steps": 3}
     spec = run["pipeline_spec"]
@@ -136,7 +136,7 @@ def test_submit_creates_experiment_then_run_with_arguments(kfp_server, capsys):
 
 def test_schedule_cron_one_at_a_time_no_catchup_then_list_pause_resume(kfp_server, capsys):
     url, state = kfp_server
-    assert main(["schedule", "--host", url, "--cron", "0 3 * * *", "--registry", "gs://b/registry",
+    assert main(["schedule", "--host", url, "--cron", "0 3 * * *", "--registry", "gs://models-bucket/registry",
                  "--name", "interest-nightly"]) == 0
     assert calls(state)[-1] == ("POST", f"{API}/recurringruns")
     recurring = state.requests[-1]["body"]
@@ -147,7 +147,7 @@ def test_schedule_cron_one_at_a_time_no_catchup_then_list_pause_resume(kfp_serve
     assert recurring["display_name"] == "interest-nightly"
     assert recurring["experiment_id"] in state.experiments
     assert recurring["pipeline_spec"]["root"]["dag"]["tasks"]
-    assert recurring["runtime_config"]["parameters"]["registry"] == "gs://b/registry"
+    assert recurring["runtime_config"]["parameters"]["registry"] == "gs://models-bucket/registry"
     rid = next(iter(state.recurring))
     capsys.readouterr()
 
@@ -174,6 +174,12 @@ def test_schedule_cron_one_at_a_time_no_catchup_then_list_pause_resume(kfp_serve
     (["submit", "--registry", "r", "--param", "train_config={lr: -1}"], "lr"),
     (["submit", "--profile", "smoke"], "--registry"),
     (["submit", "--registry", "r", "--param", "train_config={epochs: null, max_steps: 5}"], "train_config.epochs"),
+    (["submit", "--registry", "r", "--param", "model_overrides=d_model=8"], "model_overrides: expected List"),
+    (["submit", "--registry", "r", "--param", "accelerator_count=true"], "accelerator_count: expected Integer"),
+    (["submit", "--registry", "r", "--param", "accelerator_count=-1"], "accelerator_count: must be >= 0"),
+    (["submit", "--registry", "r", "--param", "cluster={launcher: slurm}"], "launcher"),
+    (["submit", "--registry", "gs://../x"], "--registry"),
+    (["submit", "--registry", "r", "--param", "model_name=../../etc"], "model_name"),
 ])
 def test_bad_requests_fail_before_any_call(kfp_server, capsys, argv, message):
     url, state = kfp_server
@@ -186,6 +192,6 @@ def test_vertex_without_the_gcp_extra_is_a_clear_error(capsys, monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "google.cloud.aiplatform", None)  # as in an install without the gcp extra
-    assert main(["submit", "--vertex", "--project", "p", "--region", "us-central1", "--pipeline-root", "gs://b/root",
-                 "--registry", "gs://b/registry", "--profile", "smoke"]) == 2
+    assert main(["submit", "--vertex", "--project", "p", "--region", "us-central1", "--pipeline-root", "gs://models-bucket/root",
+                 "--registry", "gs://models-bucket/registry", "--profile", "smoke"]) == 2
     assert "pip install 'interest-pipeline[gcp]'" in capsys.readouterr().err
