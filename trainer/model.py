@@ -1,14 +1,15 @@
 """``InterestModel``: a causal Transformer over a user's event history that predicts the next item (SASRec-style).
 
 Every architecture choice of the seed write-up is a ``ModelConfig`` switch, resolved to modules in one place
-(the registries below), never by branching inside ``forward``:
+(the registries below) rather than by branches spread through ``forward``:
 
 - positions (``position``): learned table | RoPE on queries and keys | both | fixed sinusoids | none. Positions
   count from each user's first real event, so extra left padding never changes any output.
 - time (``time_encoding``, ``calendar``): Fourier features of the absolute timestamp, or
   ``HybridTimestampEncoding`` (half absolute time, half time since the previous event); hour/day embeddings.
 - blocks (``norm``, ``mlp``, ``bias``, ``block``): pre-norm LayerNorm | RMSNorm, GeLU | SwiGLU | GeGLU MLP,
-  serial | parallel residual arrangement, and a final norm.
+  serial | parallel residual arrangement, and a final norm. Attention is one fused QKV projection and
+  ``F.scaled_dot_product_attention``; without attention-weight dropout (the default) it stays a fused kernel.
 - output: the hidden state at the last real position is the user embedding (the seed's ``user_values``);
   items are scored by a dot product with the (tied or separate) item embedding table.
 
