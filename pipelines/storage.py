@@ -59,6 +59,16 @@ def _retry():
     return DEFAULT_RETRY
 
 
+def _temp_beside(path: Path) -> tuple[int, str]:
+    """A temp file in ``path``'s directory (so the final rename is atomic) with the usual umask-based mode;
+    mkstemp alone would leave the published file readable by its owner only."""
+    fd, tmp = _temp_beside(path)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+    return fd, tmp
+
+
 def write_bytes(uri: str, data: bytes) -> None:
     if is_gcs(uri):
         # Overwriting a whole object with the same bytes is idempotent, so retrying it is safe.
@@ -66,7 +76,7 @@ def write_bytes(uri: str, data: bytes) -> None:
         return
     path = Path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -135,7 +145,7 @@ def upload_file(local_path: str | Path, uri: str) -> None:
         return
     dest = Path(uri)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    fd, tmp = _temp_beside(dest)
     os.close(fd)
     try:
         shutil.copyfile(local_path, tmp)

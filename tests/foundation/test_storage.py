@@ -54,3 +54,16 @@ def test_gcs_round_trip_and_copy_tree(gcs_bucket, tmp_path):
     assert (back / "weights.bin").read_bytes() == (src / "weights.bin").read_bytes()
     with pytest.raises(FileNotFoundError):
         storage.read_bytes(f"{gcs_bucket}/missing")
+
+
+def test_local_files_get_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        storage.write_text(str(tmp_path / "a.txt"), "x")
+        src = tmp_path / "src.bin"
+        src.write_bytes(b"y")
+        storage.upload_file(src, str(tmp_path / "b.bin"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o644
