@@ -62,11 +62,15 @@ def _retry():
 def _temp_beside(path: Path) -> tuple[int, str]:
     """A temp file in ``path``'s directory (so the final rename is atomic) with the usual umask-based mode;
     mkstemp alone would leave the published file readable by its owner only."""
-    fd, tmp = _temp_beside(path)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_current_umask())
     return fd, tmp
+
+
+def _current_umask() -> int:
+    umask = os.umask(0o022)  # the only way to read it is to set it; put it straight back
+    os.umask(umask)
+    return umask
 
 
 def write_bytes(uri: str, data: bytes) -> None:
