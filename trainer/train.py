@@ -234,6 +234,8 @@ class Trainer:
         rng = checkpoint.rng_state()
         rng["torch"] = self.ddp.gather(rng["torch"])
         rng["cuda"] = self.ddp.gather(rng["cuda"]) if rng["cuda"] is not None else None
+        uri = storage.join(self.checkpoints, checkpoint.checkpoint_name(self.progress.step))
+        self.last_checkpoint = (self.progress.step, uri)  # every rank names it in a NaN error
         if not self.ddp.is_main:
             return
         state = {
@@ -247,8 +249,7 @@ class Trainer:
             "train_config": json.dumps(to_dict(self.cfg)),
             "progress": dataclasses.asdict(self.progress),
         }
-        uri = checkpoint.save(self.checkpoints, self.progress.step, state, self.cfg.keep_checkpoints)
-        self.last_checkpoint = (self.progress.step, uri)
+        checkpoint.save(self.checkpoints, self.progress.step, state, self.cfg.keep_checkpoints)
 
     # ---------------------------------------------------------------- one step
 
@@ -297,8 +298,9 @@ class Trainer:
             raise NonFiniteLossError(f"{what} at step {step} (epoch {(step - 1) // self.steps_per_epoch}){why}; "
                                      f"{resume}")
         self.progress.skipped_steps += 1
-        log.warning("%s at step %d: step skipped (nan_policy=skip, %d so far)", what, step,
-                    self.progress.skipped_steps)
+        if self.ddp.is_main:
+            log.warning("%s at step %d: step skipped (nan_policy=skip, %d so far)", what, step,
+                        self.progress.skipped_steps)
         return None
 
     # ---------------------------------------------------------------- validation

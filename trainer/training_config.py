@@ -52,7 +52,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (first step compiles for ~25 s; faster afterwards)
     nan_policy: Literal["stop", "skip"] = "stop"  # a NaN/Inf loss: stop with an error, or skip that step
     max_skipped_steps: int = 100  # nan_policy=skip: give up after this many skipped steps in one run
-    log_every_steps: int = 50  # TensorBoard scalars and plain log lines every N steps
+    log_every_steps: int = 20  # TensorBoard scalars and plain log lines (or the tqdm postfix) every N steps
 
     def __post_init__(self) -> None:
         check_literals(self)

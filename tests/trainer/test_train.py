@@ -22,7 +22,9 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from pipelines import cli, storage
 from pipelines.configs import ConfigError
 from trainer import checkpoint
+from trainer import cli as trainer_cli
 from trainer.data import TrainingSet, load_sequences
+from trainer.distributed import torchrun_command
 from trainer.evaluate import evaluate
 from trainer.model import InterestModel
 from trainer.train import NonFiniteLossError, train
@@ -284,3 +286,19 @@ def test_cli_rejects_bad_flags_before_training(tiny_data, tmp_path, capsys):
     assert cli.main(["train", "--data", str(tiny_data), "--output", str(tmp_path), "--preset", "nope"]) == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_nproc_launches_torchrun_with_the_same_arguments(tiny_data, tmp_path):
+    """`--nproc` re-runs the same command under torchrun; rendezvous flags after -- make it multi-node."""
+    argv = ["train", "--data", str(tiny_data), "--output", str(tmp_path), "--preset", "swiglu", "--set", "lr=0.01",
+            "--set", "model.d_model=32", "--max-steps", "9", "--time-budget", "60", "--nproc", "4"]
+    args = cli.build_parser().parse_args(argv)
+    worker = cli.build_parser().parse_args(["train", *trainer_cli.worker_argv(args)])
+    assert trainer_cli.configs_from_args(worker) == trainer_cli.configs_from_args(args)
+    assert worker.nproc == 1
+    single_node = torchrun_command(4, ["--data", "D"])
+    assert single_node[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4",
+                               "-m", "trainer.train", "--data", "D"]
+    rendezvous = ["--nnodes", "2", "--node-rank", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", "head:29400"]
+    multi_node = torchrun_command(8, ["--data", "D"], rendezvous)
+    assert "--standalone" not in multi_node and multi_node[3:3 + len(rendezvous)] == rendezvous
