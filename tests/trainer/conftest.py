@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from trainer.config import ModelConfig
 from trainer.training_config import TrainConfig
@@ -77,6 +78,17 @@ def tiny_train(**overrides) -> TrainConfig:
     base = dict(batch_size=6, epochs=2, eval_every_steps=4, checkpoint_every_steps=4, log_every_steps=2,
                 patience=0, lr=3e-3)
     return TrainConfig(**{**base, **overrides})
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    """One intra-op thread here and in the processes the tests start: on a busy 2-core box two spinning OpenMP
+    threads make tiny ops 10-50x slower (measured), and equal thread counts keep runs bit-comparable."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
