@@ -58,7 +58,7 @@ from trainer.model import InterestModel
 from trainer.monitor import Monitor
 from trainer.presets import get_preset
 from trainer.schedules import build_scheduler
-from trainer.training_config import STOP_FIELDS, TrainConfig
+from trainer.training_config import RESUMABLE_CHANGES, TrainConfig
 
 log = logging.getLogger("trainer")
 
@@ -116,12 +116,13 @@ def uses_bf16(cfg: TrainConfig, device: torch.device) -> bool:
 
 
 def check_resumable(saved: dict[str, Any], model_cfg: ModelConfig, train_cfg: TrainConfig, output_dir: str) -> None:
-    """A checkpoint only resumes the run that wrote it: the same model and training config (stop fields aside)."""
+    """A checkpoint only resumes the run that wrote it: the same model and training config (except
+    ``RESUMABLE_CHANGES``)."""
     now = {"model": to_dict(model_cfg), "train": to_dict(train_cfg)}
     before = {"model": json.loads(saved["model_config"]), "train": json.loads(saved["train_config"])}
     for section in ("model", "train"):
         for key in sorted(set(now[section]) | set(before[section])):
-            if section == "train" and key in STOP_FIELDS:
+            if section == "train" and key in RESUMABLE_CHANGES:
                 continue
             if now[section].get(key) != before[section].get(key):
                 raise ConfigError(

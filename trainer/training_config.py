@@ -13,8 +13,10 @@ from typing import Literal
 
 from pipelines.configs import check_literals, require
 
-# Fields that only decide when a run stops; a resumed run may change them without changing what it computes.
-STOP_FIELDS = ("time_budget_seconds",)
+# Fields a resumed run may change: they decide how long it runs or what it logs and keeps, not the weights a
+# step computes (e.g. resume a preempted job with a longer time budget).
+RESUMABLE_CHANGES = ("time_budget_seconds", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
+                     "num_workers", "eval_batch_size")
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,9 @@ def test_rerun_with_a_different_config_is_refused(tiny_data, tmp_path, kit):
     run(tiny_data, out, kit, epochs=None, max_steps=4)
     with pytest.raises(ConfigError, match=r"holds a run with train lr=0.003, now 0.01"):
         run(tiny_data, out, kit, epochs=None, max_steps=4, lr=0.01)
+    # How long it runs and how often it logs may change: the weights a step computes do not.
+    again = run(tiny_data, out, kit, epochs=None, max_steps=4, time_budget_seconds=600, log_every_steps=1)
+    assert again["resumed_from"] == [4]
 
 
 def first_step_with(user: int, data: TrainingSet, batch_size: int, seed: int, epochs: int) -> list[int]:
