@@ -5,7 +5,8 @@ The train component (components/train.py) picks a launcher:
 - ``local``: in the task's own pod. One process (in-process ``trainer.train.train``) or, with several GPUs,
   ``torchrun --standalone --nproc-per-node=<gpus>`` (DDP, NCCL; ``trainer.distributed.torchrun_command``).
 - ``pytorchjob``: a Kubeflow Training Operator ``PyTorchJob`` (1 Master + nodes-1 Workers), created with the
-  kubernetes client in the pod's namespace; the task waits for it to succeed or fail.
+  kubernetes client in the pod's namespace; the task waits for it to succeed or fail. The pipeline's service
+  account needs ``create`` and ``get`` on ``pytorchjobs.kubeflow.org`` there.
 - ``vertex``: a Vertex AI ``CustomJob`` with worker pools (chief + workers), run with google-cloud-aiplatform.
 
 Every node runs the same command, ``python -m torch.distributed.run --nnodes=N --node-rank=$RANK
