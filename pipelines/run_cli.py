@@ -146,7 +146,8 @@ def print_summary(run: runner.LocalRun) -> None:
     print(f"report:          {run.report_html}")
     print(f"                 {run.report_markdown}")
     print(f"tensorboard:     {run.tensorboard}  (interest tensorboard {run.run_dir})")
-    print(f"blessed model:   {run.pushed_model or 'none (nothing pushed)'}")
+    stays = f"; the registry's champion stays {run.production_model}" if run.production_model else ""
+    print(f"blessed model:   {run.pushed_model or f'none (not pushed{stays})'}")
     print(f"pipeline:        {run.pipeline_yaml}")
 
 

@@ -145,6 +145,7 @@ class LocalRun:
     blessed: bool
     blessing: dict[str, Any]  # blessing.json
     pushed_model: str | None  # the champion's version directory in the registry, if it was blessed and pushed
+    production_model: str | None  # the registry's champion after the run (the pushed one, or the one that stayed)
 
 
 def new_run_dir(output: str | Path, profile: str) -> Path:
@@ -194,11 +195,9 @@ def collect_local_run(run_dir: Path, package: Path, outputs: dict[str, Any], arg
     blessing_artifact = outputs["blessing"]
     blessing = json.loads(Path(blessing_artifact.path).read_text())
     blessed = bool(blessing_artifact.metadata["blessed"])
-    pushed_model = None
-    if blessed:  # the push moved the pointer to this model's version, unless another run moved it since
-        pointer, _ = registry.read_pointer(arguments["registry"], arguments["model_name"])
-        if pointer and pointer["version"] == registry.default_version(outputs["champion"].path):
-            pushed_model = pointer["uri"]
+    pointer, _ = registry.read_pointer(arguments["registry"], arguments["model_name"])
+    # The push moved the pointer to this model's version (unless another run moved it since).
+    ours = blessed and pointer and pointer["version"] == registry.default_version(outputs["champion"].path)
     links = {}
     for name, key in (("report.html", "report_html"), ("report.md", "report_markdown")):
         link = run_dir / name
@@ -208,7 +207,7 @@ def collect_local_run(run_dir: Path, package: Path, outputs: dict[str, Any], arg
         run_dir=run_dir, pipeline_yaml=package, report_html=links["report_html"],
         report_markdown=links["report_markdown"], tensorboard=link_tensorboard_logs(run_dir), recall=recall,
         champion=blessing_artifact.metadata[VARIANT_KEY], blessed=blessed, blessing=blessing,
-        pushed_model=pushed_model,
+        pushed_model=pointer["uri"] if ours else None, production_model=pointer["uri"] if pointer else None,
     )
 
 
