@@ -12,8 +12,11 @@ ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # Optional extras: gcp = Dataflow, Vertex AI (PipelineJob, CustomJob) and GCS tools for cluster runs.
 ARG EXTRAS=gcp
+# The git commit the image is built from (no .git in the image): the registry records it as each model's lineage.
+ARG CODE_VERSION=unknown
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
+ENV INTEREST_CODE_VERSION=${CODE_VERSION} \
+    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1

@@ -33,7 +33,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check pipelines components trainer preprocessing tests benchmarks
 
 image:
-	docker build --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) -t $(IMAGE):$(TAG) .
+	docker build --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) \
+		--build-arg CODE_VERSION=$(shell git rev-parse HEAD 2>/dev/null || echo unknown) -t $(IMAGE):$(TAG) .
 
 compile: $(STAMP)
 	$(BIN)/interest compile --output pipeline.yaml --image $(IMAGE):$(TAG)

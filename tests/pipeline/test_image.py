@@ -139,11 +139,16 @@ def make_dry_run(*args: str) -> str:
     return proc.stdout
 
 
-def test_make_image_tag_defaults_to_the_package_version():
-    assert f"-t {IMAGE} ." in make_dry_run("image")
+def test_make_image_tag_defaults_to_the_package_version_and_records_the_commit():
+    built = make_dry_run("image")
+    assert f"-t {IMAGE} ." in built
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert f"--build-arg CODE_VERSION={head}" in built
+    assert "INTEREST_CODE_VERSION=${CODE_VERSION}" in (ROOT / "Dockerfile").read_text()  # what the registry reads
     assert TAG == re.search(r'^version = "(.*)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
     built = make_dry_run("image", "IMAGE=ghcr.io/acme/interest", "TAG=9.9", "TORCH_INDEX_URL=https://x/whl/cu128")
-    assert "docker build --build-arg TORCH_INDEX_URL=https://x/whl/cu128 -t ghcr.io/acme/interest:9.9 ." in built
+    assert "docker build --build-arg TORCH_INDEX_URL=https://x/whl/cu128" in built
+    assert "-t ghcr.io/acme/interest:9.9 ." in built
 
 
 @pytest.mark.parametrize("image, tag", [("ghcr.io/acme/interest", "1.2.3-cuda")])
