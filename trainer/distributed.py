@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from pipelines.configs import ConfigError
+
 
 @dataclass(frozen=True)
 class Distributed:
@@ -65,7 +67,11 @@ def setup() -> Distributed:
     owns = False
     if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         if cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+            if local_rank >= torch.cuda.device_count():
+                raise ConfigError(f"--nproc: local rank {local_rank} has no GPU of its own "
+                                  f"({torch.cuda.device_count()} visible); start one process per GPU")
+            torch.cuda.set_device(local_rank)
         dist.init_process_group(backend="nccl" if cuda else "gloo")
         owns = True
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
