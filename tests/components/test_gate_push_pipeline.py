@@ -18,6 +18,8 @@ from components.push import push
 from components.select_and_gate import select_and_gate
 
 USERS = 200
+# kfp.local runs every task in this interpreter; it warns that the image name is not a python image.
+pytestmark = pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning")
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
