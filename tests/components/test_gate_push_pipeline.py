@@ -17,7 +17,6 @@ from components.image import IMAGE
 from components.push import push
 from components.select_and_gate import select_and_gate
 
-USERS = 200
 # kfp.local runs every task in this interpreter; it warns that the image name is not a python image.
 pytestmark = pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning")
 
@@ -25,7 +24,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:You may be attemping to run a ta
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def synthetic_variant(name: str, valid_recall: float, test_recall: float, model: Output[Model],
                       evaluation: Output[Artifact]):
-    """A variant whose users hit the target for exactly the first ``recall * USERS`` users (nested across variants,
+    """A variant whose users hit the target for exactly the first ``recall * 200`` users (nested across variants,
     so a better variant never loses a user: the paired bootstrap sees a clean difference)."""
     import json
     import os
@@ -34,7 +33,7 @@ def synthetic_variant(name: str, valid_recall: float, test_recall: float, model:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    users = 200
+    users = 200  # the component runs from its own source: no module constants
     os.makedirs(model.path)
     with open(os.path.join(model.path, "model.pt"), "wb") as f:
         f.write(f"weights of {name}".encode())
