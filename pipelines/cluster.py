@@ -155,7 +155,8 @@ def render_pytorchjob(job: TrainJob, cluster: ClusterConfig, namespace: str) -> 
 
 
 def render_vertex_worker_pools(job: TrainJob, cluster: ClusterConfig) -> list[dict[str, Any]]:
-    """Vertex AI CustomJob ``workerPoolSpecs``: pool 0 is the chief (rank 0), pool 1 the other nodes."""
+    """Vertex AI CustomJob ``workerPoolSpecs`` (REST: machineSpec, replicaCount, containerSpec.imageUri; written
+    in the aiplatform SDK's snake_case): pool 0 is the chief (rank 0), pool 1 the other nodes."""
     machine: dict[str, Any] = {"machine_type": cluster.machine_type}
     if cluster.gpus_per_node:
         machine |= {"accelerator_type": cluster.accelerator_type, "accelerator_count": cluster.gpus_per_node}

@@ -251,3 +251,15 @@ def test_node_command_trains_one_model_across_two_nodes(tiny_data, tmp_path):
     summary = json.loads((tmp_path / "model" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 4
     assert (tmp_path / "model" / "model.pt").exists()
+
+
+@pytest.mark.slow
+def test_local_launcher_runs_one_process_per_gpu(tiny_data, tmp_path):
+    """A train task with accelerator_count=2 runs torchrun with 2 processes (here on CPU: gloo)."""
+    job = cluster.TrainJob(name="two-gpus", image="unused", data=str(tiny_data), output=str(tmp_path / "model"),
+                           preset="baseline", model_overrides=("d_model=16", "n_layer=1", "n_head=1", "max_len=8"),
+                           train_config={"max_steps": 2, "batch_size": 8, "eval_every_steps": 2,
+                                         "checkpoint_every_steps": 2, "log_every_steps": 1})
+    cluster.train_on(cluster.ClusterConfig(), job, job.output, local_gpus=2)
+    summary = json.loads((tmp_path / "model" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 2
