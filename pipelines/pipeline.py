@@ -7,9 +7,11 @@
 
 ``create_pipeline(image, parallelism)`` builds the ``@dsl.pipeline`` function; what to train and where to put it
 are the pipeline's runtime parameters, so one compiled YAML serves every run (``pipelines/profiles.py`` fills
-them). Known kfp.local limits shape it (shared/PLATFORM.md): the gate runs *after* the loop over everything
-collected and ``dsl.If`` reads that task's output, never a loop item; ints inside dicts come back as floats (the
-config dataclasses convert them back).
+them). Known KFP limits shape it (shared/PLATFORM.md and below): the gate runs *after* the loop over everything
+collected and ``dsl.If`` reads that task's single ``Output`` (kfp.local evaluates a condition on a loop item or
+on a *named* output as False, silently); parameters used only by resource settings inside the loop are also
+passed as arguments (the compiler leaves them out of the loop's inputs); ints inside dicts come back as floats
+(the config dataclasses convert them back); no argument may hold a null (protobuf values have none).
 """
 
 from typing import NamedTuple
