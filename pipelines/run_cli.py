@@ -20,6 +20,7 @@ from typing import Any
 from components.image import IMAGE
 from pipelines import runner
 from pipelines.configs import require
+from pipelines.datasets import DATASETS
 from pipelines.profiles import PROFILES, get_profile
 
 
@@ -106,8 +107,9 @@ def _add_kfp_flags(parser: argparse.ArgumentParser, host_required: bool, suppres
         parser.add_argument("--pipeline-root", default=None, help="where artifacts go, e.g. gs://bucket/runs")
 
 
-def pipeline_arguments(args: argparse.Namespace, default_registry: str | None) -> dict[str, Any]:
-    """The profile's arguments, then --dataset/--variants/--registry, then --param; validated."""
+def pipeline_arguments(args: argparse.Namespace, default_registry: str | None, remote: bool) -> dict[str, Any]:
+    """The profile's arguments, then --dataset/--variants/--registry, then --param; validated. ``remote``: for a
+    cluster, which cannot read this machine's files."""
     arguments = runner.profile_arguments(get_profile(args.profile), args.registry or default_registry or "")
     if args.dataset:
         arguments["dataset"] = args.dataset
@@ -115,6 +117,11 @@ def pipeline_arguments(args: argparse.Namespace, default_registry: str | None) -
         arguments["variants"] = [v.strip() for v in args.variants.split(",") if v.strip()]
     arguments.update(runner.parse_params(args.param))
     require(bool(arguments["registry"]), "--registry", "is required: a directory or gs://bucket/prefix")
+    for name in ("dataset", "registry"):
+        value = arguments[name]
+        if isinstance(value, str) and value not in DATASETS and "://" not in value:
+            require(not remote, f"--{name}", f"{value!r} is a path on this machine; a cluster run needs a URI (gs://...)")
+            arguments[name] = str(Path(value).resolve())  # task subprocesses may run elsewhere
     return runner.validate_arguments(arguments)
 
 
@@ -127,7 +134,7 @@ def run_compile(args: argparse.Namespace) -> int:
 def run_run(args: argparse.Namespace) -> int:
     profile = get_profile(args.profile)
     output = Path(args.output)
-    arguments = pipeline_arguments(args, default_registry=str((output / "registry").resolve()))
+    arguments = pipeline_arguments(args, default_registry=str(output / "registry"), remote=False)
     run_dir = runner.new_run_dir(output, profile.name)
     print(f"interest run: profile {profile.name}, {len(arguments['variants'])} variants, output {run_dir}", flush=True)
     result = runner.run_local(arguments, run_dir, parallelism=args.parallelism or profile.local_parallelism)
@@ -152,7 +159,7 @@ def print_summary(run: runner.LocalRun) -> None:
 
 
 def run_submit(args: argparse.Namespace) -> int:
-    arguments = pipeline_arguments(args, default_registry=None)
+    arguments = pipeline_arguments(args, default_registry=None, remote=True)
     with tempfile.TemporaryDirectory(prefix="interest-compile-") as tmp:
         package = runner.compile_pipeline(Path(tmp, "pipeline.yaml"), image=args.image, parallelism=args.parallelism)
         caching = False if args.no_cache else None
@@ -184,7 +191,7 @@ def run_schedule(args: argparse.Namespace) -> int:
         print(f"{args.schedule_action}d {args.recurring_run_id}")
         return 0
     require(bool(args.cron), "--cron", 'is required to create a schedule, e.g. --cron "0 3 * * *"')
-    arguments = pipeline_arguments(args, default_registry=None)
+    arguments = pipeline_arguments(args, default_registry=None, remote=True)
     with tempfile.TemporaryDirectory(prefix="interest-compile-") as tmp:
         package = runner.compile_pipeline(Path(tmp, "pipeline.yaml"), image=args.image, parallelism=args.parallelism)
         recurring_id = runner.schedule(args.host, package, arguments, cron=args.cron, name=args.name,

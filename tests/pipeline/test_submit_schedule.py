@@ -167,19 +167,22 @@ def test_schedule_cron_one_at_a_time_no_catchup_then_list_pause_resume(kfp_serve
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["schedule", "--cron", "0 3 * *", "--registry", "r"], "--cron"),
-    (["schedule", "--registry", "r"], "--cron"),
-    (["submit", "--registry", "r", "--variants", "baseline,nope"], "nope"),
-    (["submit", "--registry", "r", "--param", "bogus=1"], "bogus"),
-    (["submit", "--registry", "r", "--param", "train_config={lr: -1}"], "lr"),
+    (["schedule", "--cron", "0 3 * *", "--registry", "gs://models-bucket/r"], "--cron"),
+    (["schedule", "--registry", "gs://models-bucket/r"], "--cron"),
+    (["submit", "--registry", "gs://models-bucket/r", "--variants", "baseline,nope"], "nope"),
+    (["submit", "--registry", "gs://models-bucket/r", "--param", "bogus=1"], "bogus"),
+    (["submit", "--registry", "gs://models-bucket/r", "--param", "train_config={lr: -1}"], "lr"),
     (["submit", "--profile", "smoke"], "--registry"),
-    (["submit", "--registry", "r", "--param", "train_config={epochs: null, max_steps: 5}"], "train_config.epochs"),
-    (["submit", "--registry", "r", "--param", "model_overrides=d_model=8"], "model_overrides: expected List"),
-    (["submit", "--registry", "r", "--param", "accelerator_count=true"], "accelerator_count: expected Integer"),
-    (["submit", "--registry", "r", "--param", "accelerator_count=-1"], "accelerator_count: must be >= 0"),
-    (["submit", "--registry", "r", "--param", "cluster={launcher: slurm}"], "launcher"),
+    (["submit", "--registry", "gs://models-bucket/r", "--param", "train_config={epochs: null, max_steps: 5}"], "train_config.epochs"),
+    (["submit", "--registry", "gs://models-bucket/r", "--param", "model_overrides=d_model=8"], "model_overrides: expected List"),
+    (["submit", "--registry", "gs://models-bucket/r", "--param", "accelerator_count=true"], "accelerator_count: expected Integer"),
+    (["submit", "--registry", "gs://models-bucket/r", "--param", "accelerator_count=-1"], "accelerator_count: must be >= 0"),
+    (["submit", "--registry", "gs://models-bucket/r", "--param", "cluster={launcher: slurm}"], "launcher"),
     (["submit", "--registry", "gs://../x"], "--registry"),
-    (["submit", "--registry", "r", "--param", "model_name=../../etc"], "model_name"),
+    (["submit", "--registry", "runs/registry"], "--registry: 'runs/registry' is a path on this machine"),
+    (["schedule", "--cron", "0 3 * * *", "--registry", "gs://models-bucket/r", "--dataset", "pyproject.toml"],
+     "--dataset: 'pyproject.toml' is a path on this machine"),
+    (["submit", "--registry", "gs://models-bucket/r", "--param", "model_name=../../etc"], "model_name"),
 ])
 def test_bad_requests_fail_before_any_call(kfp_server, capsys, argv, message):
     url, state = kfp_server
