@@ -7,6 +7,7 @@ any work starts, so a typo fails in a second instead of an hour into a cluster r
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import os
@@ -174,11 +175,17 @@ def run_local(arguments: dict[str, Any], run_dir: Path, parallelism: int) -> Loc
     (run_dir / "arguments.json").write_text(json.dumps(arguments, indent=2) + "\n")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir),
                workspace_root=str(run_dir / ".workspace"), raise_on_error=True)
-    with warnings.catch_warnings():
-        # kfp.local runs every task in this environment: the image name and the cluster-only task settings
-        # (display names, resources) do not apply here, and it says so once per task.
-        warnings.filterwarnings("ignore", message=r".*(base image|have no effect in the current local runner).*")
-        task = components.load_component_from_file(str(package))(**arguments)
+    print_before = builtins.print
+    try:
+        with warnings.catch_warnings():
+            # kfp.local runs every task in this environment: the image name and the cluster-only task settings
+            # (display names, resources) do not apply here, and it says so once per task.
+            warnings.filterwarnings("ignore", message=r".*(base image|have no effect in the current local runner).*")
+            task = components.load_component_from_file(str(package))(**arguments)
+    finally:
+        # kfp.local swaps builtins.print for an indenting one around each task, not thread-safely: two loop
+        # iterations finishing together can leave it swapped for good.
+        builtins.print = print_before
     return collect_local_run(run_dir, package, task.outputs, arguments)
 
 
