@@ -20,12 +20,11 @@ import platform
 import sys
 
 import torch
-from torch._dynamo.utils import counters as compile_counters
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks import ml1m
 from benchmarks.flops import ModelShape, matmul_peak
-from benchmarks.train_bench import Meter, OurStep, ReferenceStep, Step, timed_batches
+from benchmarks.train_bench import Meter, OurStep, ReferenceStep, epoch_batches, spread_batches
 from pipelines import storage
 from trainer.config import ModelConfig
 from trainer.data import TrainingSet
@@ -55,21 +54,6 @@ def shape_covering(data: TrainingSet, batches: list[torch.Tensor]) -> list[torch
     return [by_width[0], by_width[-1], by_width[len(by_width) // 2]]
 
 
-def timed_without_compiling(step: Step, timed: list[torch.Tensor], data: TrainingSet, shape: ModelShape,
-                            device: torch.device, tries: int = 3) -> tuple[Meter, int]:
-    """Time ``step`` over ``timed``, again while torch.compile built a new graph during the pass (a width the
-    warm-up did not cover); returns the meter and how many passes were thrown away."""
-    retimed = 0
-    while True:
-        graphs = compile_counters["stats"]["unique_graphs"]
-        meter = Meter()
-        meter.run(step, timed, data, shape, device)
-        if compile_counters["stats"]["unique_graphs"] == graphs or retimed == tries - 1:
-            return meter, retimed
-        retimed += 1
-        log.warning("torch.compile built a graph while timing: timing again")
-
-
 def attention_kernels(cfg: ModelConfig, data: TrainingSet, examples: torch.Tensor, device: torch.device,
                       bf16: bool) -> list[str]:
     """The ``aten::_scaled_dot_product_*`` kernels one training forward pass of the model runs on this device
@@ -92,7 +76,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=512, help="sequences per step")
     parser.add_argument("--warmup", type=int, default=2,
                         help="untimed steps after the 3 that compile the narrow, wide and max_len graphs")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per model")
+    parser.add_argument("--batches", type=int, default=8, help="timed batches, spread over an epoch's widths")
+    parser.add_argument("--repeats", type=int, default=2, help="steps per timed batch; the fastest counts "
+                                                               "(a graph compiled on the first is not timed)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--data", default=None, help="preprocessed ML-1M directory (default: cached events)")
     parser.add_argument("--seed", type=int, default=0)
@@ -112,9 +98,9 @@ def main(argv: list[str] | None = None) -> dict:
     models = {}
     for spec, cfg in configs.items():
         data = TrainingSet(seqs, cfg.max_len)
-        batches = timed_batches(data, args.batch_size, args.warmup + args.steps, args.seed)
-        epoch = timed_batches(data, args.batch_size, data.steps_per_epoch(args.batch_size), args.seed)
-        warmup, timed = shape_covering(data, epoch) + batches[:args.warmup], batches[args.warmup:]
+        timed = spread_batches(data, args.batch_size, args.batches, args.seed)
+        epoch = epoch_batches(data, args.batch_size, data.steps_per_epoch(args.batch_size), args.seed + 1)
+        warmup = shape_covering(data, epoch) + epoch[:args.warmup]
         shape = ModelShape.of(cfg, seqs.num_items)
         reference_shape = ModelShape(cfg.d_model, cfg.n_layer, 4 * cfg.d_model, False, seqs.num_items)
         row = {"params": InterestModel(cfg, seqs.num_items).num_parameters(),
@@ -124,8 +110,9 @@ def main(argv: list[str] | None = None) -> dict:
             step = make(cfg, data, train_cfg, device)
             for examples in warmup:
                 step(examples)
-            meter, retimed = timed_without_compiling(step, timed, data, model_shape, device)
-            row[who] = {**meter.report(peak["flops_per_second"]), "retimed_after_compiling": retimed}
+            meter = Meter(timed, data, model_shape)
+            meter.run(step, device, args.repeats)
+            row[who] = meter.report(peak["flops_per_second"])
             del step
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -140,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
         "torch": torch.__version__, "platform": platform.platform(),
         "bf16": bf16, "compile": train_cfg.compile, "batch_size": args.batch_size, "preset": args.preset,
-        "warmup_steps": args.warmup, "timed_steps": args.steps,
+        "warmup_steps": args.warmup, "batches": args.batches, "repeats": args.repeats,
         "peak": peak,
         "models": models,
     }

@@ -6,8 +6,8 @@
 Each step is labelled in phases (benchmarks/train_bench.py: data, forward, loss = output projection + softmax
 cross-entropy, backward, optimizer = clipping + AdamW), and forward/backward hooks label every attention, MLP
 and norm module, so the table splits the step into: data, attention, MLP, norms, output projection + softmax,
-the rest of forward/backward (embeddings, time features, dropout, residuals), optimizer. The same batches as
-the train benchmark; results in benchmarks/results/profile.json with the top operators of each model.
+the rest of forward/backward (embeddings, time features, dropout, residuals), optimizer. Batches spread over an
+epoch's widths as in the train benchmark; results in benchmarks/results/profile.json with the top operators of each model.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from torch.autograd.profiler import record_function
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks import ml1m
-from benchmarks.train_bench import OurStep, ReferenceStep, Step, timed_batches
+from benchmarks.train_bench import OurStep, ReferenceStep, Step, epoch_batches, spread_batches
 from pipelines import storage
 from trainer.data import TrainingSet
 from trainer.model import CausalSelfAttention, GatedMLP, GeluMLP
@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", default=None, help="preprocessed ML-1M directory (default: cached)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--warmup", type=int, default=2, help="unprofiled steps first")
-    parser.add_argument("--steps", type=int, default=3, help="profiled steps per model")
+    parser.add_argument("--steps", type=int, default=3,
+                        help="profiled steps per model, on batches spread over an epoch's widths")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=RESULT, help="where the JSON result goes")
     args = parser.parse_args(argv)
@@ -161,8 +162,8 @@ def main(argv: list[str] | None = None) -> dict:
     train_cfg = TrainConfig(batch_size=args.batch_size)
     configs = {name: PRESETS[name].model_config() for name in names}
     data = TrainingSet(seqs, configs[names[0]].max_len)
-    batches = timed_batches(data, args.batch_size, args.warmup + args.steps, args.seed)
-    warmup, profiled = batches[:args.warmup], batches[args.warmup:]
+    profiled = spread_batches(data, args.batch_size, args.steps, args.seed)
+    warmup = epoch_batches(data, args.batch_size, args.warmup, args.seed + 1)
     steps = {name: OurStep(cfg, data, train_cfg, device) for name, cfg in configs.items()}
     steps["reference"] = ReferenceStep(configs[names[0]], data, train_cfg, device)
     results = {}

@@ -1,19 +1,22 @@
 """Training throughput per preset against the reference SASRec, in one process, on MovieLens-1M batches.
 
     .venv/bin/python -m benchmarks.train_bench                       # every preset; benchmarks/results/train.json
-    .venv/bin/python -m benchmarks.train_bench --presets baseline,swiglu --steps 8 --data DATA_DIR
+    .venv/bin/python -m benchmarks.train_bench --presets baseline,swiglu --batches 4 --repeats 2 --data DATA_DIR
 
 Both models train on the SAME global batches of 128 real ML-1M training sequences (from ``--data``, a
-preprocessed directory, else built from the cached events: benchmarks/ml1m.py). Ours runs the trainer's path:
-``TrainingSet.batch`` (bucketed, padded to the batch's longest row), ``loss_terms`` (logits only at target
-positions), ``build_optimizer`` (AdamW) and gradient clipping, as ``trainer.train.Trainer._step`` does on one
-process. The reference (benchmarks/reference_sasrec.py) pads every row to max_len and computes logits at every
-position. Each step includes building its batch.
+preprocessed directory, else the cached one, else built from the cached events: benchmarks/ml1m.py). Ours runs
+the trainer's path: ``TrainingSet.batch`` (bucketed, padded to the batch's longest row), ``loss_terms`` (logits
+only at target positions), ``build_optimizer`` (AdamW) and gradient clipping, as ``trainer.train.Trainer._step``
+does on one process. The reference (benchmarks/reference_sasrec.py) pads every row to max_len and computes
+logits at every position. Each step includes building its batch.
 
-Reported per preset: real (non-padding) target tokens per second, model FLOP/s (benchmarks/flops.py states the
-formula), MFU = model FLOP/s / the dense matmul peak measured in this run, and ours / reference tokens/s. The
-reference runs a few steps after every preset, cycling through the same timed batches, and its rate is pooled
-over the whole run, so every ratio shares one reference figure measured under the same load as the presets.
+The timed batches are spread evenly over the widths of an epoch's bucketed batches (short to max_len), so their
+mix is an epoch's. ``--repeats`` rounds step every model (the reference and each preset) through them, and each
+batch's FASTEST step counts: other processes on a shared machine only ever add time, so the minimum is the
+figure that does not depend on them (as ``timeit`` does), and rounds spread each model's samples over the whole
+run; the matmul peak is the fastest product of the rounds. Reported per preset: real (non-padding) target tokens per second,
+model FLOP/s (benchmarks/flops.py states the formula), MFU = model FLOP/s / the dense matmul peak measured in
+this run, and ours / reference tokens/s.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ import argparse
 import contextlib
 import logging
 import math
+import os
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -65,7 +68,7 @@ def distinct_presets() -> tuple[list[str], dict[str, str]]:
     return measured, same_as
 
 
-def timed_batches(data: TrainingSet, batch_size: int, count: int, seed: int) -> list[Tensor]:
+def epoch_batches(data: TrainingSet, batch_size: int, count: int, seed: int) -> list[Tensor]:
     """The first ``count`` global batches of epochs 0, 1, ..., bucketed exactly as the trainer orders them."""
     if data.steps_per_epoch(batch_size) < 1:
         raise ValueError(f"--batch-size: {batch_size} exceeds the {len(data)} training sequences")
@@ -75,6 +78,16 @@ def timed_batches(data: TrainingSet, batch_size: int, count: int, seed: int) -> 
         batches += data.epoch_batches(batch_size, TrainConfig.bucket_batches, seed, epoch)
         epoch += 1
     return batches[:count]
+
+
+def spread_batches(data: TrainingSet, batch_size: int, count: int, seed: int) -> list[Tensor]:
+    """``count`` batches of epoch 0 at evenly spaced quantiles of its batch widths: an epoch's mix of short and
+    long batches in a few steps (the narrowest and the widest always among them when count >= 2)."""
+    epoch = epoch_batches(data, batch_size, max(count, data.steps_per_epoch(batch_size)), seed)
+    by_width = sorted(epoch, key=lambda examples: int(data.length[examples].max()))
+    if count == 1:
+        return [by_width[len(by_width) // 2]]
+    return [by_width[round(i * (len(by_width) - 1) / (count - 1))] for i in range(count)]
 
 
 def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
@@ -148,32 +161,41 @@ class ReferenceStep:
 
 @dataclass
 class Meter:
-    """Seconds, real tokens and model FLOPs summed over timed steps."""
+    """The fastest step seen for each of a fixed list of batches, and their real tokens and model FLOPs."""
 
-    seconds: float = 0.0
-    tokens: int = 0
-    flops: int = 0
-    steps: int = 0
-    step_seconds: list[float] = field(default_factory=list)  # a slow outlier is a recompile or a noisy neighbour
+    batches: list[Tensor]
+    data: TrainingSet
+    shape: ModelShape
+    batch_seconds: list[float] = field(init=False)
+    tokens: int = field(init=False)
+    flops: int = field(init=False)
 
-    def run(self, step: Step, batches: list[Tensor], data: TrainingSet, shape: ModelShape,
-            device: torch.device) -> None:
-        for examples in batches:
-            _sync(device)
-            start = time.perf_counter()
-            tokens = step(examples)
-            _sync(device)
-            self.step_seconds.append(time.perf_counter() - start)
-            self.seconds += self.step_seconds[-1]
-            self.tokens += tokens
-            self.flops += train_flops(shape, data.length[examples].tolist())
-            self.steps += 1
+    def __post_init__(self) -> None:
+        self.batch_seconds = [math.inf] * len(self.batches)
+        self.tokens = int(sum(int(self.data.length[b].sum()) for b in self.batches))
+        self.flops = sum(train_flops(self.shape, self.data.length[b].tolist()) for b in self.batches)
+
+    def run(self, step: Step, device: torch.device, repeats: int = 1) -> None:
+        """Step through every batch ``repeats`` times, keeping each batch's fastest step."""
+        for i, examples in enumerate(self.batches):
+            for _ in range(repeats):
+                _sync(device)
+                start = time.perf_counter()
+                tokens = step(examples)
+                _sync(device)
+                self.batch_seconds[i] = min(self.batch_seconds[i], time.perf_counter() - start)
+                if tokens != int(self.data.length[examples].sum()):
+                    raise RuntimeError(f"a step trained on {tokens} tokens, its batch has "
+                                       f"{int(self.data.length[examples].sum())}")
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.batch_seconds)
 
     def report(self, peak: float) -> dict[str, float]:
         rate = self.flops / self.seconds
         return {"tokens_per_second": self.tokens / self.seconds, "flops_per_second": rate, "mfu": rate / peak,
-                "seconds": self.seconds, "steps": self.steps, "tokens": self.tokens,
-                "step_seconds_median": statistics.median(self.step_seconds), "step_seconds_max": max(self.step_seconds)}
+                "seconds": self.seconds, "tokens": self.tokens, "batch_seconds": self.batch_seconds}
 
 
 def _sync(device: torch.device) -> None:
@@ -187,13 +209,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default=",".join(measured),
                         help=f"comma-separated presets (default: every distinct model: {','.join(measured)})")
-    parser.add_argument("--data", default=None, help="preprocessed ML-1M directory (default: built from the "
-                                                     "cached events of `interest data fetch --dataset ml-1m`)")
+    parser.add_argument("--data", default=None, help="preprocessed ML-1M directory (default: the cached one, "
+                                                     "else built from the cached events)")
     parser.add_argument("--batch-size", type=int, default=128, help="sequences per global batch")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model before timing")
-    parser.add_argument("--steps", type=int, default=8, help="timed steps per preset (the same batches for all)")
-    parser.add_argument("--reference-steps", type=int, default=2,
-                        help="reference steps timed after each preset, cycling through the timed batches")
+    parser.add_argument("--batches", type=int, default=6, help="timed batches, spread over an epoch's widths")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="rounds over all models, one step per timed batch each; the fastest step counts")
     parser.add_argument("--seed", type=int, default=0, help="seeds the weights and the batch order")
     parser.add_argument("--device", default="cpu", help="torch device")
     parser.add_argument("--output", default=RESULT, help="where the JSON result goes")
@@ -202,65 +224,68 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = [n for n in names if n not in PRESETS]
     if unknown:
         raise SystemExit(f"--presets: unknown {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
+    if min(args.batches, args.repeats) < 1 or args.warmup < 0:
+        raise SystemExit("--batches and --repeats: must be >= 1; --warmup: must be >= 0")
     device = torch.device(args.device)
     seed_everything(args.seed)
 
     train_cfg = TrainConfig(batch_size=args.batch_size)
     seqs = ml1m.load(args.data)
     configs = {name: PRESETS[name].model_config() for name in names}
-    max_len = configs[names[0]].max_len
+    reference_cfg = configs[names[0]]
+    for name, cfg in configs.items():
+        if (cfg.d_model, cfg.n_layer, cfg.n_head, cfg.max_len) != (
+                reference_cfg.d_model, reference_cfg.n_layer, reference_cfg.n_head, reference_cfg.max_len):
+            raise SystemExit(f"--presets: {name} has other sizes than {names[0]}; benchmark them in separate runs")
+    max_len = reference_cfg.max_len
     data = TrainingSet(seqs, max_len)
-    batches = timed_batches(data, args.batch_size, args.warmup + args.steps, args.seed)
-    warmup, timed = batches[:args.warmup], batches[args.warmup:]
+    timed = spread_batches(data, args.batch_size, args.batches, args.seed)
+    warmup = epoch_batches(data, args.batch_size, args.warmup, args.seed + 1)
     padded_share = 1 - float(data.length.sum()) / (len(data) * max_len)
     log.info("ML-1M: %d training sequences, %d items, %.0f%% of a max_len-padded batch is padding",
              len(data), seqs.num_items, 100 * padded_share)
 
-    peak_before = matmul_peak(device)
-    reference_cfg = configs[names[0]]
-    reference = ReferenceStep(reference_cfg, data, train_cfg, device)
-    reference_shape = ModelShape(reference_cfg.d_model, reference_cfg.n_layer, 4 * reference_cfg.d_model, False,
-                                 seqs.num_items)
-    for examples in warmup:
-        reference(examples)
-    reference_meter, cursor, results = Meter(), 0, {}
-    for name in names:
-        cfg = configs[name]
-        if (cfg.d_model, cfg.n_layer, cfg.n_head, cfg.max_len) != (
-                reference_cfg.d_model, reference_cfg.n_layer, reference_cfg.n_head, reference_cfg.max_len):
-            raise SystemExit(f"--presets: {name} has other sizes than {names[0]}; benchmark them in separate runs")
+    models = {"reference": (ReferenceStep, reference_cfg,
+                            ModelShape(reference_cfg.d_model, reference_cfg.n_layer, 4 * reference_cfg.d_model,
+                                       False, seqs.num_items))}
+    models.update({name: (OurStep, cfg, ModelShape.of(cfg, seqs.num_items)) for name, cfg in configs.items()})
+    steps, meters = {}, {}
+    for name, (make, cfg, shape) in models.items():
         torch.manual_seed(args.seed)
-        step, meter, shape = OurStep(cfg, data, train_cfg, device), Meter(), ModelShape.of(cfg, seqs.num_items)
+        steps[name], meters[name] = make(cfg, data, train_cfg, device), Meter(timed, data, shape)
         for examples in warmup:
-            step(examples)
-        meter.run(step, timed, data, shape, device)
-        results[name] = meter
-        chunk = [timed[(cursor + i) % len(timed)] for i in range(args.reference_steps)]
-        cursor += args.reference_steps
-        reference_meter.run(reference, chunk, data, reference_shape, device)
-        log.info("%-14s %8.0f tokens/s   reference so far %7.0f tokens/s", name,
-                 meter.tokens / meter.seconds, reference_meter.tokens / reference_meter.seconds)
-    peak_after = matmul_peak(device)
-    peak = max(peak_before, peak_after, key=lambda p: p["flops_per_second"])
+            steps[name](examples)
+    # Rounds over all models: a burst of load from another process slows one round of a few models, and the
+    # next rounds measure them again; each batch keeps its fastest step, the peak its fastest product.
+    peaks = []
+    for round_index in range(args.repeats):
+        peaks.append(matmul_peak(device))
+        for name, step in steps.items():
+            meters[name].run(step, device)
+        log.info("round %d of %d: %s", round_index + 1, args.repeats, ", ".join(
+            f"{name} {m.tokens / m.seconds:,.0f}" for name, m in meters.items()))
+    peaks.append(matmul_peak(device))
+    peak = max(peaks, key=lambda p: p["flops_per_second"])
+    log.info("dense %s matmul peak %.0f GFLOP/s", peak["dtype"], peak["flops_per_second"] / 1e9)
 
-    flops_per_second = peak["flops_per_second"]
-    ref = reference_meter.report(flops_per_second)
+    ref = meters.pop("reference").report(peak["flops_per_second"])
     presets = {}
-    for name, meter in results.items():
-        row = meter.report(flops_per_second)
+    for name, meter in meters.items():
+        row = meter.report(peak["flops_per_second"])
         row["ratio_vs_reference"] = row["tokens_per_second"] / ref["tokens_per_second"]
         presets[name] = row
     result = {
         "benchmark": "train",
         "command": " ".join(["python -m benchmarks.train_bench", *argv]),
         "device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "platform": platform.platform(),
-        "peak": {**peak, "before": peak_before["flops_per_second"], "after": peak_after["flops_per_second"]},
-        "data": {"source": args.data or "cached ml-1m events", "sequences": len(data), "items": seqs.num_items,
-                 "max_len": max_len, "batch_size": args.batch_size,
+        "platform": platform.platform(), "load_average": os.getloadavg(),
+        "peak": {**peak, "rounds": [p["flops_per_second"] for p in peaks]},
+        "data": {"source": args.data or "ml-1m (benchmarks/ml1m.py)", "sequences": len(data),
+                 "items": seqs.num_items, "max_len": max_len, "batch_size": args.batch_size,
                  "padding_share_at_max_len": padded_share,
-                 "timed_tokens_per_batch": results[names[0]].tokens / len(timed)},
-        "warmup_steps": args.warmup, "timed_steps": args.steps,
+                 "timed_batch_widths": [int(data.length[b].max()) for b in timed],
+                 "timed_tokens_per_batch": ref["tokens"] / len(timed)},
+        "warmup_steps": args.warmup, "repeats": args.repeats,
         "reference": ref,
         "presets": presets,
         "same_model_as": {k: v for k, v in same_as.items() if v in presets},

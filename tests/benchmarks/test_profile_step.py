@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from benchmarks.profile_step import module_parts, profile_steps, table
-from benchmarks.train_bench import OurStep, ReferenceStep, timed_batches
+from benchmarks.train_bench import OurStep, ReferenceStep, epoch_batches
 from trainer.config import ModelConfig
 from trainer.training_config import TrainConfig
 
@@ -16,7 +16,7 @@ def test_every_part_gets_time_and_the_split_adds_up(make, tiny_data):
     step = make(ModelConfig(d_model=16, n_layer=2, n_head=2, max_len=8), data, TrainConfig(batch_size=4),
                 torch.device("cpu"))
     assert sorted(set(module_parts(step.model).values())) == ["attention", "mlp", "norm"]
-    result = profile_steps(step, step.model, timed_batches(data, 4, 2, seed=0))
+    result = profile_steps(step, step.model, epoch_batches(data, 4, 2, seed=0))
     for part in ("attention fwd", "attention bwd", "mlp fwd", "mlp bwd", "norm fwd", "norm bwd"):
         assert result["parts_ms"][part] > 0, part
     assert result["ms"]["output projection + softmax (loss)"] > 0 and result["phases_ms"]["loss backward"] > 0
