@@ -59,7 +59,8 @@ def plot(history: list[dict], tests: list[dict], title: str, path: str) -> None:
         ax.annotate(f"{name} {value}", (0.01, value), xycoords=("axes fraction", "data"), textcoords="offset points",
                     xytext=(0, 2), fontsize=8, color="gray")
     ax.axhline(TARGET, ls="--", lw=1, color="tab:red", label=f"target {TARGET}")
-    ax.set(xlabel="training wall-clock (s)", ylabel="Recall@10 (full ranking)", title=title)
+    ax.set(xlabel="training wall-clock (s)", ylabel="Recall@10 (full ranking)", title=title, xlim=(0, None),
+           ylim=(0, None))
     ax.grid(alpha=0.3)
     ax.legend(loc="center right", fontsize=8)
     fig.tight_layout()
