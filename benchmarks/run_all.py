@@ -10,29 +10,17 @@ Each benchmark is its module's ``main(argv)``, which writes its own JSON and ret
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import shlex
-from types import ModuleType
 
+from benchmarks import eval_bench, preprocess_bench, train_bench
 from benchmarks.report import markdown_table
 from pipelines import storage
 
 log = logging.getLogger("benchmarks")
 
 SUMMARY = "benchmarks/results/summary.md"
-BENCHMARKS = ("preprocess", "train", "eval")
-
-
-def bench_module(name: str) -> ModuleType | None:
-    """benchmarks/NAME_bench.py, or None when that file does not exist (yet)."""
-    module = f"benchmarks.{name}_bench"
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name != module:  # the benchmark exists but something it imports does not
-            raise
-        return None
+BENCHMARKS = {"preprocess": preprocess_bench, "train": train_bench, "eval": eval_bench}
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -46,11 +34,8 @@ def main(argv: list[str] | None = None) -> str:
     if unknown:
         raise SystemExit(f"--skip: unknown {', '.join(sorted(unknown))}; choose from {', '.join(BENCHMARKS)}")
     results = {}
-    for name in BENCHMARKS:
-        module = None if name in skip else bench_module(name)
-        if module is None:
-            log.warning("benchmarks/%s_bench.py %s: left out of the table", name,
-                        "skipped" if name in skip else "does not exist")
+    for name, module in BENCHMARKS.items():
+        if name in skip:
             continue
         log.info("running benchmarks/%s_bench.py", name)
         results[name] = module.main(shlex.split(getattr(args, f"{name}_args")))
