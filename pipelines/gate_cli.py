@@ -20,7 +20,6 @@ from pipelines import storage
 from pipelines.configs import ConfigError, load
 from pipelines.gate import GateConfig, gate, load_variant, select_champion, valid_recall
 from pipelines.registry import ChampionChanged, push, read_champion
-from pipelines.report import write_report
 
 EXIT_CHAMPION_CHANGED = 3
 VARIANT_KEYS = ("name", "model", "valid", "test")
@@ -135,6 +134,8 @@ def run_report(args: argparse.Namespace) -> int:
     blessing = storage.read_json(args.blessing)
     variants = _variants(args)
     _baseline(variants, args.baseline)
+    from pipelines.report import write_report  # matplotlib: only for this subcommand
+
     write_report(variants, blessing, args.html, args.markdown, args.plots_dir, args.baseline)
     print(args.html)
     return 0

@@ -16,7 +16,6 @@ import subprocess
 
 from pipelines.configs import ConfigError, load, read_config_file, require
 from trainer.config import ModelConfig
-from trainer.distributed import torchrun_command
 from trainer.presets import PRESETS, get_preset
 from trainer.training_config import TrainConfig
 
@@ -112,6 +111,8 @@ def run_train(args: argparse.Namespace) -> int:
     require(args.nproc >= 1, "--nproc", f"must be >= 1, got {args.nproc}")
     model_cfg, train_cfg = configs_from_args(args)  # fail on bad flags before any process starts
     if (args.nproc > 1 or args.passthrough) and "RANK" not in os.environ:
+        from trainer.distributed import torchrun_command  # imports torch: only when launching
+
         command = torchrun_command(args.nproc, worker_argv(args), args.passthrough)
         logging.getLogger("trainer").info("launching %s", " ".join(command))
         return subprocess.run(command, check=False).returncode

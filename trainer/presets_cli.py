@@ -6,7 +6,6 @@ import argparse
 import json
 
 from pipelines.configs import require
-from trainer.model import InterestModel
 from trainer.presets import PRESETS
 
 ML_1M_ITEMS = 3416  # MovieLens-1M items with >= 5 ratings (the usual SASRec catalogue)
@@ -26,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def preset_rows(num_items: int) -> list[dict]:
+    from trainer.model import InterestModel  # torch: imported only when a command needs it
+
     return [
         {"name": p.name, "params": InterestModel(p.model_config(), num_items).num_parameters(),
          "model": p.model, "train": p.train, "note": p.note}
