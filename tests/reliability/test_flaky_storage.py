@@ -114,3 +114,35 @@ def test_a_lost_response_to_the_pointer_write_is_recognised_as_our_own_write(fla
     assert result.outcome == "pushed"
     assert proxy.counts["drop_response"] == 1 and proxy.counts["precondition_failed"] == 1
     assert read_champion(f"{gcs_bucket}/registry", "interest")["version"] == "v1"
+
+
+def test_training_checkpoints_to_gcs_survive_faults_and_resume(flaky_gcs, gcs_bucket, tmp_path):
+    """A training run whose output (checkpoints, sidecars, model, summary, TensorBoard) is gs:// behind the
+    faulty proxy finishes, equals the same run on local disk, and a rerun resumes from the uploaded checkpoint."""
+    import torch
+
+    from tests.trainer.conftest import TINY_MODEL, tiny_train, write_preprocessed
+    from trainer import checkpoint
+    from trainer.train import train
+
+    data = write_preprocessed(tmp_path / "data")
+    cfg = tiny_train(epochs=None, max_steps=8)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the local and the gs:// run must compute bit-identical steps
+    try:
+        local = train(str(data), str(tmp_path / "local"), model_config=TINY_MODEL, train_config=cfg)
+        proxy = flaky_gcs(fault_rate=0.25, seed=5)
+        out = f"{gcs_bucket}/runs/flaky"
+        remote = train(str(data), out, model_config=TINY_MODEL, train_config=cfg)
+        again = train(str(data), out, model_config=TINY_MODEL, train_config=cfg)
+    finally:
+        torch.set_num_threads(threads)
+    assert proxy.counts["faults"] > 0, proxy.counts
+    assert remote["steps"] == local["steps"] == 8 and again["resumed_from"] == [8]
+    assert remote["best"] == local["best"]
+    state, _ = checkpoint.load_latest(f"{out}/checkpoints")
+    local_state, _ = checkpoint.load_latest(str(tmp_path / "local" / "checkpoints"))
+    assert state["step"] == local_state["step"] == 8
+    for key, value in local_state["model"].items():
+        assert torch.equal(state["model"][key], value), key
+    print("checkpoint upload under faults:", dict(proxy.counts))
