@@ -25,7 +25,7 @@ from torch.autograd.profiler import record_function
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks import ml1m
-from benchmarks.train_bench import OurStep, ReferenceStep, Step, epoch_batches, spread_batches
+from benchmarks.train_bench import OurStep, ReferenceStep, Step, epoch_batches, preset_names, spread_batches
 from pipelines import storage
 from trainer.data import TrainingSet
 from trainer.model import CausalSelfAttention, GatedMLP, GeluMLP
@@ -154,10 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=RESULT, help="where the JSON result goes")
     args = parser.parse_args(argv)
-    names = [n.strip() for n in args.presets.split(",") if n.strip()]
-    unknown = [n for n in names if n not in PRESETS]
-    if unknown:
-        raise SystemExit(f"--presets: unknown {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
+    names = preset_names(args.presets)
     seed_everything(args.seed)
     device = torch.device("cpu")
     seqs = ml1m.load(args.data)

@@ -203,6 +203,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def preset_names(text: str) -> list[str]:
+    """``--presets a,b`` as a list of known preset names; an unknown one stops with the allowed names."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in PRESETS]
+    if unknown:
+        raise SystemExit(f"--presets: unknown {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
+    return names
+
+
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     measured, same_as = distinct_presets()
@@ -220,10 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu", help="torch device")
     parser.add_argument("--output", default=RESULT, help="where the JSON result goes")
     args = parser.parse_args(argv)
-    names = [n.strip() for n in args.presets.split(",") if n.strip()]
-    unknown = [n for n in names if n not in PRESETS]
-    if unknown:
-        raise SystemExit(f"--presets: unknown {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
+    names = preset_names(args.presets)
     if min(args.batches, args.repeats) < 1 or args.warmup < 0:
         raise SystemExit("--batches and --repeats: must be >= 1; --warmup: must be >= 0")
     device = torch.device(args.device)

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import shlex
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from pipelines import cluster
 from pipelines.configs import ConfigError, from_dict
+from tests.json_api import serve_json
 
 JOB = cluster.TrainJob(
     name="interest-swiglu-00042", image="ghcr.io/acme/interest-pipeline:1.0-cuda", data="gs://b/run/data",
@@ -151,33 +150,10 @@ class FakeKubernetes:
 def kubernetes_api(request):
     state = FakeKubernetes(request.param)
 
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self):
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length)) if length else None
-            status, payload = state.handle(self.command, self.path.split("?")[0], body)
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = _serve
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     from kubernetes import client
 
-    api = client.CustomObjectsApi(client.ApiClient(client.Configuration(host=f"http://127.0.0.1:{server.server_address[1]}")))
-    try:
-        yield api, state
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_json(lambda method, path, query, body: state.handle(method, path, body)) as url:
+        yield client.CustomObjectsApi(client.ApiClient(client.Configuration(host=url))), state
 
 
 FAST_POLL = cluster.ClusterConfig(launcher="pytorchjob", nodes=2, namespace="team", poll_seconds=0.01)

@@ -8,14 +8,12 @@ serves the few v2beta1 endpoints kfp.Client calls (healthz, experiments, runs, r
 from __future__ import annotations
 
 import json
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 
 from pipelines.cli import main
+from tests.json_api import serve_json
 
 API = "/apis/v2beta1"
 
@@ -65,32 +63,8 @@ def kfp_server():
     """Yields (base URL, FakeKfp) for a threaded HTTP server on 127.0.0.1."""
     state = FakeKfp()
 
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self):
-            url = urlparse(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length)) if length else None
-            status, payload = state.handle(self.command, url.path, parse_qs(url.query), body)
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = _serve
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", state
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_json(state.handle) as url:
+        yield url, state
 
 
 @pytest.fixture(autouse=True)
