@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/interest data fetch --dataset ml-1m
 	$(BIN)/interest run --profile $(PROFILE)
 
 test: $(STAMP)
