@@ -178,6 +178,19 @@ def read_json(uri: str) -> Any:
     return json.loads(read_text(uri))
 
 
+def delete(uri: str) -> None:
+    """Remove one file or object; a missing one is not an error (deleting is retried, so may already be done)."""
+    if is_gcs(uri):
+        from google.api_core.exceptions import NotFound
+
+        try:
+            _blob(uri).delete(retry=_retry())
+        except NotFound:
+            pass
+        return
+    Path(uri).unlink(missing_ok=True)
+
+
 def exists(uri: str) -> bool:
     if is_gcs(uri):
         bucket, name = split_gcs(uri)

@@ -65,8 +65,8 @@ def save(directory: str, step: int, state: dict[str, Any], keep: int) -> str:
     storage.write_bytes(uri, data)
     storage.write_json(uri + SIDECAR, {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)})
     for _, old in published(directory)[:-keep]:
-        delete(old + SIDECAR)  # unpublish first: a half-deleted checkpoint is never picked up
-        delete(old)
+        storage.delete(old + SIDECAR)  # unpublish first: a half-deleted checkpoint is never picked up
+        storage.delete(old)
     return uri
 
 
@@ -83,21 +83,6 @@ def load_latest(directory: str) -> tuple[dict[str, Any], str] | None:
         except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint falls back to the previous one
             log.warning("checkpoint of step %d (%s) is unusable: %s; trying the previous one", step, uri, exc)
     return None
-
-
-def delete(uri: str) -> None:
-    """Remove one file; ``pipelines.storage`` has no delete, so this is the checkpoint pruner's own."""
-    if storage.is_gcs(uri):
-        from google.api_core.exceptions import NotFound
-        from google.cloud.storage.retry import DEFAULT_RETRY
-
-        bucket, name = storage.split_gcs(uri)
-        try:
-            storage.gcs_client().bucket(bucket).blob(name).delete(retry=DEFAULT_RETRY)
-        except NotFound:
-            pass
-    else:
-        Path(uri).unlink(missing_ok=True)
 
 
 def remove_stale_temp_files(directory: str) -> None:

@@ -67,3 +67,11 @@ def test_local_files_get_umask_permissions(tmp_path):
         os.umask(old)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o644
+
+
+def test_delete_local_and_gcs_is_idempotent(gcs_bucket, tmp_path):
+    for uri in (str(tmp_path / "x.bin"), f"{gcs_bucket}/x.bin"):
+        storage.write_bytes(uri, b"x")
+        storage.delete(uri)
+        assert not storage.exists(uri)
+        storage.delete(uri)  # already gone: no error
