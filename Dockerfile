@@ -27,10 +27,12 @@ WORKDIR /opt/interest
 RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 
 COPY pyproject.toml README.md ./
-COPY pipelines ./pipelines
-COPY components ./components
-COPY trainer ./trainer
+COPY core ./core
 COPY preprocessing ./preprocessing
+COPY trainer ./trainer
+COPY release ./release
+COPY components ./components
+COPY pipelines ./pipelines
 RUN pip install ".[${EXTRAS}]" && interest --help > /dev/null
 
 # KFP and Vertex AI run components as `python3 -m kfp.dsl.executor_main ...`, overriding the entrypoint; it

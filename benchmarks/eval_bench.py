@@ -1,4 +1,4 @@
-"""Throughput of the full-catalogue evaluation (trainer.evaluation) at ML-1M test-split size.
+"""Throughput of the full-catalogue evaluation (trainer.metrics) at ML-1M test-split size.
 
 6,040 users x 3,416 items, d=64 random embeddings, histories of random length with ML-1M's mean (~165 items),
 timed after one warm-up call (median of ``--repeats``). Target: the whole split well under 2 s on a 2-core CPU.
@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from pipelines import storage
-from trainer.evaluation import full_ranking_metrics, history_csr, summarize
+from core import storage
+from trainer.metrics import full_ranking_metrics, history_csr, summarize
 
 USERS, ITEMS, DIM = 6040, 3416, 64
 MEAN_HISTORY = 165  # ML-1M: 999,611 interactions / 6,040 users

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from trainer.config import ModelConfig
+from trainer.model_config import ModelConfig
 
 # Matmul sizes for the peak: big enough to be compute-bound; the best of them is the peak.
 PEAK_SIZES = {"cpu": (512, 1024, 2048), "cuda": (4096, 8192, 16384)}

@@ -25,13 +25,14 @@ from torch.profiler import ProfilerActivity, profile
 from benchmarks import ml1m
 from benchmarks.flops import ModelShape, matmul_peak
 from benchmarks.train_bench import Meter, OurStep, ReferenceStep, epoch_batches, spread_batches
-from pipelines import storage
-from trainer.config import ModelConfig
+from core import storage
 from trainer.data import TrainingSet
+from trainer.job import resolve_configs
 from trainer.model import InterestModel
+from trainer.model_config import ModelConfig
 from trainer.presets import get_preset
 from trainer.train import seed_everything, uses_bf16
-from trainer.training_config import TrainConfig
+from trainer.train_config import TrainConfig
 
 log = logging.getLogger("benchmarks.gpu")
 
@@ -87,8 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     require_device(device)
     seed_everything(args.seed)
-    preset = get_preset(args.preset)
-    configs = {spec: preset.model_config(spec.split(",")) for spec in args.config or CONFIGS}
+    get_preset(args.preset)  # an unknown name stops here with the allowed ones
+    configs = {spec: resolve_configs(args.preset, spec.split(","))[0] for spec in args.config or CONFIGS}
     train_cfg = TrainConfig(batch_size=args.batch_size, compile=not args.no_compile)
     bf16 = uses_bf16(train_cfg, device)
 

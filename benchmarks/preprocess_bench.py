@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from pipelines import datasets, storage
+from preprocessing import datasets, storage
 from preprocessing.config import PreprocessConfig
 from preprocessing.pipeline import DEFAULT_RUNNER, run
 

@@ -26,12 +26,12 @@ from torch.profiler import ProfilerActivity, profile
 
 from benchmarks import ml1m
 from benchmarks.train_bench import OurStep, ReferenceStep, Step, epoch_batches, preset_names, spread_batches
-from pipelines import storage
+from core import storage
 from trainer.data import TrainingSet
+from trainer.job import resolve_configs
 from trainer.model import CausalSelfAttention, GatedMLP, GeluMLP
-from trainer.presets import PRESETS
 from trainer.train import seed_everything
-from trainer.training_config import TrainConfig
+from trainer.train_config import TrainConfig
 
 log = logging.getLogger("benchmarks.profile")
 
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device("cpu")
     seqs = ml1m.load(args.data)
     train_cfg = TrainConfig(batch_size=args.batch_size)
-    configs = {name: PRESETS[name].model_config() for name in names}
+    configs = {name: resolve_configs(name)[0] for name in names}
     data = TrainingSet(seqs, configs[names[0]].max_len)
     profiled = spread_batches(data, args.batch_size, args.steps, args.seed)
     warmup = epoch_batches(data, args.batch_size, args.warmup, args.seed + 1)

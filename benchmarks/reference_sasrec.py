@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainer.config import ModelConfig
+from trainer.model_config import ModelConfig
 
 
 class ReferenceSASRec(nn.Module):

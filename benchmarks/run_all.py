@@ -15,7 +15,7 @@ import shlex
 
 from benchmarks import eval_bench, preprocess_bench, train_bench
 from benchmarks.report import markdown_table
-from pipelines import storage
+from core import storage
 
 log = logging.getLogger("benchmarks")
 

@@ -27,12 +27,12 @@ import time
 from matplotlib.figure import Figure
 
 from benchmarks import ml1m
-from pipelines import storage
-from pipelines.configs import load
+from core import storage
+from core.configs import load
 from trainer.evaluate import evaluate
 from trainer.presets import get_preset
 from trainer.train import train
-from trainer.training_config import TrainConfig
+from trainer.train_config import TrainConfig
 
 log = logging.getLogger("benchmarks.time_to_quality")
 

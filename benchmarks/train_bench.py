@@ -5,9 +5,9 @@
 
 Both models train on the SAME global batches of 128 real ML-1M training sequences (from ``--data``, a
 preprocessed directory, else the cached one, else built from the cached events: benchmarks/ml1m.py). Ours runs
-the trainer's path: ``TrainingSet.batch`` (bucketed, padded to the batch's longest row), ``loss_terms`` (logits
-only at target positions), ``build_optimizer`` (AdamW) and gradient clipping, as ``trainer.train.Trainer._step``
-does on one process. The reference (benchmarks/reference_sasrec.py) pads every row to max_len and computes
+the trainer's own step, ``trainer.step.train_step`` (forward, ``loss_terms`` with logits only at target positions,
+backward, clipping, the AdamW of ``build_optimizer``) on ``TrainingSet.batch`` (bucketed, padded to the batch's
+longest row). The reference (benchmarks/reference_sasrec.py) pads every row to max_len and computes
 logits at every position. Each step includes building its batch.
 
 The timed batches are spread evenly over the widths of an epoch's bucketed batches (short to max_len), so their
@@ -22,7 +22,6 @@ this run, and ours / reference tokens/s.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import math
 import os
@@ -39,14 +38,16 @@ from torch.autograd.profiler import record_function
 from benchmarks import ml1m
 from benchmarks.flops import ModelShape, matmul_peak, train_flops
 from benchmarks.reference_sasrec import ReferenceSASRec
-from pipelines import storage
-from trainer.config import ModelConfig
+from core import storage
 from trainer.data import TrainingSet, gather
-from trainer.losses import loss_terms
+from trainer.distributed import Distributed
+from trainer.job import resolve_configs
 from trainer.model import InterestModel
+from trainer.model_config import ModelConfig
 from trainer.presets import PRESETS
+from trainer.step import StepContext, autocast, train_step
 from trainer.train import build_optimizer, seed_everything, uses_bf16
-from trainer.training_config import TrainConfig
+from trainer.train_config import TrainConfig
 
 log = logging.getLogger("benchmarks.train")
 
@@ -58,8 +59,8 @@ def distinct_presets() -> tuple[list[str], dict[str, str]]:
     """Presets with their own model config, and the others mapped to the first preset with the same model (the
     schedule presets train the baseline model: their steps cost the same)."""
     measured, same_as, seen = [], {}, {}
-    for name, preset in PRESETS.items():
-        cfg = preset.model_config()
+    for name in PRESETS:
+        cfg = resolve_configs(name)[0]
         if cfg in seen:
             same_as[name] = seen[cfg]
         else:
@@ -90,42 +91,25 @@ def spread_batches(data: TrainingSet, batch_size: int, count: int, seed: int) ->
     return [by_width[round(i * (len(by_width) - 1) / (count - 1))] for i in range(count)]
 
 
-def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-
-
 class OurStep:
-    """One optimizer step of InterestModel on the trainer's batch and loss path, with its numerics
-    (``train_cfg.amp``: bf16 autocast on GPU) and ``train_cfg.compile``. The phases are labelled for
-    torch.profiler (benchmarks/profile_step.py); the labels cost nothing when no profiler runs."""
+    """The trainer's own step (``trainer.step.train_step``) on the trainer's batch path, with its numerics
+    (``train_cfg.amp``: bf16 autocast on GPU) and ``train_cfg.compile``: what is benchmarked is what trains."""
 
     def __init__(self, cfg: ModelConfig, data: TrainingSet, train_cfg: TrainConfig, device: torch.device):
-        self.cfg, self.data, self.train_cfg, self.device = cfg, data, train_cfg, device
+        self.cfg, self.data, self.device = cfg, data, device
         self.model = InterestModel(cfg, data.seqs.num_items).to(device).train()
-        self.forward = torch.compile(self.model) if train_cfg.compile else self.model
-        self.optimizer = build_optimizer(self.model, train_cfg, device)  # fused AdamW on GPU
-        self.frequencies = data.item_frequencies().to(device)
-        self.bf16 = uses_bf16(train_cfg, device)
+        forward = torch.compile(self.model) if train_cfg.compile else self.model
+        optimizer = build_optimizer(self.model, train_cfg, device)  # fused AdamW on GPU
+        self.context = StepContext(self.model, forward, optimizer, cfg, train_cfg.grad_clip,
+                                   Distributed(0, 1, device, owns_group=False), uses_bf16(train_cfg, device),
+                                   data.item_frequencies().to(device))
 
     def __call__(self, examples: Tensor) -> int:
-        device = self.device
         with record_function("data"):
             batch = self.data.batch(examples)
-            inputs = {k: v.to(device, non_blocking=True) for k, v in batch.inputs.items()}
-            targets = batch.targets.to(device, non_blocking=True)
-        with autocast(device, self.bf16):
-            with record_function("forward"):
-                hidden = self.forward(inputs)
-            with record_function("loss"):
-                total = loss_terms(self.model, hidden, targets, self.cfg, self.frequencies).total.float()
-                if not math.isfinite(float(total.detach())):  # the trainer checks every step too (one sync)
-                    raise FloatingPointError(f"{self.cfg}: non-finite loss in the benchmark")
-        with record_function("backward"):
-            total.backward()
-        with record_function("optimizer"):
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg.grad_clip or math.inf)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+        result = train_step(self.context, batch)
+        if result.non_finite:  # the trainer would stop or skip; a benchmark must not time a broken step
+            raise FloatingPointError(f"{self.cfg}: {result.non_finite} in the benchmark")
         return batch.tokens
 
 
@@ -237,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     train_cfg = TrainConfig(batch_size=args.batch_size)
     seqs = ml1m.load(args.data)
-    configs = {name: PRESETS[name].model_config() for name in names}
+    configs = {name: resolve_configs(name)[0] for name in names}
     reference_cfg = configs[names[0]]
     for name, cfg in configs.items():
         if (cfg.d_model, cfg.n_layer, cfg.n_head, cfg.max_len) != (

@@ -12,10 +12,13 @@ import shutil
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from core.contract import SPLITS, TENSORBOARD
+
 log = logging.getLogger(__name__)
 
-VARIANT_KEY = "variant"  # artifact metadata key naming the variant (preset) an artifact belongs to
-SPLITS = ("valid", "test")  # evaluation sub-directories: the champion is chosen on valid, gated on test
+VARIANT_KEY = "variant"  # artifact metadata key naming the variant an artifact belongs to
+__all__ = ["SPLITS", "VARIANT_KEY", "by_variant", "load_variants", "log_metrics", "move_tensorboard", "numbers",
+           "set_torch_threads"]
 
 
 def numbers(values: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
@@ -56,12 +59,12 @@ def by_variant(artifacts: Iterable, kind: str) -> dict[str, Any]:
     return found
 
 
-def load_variants(models: Iterable, evaluations: Iterable) -> list[dict]:
-    """The gate's variant records (``pipelines.gate.load_variant``) of Collected model and evaluation artifacts."""
-    from pipelines.gate import load_variant
+def load_variants(models: Iterable, evaluations: Iterable) -> list:
+    """``release.records.Variant`` records of Collected model and evaluation artifacts."""
+    from release.records import Variant
 
     evaluation_dirs = {name: a.path for name, a in by_variant(evaluations, "evaluation").items()}
-    return [load_variant(name, model.path, *(os.path.join(evaluation_dirs[name], split) for split in SPLITS))
+    return [Variant.load(name, model.path, *(os.path.join(evaluation_dirs[name], split) for split in SPLITS))
             for name, model in by_variant(models, "model").items()]
 
 
@@ -79,7 +82,7 @@ def move_tensorboard(model_dir: str, tensorboard_dir: str, variant: str) -> None
     """Move the trainer's ``tensorboard/`` out of the model artifact into the TensorBoard artifact, as
     ``<tensorboard_dir>/<variant>/`` (so TensorBoard names the run after the variant, and the model artifact
     that gets pushed to the registry stays free of logs)."""
-    source = os.path.join(model_dir, "tensorboard")
+    source = os.path.join(model_dir, TENSORBOARD)
     if not os.path.isdir(source):
         raise FileNotFoundError(f"training wrote no TensorBoard logs: {source} is missing")
     os.makedirs(tensorboard_dir, exist_ok=True)

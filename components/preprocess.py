@@ -17,8 +17,8 @@ def preprocess(
     """``dataset``: a public data set name (ml-1m, ml-100k) or a path/URI of an events file; ``config``:
     PreprocessConfig fields; ``beam_args``: Beam pipeline options (--runner=DataflowRunner ...)."""
     from components.artifacts import log_metrics
-    from pipelines import datasets
-    from pipelines.configs import from_dict
+    from core.configs import from_dict
+    from preprocessing import datasets
     from preprocessing.config import PreprocessConfig
     from preprocessing.pipeline import run
 

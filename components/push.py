@@ -1,4 +1,4 @@
-"""Component: push the blessed champion to the model registry and move the champion pointer."""
+"""Component: push the blessed candidate to the model registry and move the champion pointer."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model
@@ -8,24 +8,30 @@ from components.image import IMAGE
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def push(
-    model: Input[Model],
-    evaluation: Input[Artifact],
+    candidate: Input[Model],
+    candidate_evaluation: Input[Artifact],
+    evidence: Input[Artifact],
     blessing: Input[Artifact],
     data: Input[Dataset],
     registry: str,
     model_name: str,
 ) -> str:
-    """Runs only on a blessing: copies the model with its test metrics, blessing and lineage into the registry and
-    moves the champion pointer (refused if another run moved it since the gate read it: re-gate). Returns the
-    version's URI."""
+    """Runs only on a blessing: verifies it against the copies this task received (every judged file's sha256,
+    the verdict re-derived), copies the model with its test metrics, blessing and lineage into the registry and
+    moves the champion pointer (refused if another run moved it since the champion was read: re-gate). Returns
+    the version's URI."""
     import json
     import os
 
-    from pipelines.registry import push as push_version
+    from release.records import Blessing
+    from release.registry import push as push_version
 
     with open(blessing.path) as f:
-        decision = json.load(f)
-    result = push_version(decision, registry, model_name, model_dir=model.path,
-                          eval_dir=os.path.join(evaluation.path, "test"), data_dir=data.path)
+        decision = Blessing.from_json(json.load(f), blessing.path)
+    locations = {"candidate_model": candidate.path,
+                 **{f"candidate_{split}": os.path.join(candidate_evaluation.path, split) for split in ("valid", "test")},
+                 **{role: os.path.join(evidence.path, role) for role in ("baseline_test", "champion_test")
+                    if os.path.isdir(os.path.join(evidence.path, role))}}
+    result = push_version(decision, registry, model_name, locations=locations, data_dir=data.path)
     print(f"push: {result.outcome} {result.uri} (previous champion: {result.previous_version})")
     return result.uri

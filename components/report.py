@@ -16,12 +16,13 @@ def report(
     markdown: Output[Markdown],
 ):
     """Recall@10, NDCG@10, norms, parameters, time, tokens/s and the change against the baseline per variant,
-    the gate's checks and the training curves (pipelines.report)."""
+    the gate's checks and the training curves (release.report)."""
     import json
 
     from components.artifacts import load_variants
-    from pipelines.report import write_report
+    from release.records import Blessing
+    from release.report import write_report
 
     with open(blessing.path) as f:
-        decision = json.load(f)
+        decision = Blessing.from_json(json.load(f), blessing.path)
     write_report(load_variants(models, evaluations), decision, html.path, markdown.path, baseline=baseline_preset)

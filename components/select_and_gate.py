@@ -1,4 +1,4 @@
-"""Component: pick the champion among every variant of the run and gate it (value, change and bootstrap checks)."""
+"""Component: select the candidate among every variant of the run and gate it (release.gate.decide)."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Metrics, Model, Output
@@ -10,35 +10,49 @@ from components.image import IMAGE
 def select_and_gate(
     models: Input[list[Model]],
     evaluations: Input[list[Artifact]],
+    champion_evaluation: Input[Artifact],
     baseline_preset: str,
     gate_config: dict,
-    registry: str,
-    model_name: str,
-    champion: Output[Model],
-    champion_evaluation: Output[Artifact],
+    candidate: Output[Model],
+    candidate_evaluation: Output[Artifact],
+    evidence: Output[Artifact],
     blessing: Output[Artifact],
     metrics: Output[Metrics],
 ) -> bool:
-    """The run's champion (best validation Recall@10) is gated against the registry's production champion and
-    the run's ``baseline_preset``; its model and evaluation are copied to ``champion`` and
-    ``champion_evaluation`` (what a push needs, wherever the tasks run), the gate's document (every check with
-    value, threshold and verdict) written to ``blessing``; the return value (blessed or not) decides whether it
-    is pushed. A single unnamed return on purpose: kfp.local resolves ``dsl.If`` only on a task's ``Output``
-    (a named output's condition silently evaluates to False)."""
-    from components.artifacts import VARIANT_KEY, by_variant, load_variants, log_metrics
-    from pipelines import gate, storage
-    from pipelines.configs import from_dict
-    from pipelines.registry import read_champion
+    """The run's candidate (best validation Recall@10) is gated against the production champion, as evaluated on
+    this run's data by ``evaluate_champion``, and against the run's ``baseline_preset``: the same
+    ``release.gate.decide`` as ``interest gate``. Its model and evaluation are copied to ``candidate`` and
+    ``candidate_evaluation``, the other evaluations the gate judged to ``evidence`` (what a push verifies,
+    wherever the tasks run), the blessing (every check, every judged file's sha256) to ``blessing``; the return
+    value (blessed or not) decides whether it is pushed. A single unnamed return on purpose: kfp.local resolves
+    ``dsl.If`` only on a task's ``Output`` (a named output's condition silently evaluates to False)."""
+    import json
+    import os
 
+    from components.artifacts import SPLITS, VARIANT_KEY, by_variant, load_variants, log_metrics
+    from core import rundir, storage
+    from core.configs import from_dict
+    from release.gate import GateConfig, decide
+    from release.records import ChampionRef
+
+    with open(os.path.join(champion_evaluation.path, "champion.json")) as f:
+        champion = json.load(f)["champion"]
+    champion = ChampionRef(**champion) if champion else None
     variants = load_variants(models, evaluations)
-    chosen = gate.select_champion(variants)
-    baseline = next((v for v in variants if v["name"] == baseline_preset), None)
-    decision = gate.gate(chosen, baseline, read_champion(registry, model_name), from_dict(gate.GateConfig, gate_config))
-    storage.write_json(blessing.path, decision)
-    storage.copy_tree(chosen["model_dir"], champion.path)
-    storage.copy_tree(by_variant(evaluations, "evaluation")[chosen["name"]].path, champion_evaluation.path)
-    for artifact in (champion, champion_evaluation, blessing):
-        artifact.metadata[VARIANT_KEY] = chosen["name"]
-    blessing.metadata["blessed"] = decision["blessed"]
-    log_metrics(metrics, {"blessed": float(decision["blessed"]), **decision["candidate_metrics"]})
-    return decision["blessed"]
+    decision = decide(variants, baseline_preset, champion, from_dict(GateConfig, gate_config),
+                      champion_evaluation=os.path.join(champion_evaluation.path, "test") if champion else None)
+    chosen = decision.candidate["name"]
+    rundir.copy_complete(decision.candidate["model_dir"], candidate.path)
+    chosen_evaluation = by_variant(evaluations, "evaluation")[chosen].path
+    for split in SPLITS:
+        rundir.copy_complete(os.path.join(chosen_evaluation, split), os.path.join(candidate_evaluation.path, split))
+    os.makedirs(evidence.path, exist_ok=True)
+    for role in ("baseline_test", "champion_test"):
+        if role in decision.inputs:
+            rundir.copy_complete(decision.inputs[role]["dir"], os.path.join(evidence.path, role))
+    storage.write_json(blessing.path, decision.to_json())
+    for artifact in (candidate, candidate_evaluation, evidence, blessing):
+        artifact.metadata[VARIANT_KEY] = chosen
+    blessing.metadata["blessed"] = decision.blessed
+    log_metrics(metrics, {"blessed": float(decision.blessed), **decision.candidate_metrics})
+    return decision.blessed

@@ -24,24 +24,23 @@ def train(
     """``variant``: a trainer.presets name; ``model_overrides``/``train_config``: ModelConfig key=value and
     TrainConfig fields for every variant; ``accelerator``/``gpus``: this pod's accelerator type (recorded with the
     model: speed figures depend on it) and count (torchrun runs one process each);
-    ``cluster``: pipelines.cluster.ClusterConfig fields (multi-node PyTorchJob / Vertex job); ``image``: the
+    ``cluster``: trainer.launch.ClusterConfig fields (multi-node PyTorchJob / Vertex job); ``image``: the
     image cluster jobs run."""
     import json
     import os
 
     from components.artifacts import VARIANT_KEY, log_metrics, move_tensorboard, set_torch_threads
-    from pipelines import cluster as launch
-    from pipelines.configs import from_dict
+    from core.configs import from_dict
+    from trainer import launch
+    from trainer.job import TrainJob, overrides_from
 
     set_torch_threads(torch_threads)
     settings = from_dict(launch.ClusterConfig, cluster)
     local = settings.launcher == "local"
-    job = launch.TrainJob(
-        name=launch.job_name("interest", variant), image=image,
-        data=data.path if local else data.uri, output=model.path if local else f"{model.uri}-job",
-        preset=variant, model_overrides=tuple(model_overrides), train_config=train_config,
-    )
-    launch.train_on(settings, job, model.path, local_gpus=gpus)
+    job = TrainJob(data=data.path if local else data.uri, output=model.path if local else f"{model.uri}-job",
+                   preset=variant, overrides=overrides_from(model_overrides, train_config))
+    launch.train_on(settings, launch.ClusterJob(launch.job_name("interest", variant), image, job), model.path,
+                    local_gpus=gpus)
     move_tensorboard(model.path, tensorboard.path, variant)
     with open(os.path.join(model.path, "summary.json")) as f:
         summary = json.load(f)

@@ -1,7 +1,8 @@
 """``interest``: one entry point for every stage.
 
-Each stage keeps its own subcommands beside its code in a module with ``register(subparsers)``; this file only
-lists those modules. Exit codes: 0 ok, 2 usage or config error (one line naming the flag or field and what is
+Each group of subcommands is a module of ``pipelines/commands/`` with ``register(subparsers)``; this file only
+lists those modules. The commands are thin: they parse flags and call the stage libraries (``preprocessing``,
+``trainer``, ``release``) and the runners of this package. Exit codes: 0 ok, 2 usage or config error (one line naming the flag or field and what is
 allowed), 1 failure. Arguments after a bare ``--`` are passed through untouched (e.g. Beam pipeline options)
 as ``args.passthrough``.
 """
@@ -13,16 +14,16 @@ import importlib
 import logging
 import sys
 
-from pipelines.configs import ConfigError
+from core.configs import ConfigError
 
 # Modules that add subcommands, in the order `interest --help` lists them.
 COMMAND_MODULES = (
-    "pipelines.datasets_cli",
-    "preprocessing.cli",
-    "trainer.presets_cli",
-    "trainer.cli",
-    "pipelines.gate_cli",
-    "pipelines.run_cli",
+    "pipelines.commands.data",
+    "pipelines.commands.preprocess",
+    "pipelines.commands.presets",
+    "pipelines.commands.train",
+    "pipelines.commands.release",
+    "pipelines.commands.run",
 )
 
 

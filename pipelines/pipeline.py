@@ -2,8 +2,8 @@
 
 ::
 
-    preprocess ──> ParallelFor(variant) [ train ──> evaluate ] ──> Collected ──> select_and_gate ─┬─> If(blessed): push
-                                                                                               └─> report
+    preprocess ─┬─> ParallelFor(variant) [ train ──> evaluate ] ──> Collected ─┬─> select_and_gate ─┬─> If(blessed): push
+                └─> evaluate_champion (the registry's champion on this run's data) ─┘                   └─> report
 
 ``create_pipeline(image, parallelism)`` builds the ``@dsl.pipeline`` function; what to train and where to put it
 are the pipeline's runtime parameters, so one compiled YAML serves every run (``pipelines/profiles.py`` fills
@@ -14,18 +14,21 @@ passed as arguments (the compiler leaves them out of the loop's inputs); ints in
 (the config dataclasses convert them back); no argument may hold a null (protobuf values have none).
 """
 
+from pathlib import Path
 from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Markdown, Model
 
 from components.evaluate import evaluate
+from components.evaluate_champion import evaluate_champion
 from components.image import IMAGE
 from components.preprocess import preprocess
 from components.push import push
 from components.report import report
 from components.select_and_gate import select_and_gate
 from components.train import train
+from core.configs import require
 from pipelines.profiles import PROFILES
 
 PIPELINE_NAME = "interest-pipeline"
@@ -40,8 +43,8 @@ EVALUATE = ("2", "8G")  # full-catalogue ranking of every user
 class Outputs(NamedTuple):
     report_html: HTML  # the comparison page
     report_markdown: Markdown  # the same, rendered by the KFP UI
-    blessing: Artifact  # blessing.json: every gate check with value, threshold and verdict
-    champion: Model  # the selected variant's model (pushed when blessed)
+    blessing: Artifact  # blessing.json: every gate check with value, threshold and verdict, every judged file's sha256
+    candidate: Model  # the selected variant's model (pushed when blessed)
     tensorboard: list[Artifact]  # one TensorBoard log directory per variant
     evaluations: list[Artifact]  # per variant: valid/ and test/ metrics.json + per_user.parquet
 
@@ -101,23 +104,32 @@ def create_pipeline(image: str = IMAGE, parallelism: int = 0):
                 "Evaluate variant", *EVALUATE,
             )
 
+        # The production champion, judged on this run's data (runs while the variants train).
+        champion = _resources(
+            evaluate_champion(data=prep.outputs["data"], registry=registry, model_name=model_name,
+                              torch_threads=torch_threads),
+            "Evaluate production champion", *EVALUATE,
+        )
+        # It reads the registry's current champion, which other runs move: never reuse an old result.
+        champion.set_caching_options(enable_caching=False)
         decision = _resources(
             select_and_gate(
                 models=dsl.Collected(trained.outputs["model"]),
                 evaluations=dsl.Collected(evaluated.outputs["evaluation"]),
-                baseline_preset=baseline_preset, gate_config=gate_config, registry=registry, model_name=model_name,
+                champion_evaluation=champion.outputs["champion_evaluation"],
+                baseline_preset=baseline_preset, gate_config=gate_config,
             ),
-            "Select champion and gate", *SMALL,
+            "Select candidate and gate", *SMALL,
         )
-        # It reads the registry's current champion, which other runs move: always decide afresh.
         decision.set_caching_options(enable_caching=False)
 
         # On the task's single `Output`: kfp.local evaluates a condition on a named output as False, silently.
         with dsl.If(decision.outputs["Output"] == True, name="blessed"):  # noqa: E712 - a KFP condition, not a bool
             pushed = _resources(
-                push(model=decision.outputs["champion"], evaluation=decision.outputs["champion_evaluation"],
-                     blessing=decision.outputs["blessing"], data=prep.outputs["data"], registry=registry,
-                     model_name=model_name),
+                push(candidate=decision.outputs["candidate"],
+                     candidate_evaluation=decision.outputs["candidate_evaluation"],
+                     evidence=decision.outputs["evidence"], blessing=decision.outputs["blessing"],
+                     data=prep.outputs["data"], registry=registry, model_name=model_name),
                 "Push to registry", *SMALL,
             )
             pushed.set_caching_options(enable_caching=False)  # a side effect on the registry
@@ -128,13 +140,25 @@ def create_pipeline(image: str = IMAGE, parallelism: int = 0):
                    blessing=decision.outputs["blessing"], baseline_preset=baseline_preset),
             "Report", *SMALL,
         )
-        for task in (prep, trained, evaluated, decision, pushed, summary):
+        for task in (prep, trained, evaluated, champion, decision, pushed, summary):
             task.set_container_image(image)
         return Outputs(
             report_html=summary.outputs["html"], report_markdown=summary.outputs["markdown"],
-            blessing=decision.outputs["blessing"], champion=decision.outputs["champion"],
+            blessing=decision.outputs["blessing"], candidate=decision.outputs["candidate"],
             tensorboard=dsl.Collected(trained.outputs["tensorboard"]),
             evaluations=dsl.Collected(evaluated.outputs["evaluation"]),
         )
 
     return interest_pipeline
+
+
+def compile_pipeline(output: str | Path, image: str = IMAGE, parallelism: int = 0) -> Path:
+    """Write the pipeline as KFP IR YAML (runs on Kubeflow Pipelines and Vertex AI Pipelines)."""
+    from kfp import compiler
+
+    require(parallelism >= 0, "--parallelism", f"must be >= 0 (0: every variant at once), got {parallelism}")
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kfp_compiler = compiler.Compiler()
+    kfp_compiler.compile(create_pipeline(image=image, parallelism=parallelism), package_path=str(path))
+    return path

@@ -16,14 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.configs import ConfigError, require
+from core.configs import ConfigError, require
 
 
 @dataclass(frozen=True)
 class Profile:
     name: str  # what users type: --profile NAME
     description: str  # one line for --help
-    dataset: str  # "ml-1m", "ml-100k" (pipelines.datasets) or a path/URI to an events file
+    dataset: str  # "ml-1m", "ml-100k" (preprocessing.datasets) or a path/URI to an events file
     # Presets to train (trainer.presets names); empty: every preset, in the order trainer.presets lists them.
     variants: tuple[str, ...] = ()
     # ModelConfig ``key=value`` overrides applied to every variant (smoke: a tiny model).

@@ -8,20 +8,27 @@ beside the outputs as ``preprocess_config.json``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pipelines.configs import check_literals, require
+from core.configs import check_literals, require
 
 Format = Literal["auto", "csv", "tsv", "parquet"]
 Split = Literal["leave_one_out", "temporal"]
-TimestampUnit = Literal["s", "ms"]
+TimestampUnit = Literal["s", "ms", "us"]
 
 # Column roles -> names in the events contract (what `interest data fetch` writes).
 DEFAULT_COLUMNS = {"user": "user_id", "item": "item_id", "timestamp": "timestamp", "rating": "rating"}
 # Without max_timestamp, events later than the run's start plus this margin are "absurdly future".
 FUTURE_MARGIN_SECONDS = 86_400
+# Timestamps (seconds) a config may name: from the epoch to the year 3000; the int64 seconds of the outputs hold
+# them with room to spare, unlike the 1e30 a typo can produce.
+LATEST_TIMESTAMP = 32_503_680_000
+# Upper bounds of the other numeric fields: far above any real use, low enough to keep memory and file counts sane.
+LIMITS = {"min_item_count": 10**9, "min_user_events": 10**9, "num_shards": 10_000, "user_buckets": 1_000_000,
+          "max_id_chars": 1 << 20, "max_line_bytes": 1 << 30}
 
 
 @dataclass(frozen=True)
@@ -45,7 +52,9 @@ class PreprocessConfig:
     split: Split = "leave_one_out"
     # Global cutoff in seconds since the epoch (UTC); required by split='temporal', refused otherwise.
     cutoff: int | None = None
-    # Unit of numeric timestamps in the input; outputs are always seconds. Fractions are floored.
+    # Unit of numeric timestamps in the input (s, ms or us); outputs are always seconds. Fractions are floored.
+    # A row whose value reads as a plausible time only in another unit is a dead letter naming that unit, and an
+    # input where most rows are is refused with the --timestamp-unit to use.
     timestamp_unit: TimestampUnit = "s"
     # Events after this (seconds) are dead letters; None: the run's start + 1 day (the resolved value is saved).
     max_timestamp: int | None = None
@@ -75,16 +84,23 @@ class PreprocessConfig:
         for name in ("min_item_count", "min_user_events", "num_shards", "user_buckets", "max_id_chars"):
             value = getattr(self, name)
             require(value >= 1, f"PreprocessConfig.{name}", f"must be >= 1, got {value}")
+            require(value <= LIMITS[name], f"PreprocessConfig.{name}", f"must be <= {LIMITS[name]}, got {value}")
         require(self.max_line_bytes >= 64, "PreprocessConfig.max_line_bytes",
                 f"must be >= 64, got {self.max_line_bytes}")
+        require(self.max_line_bytes <= LIMITS["max_line_bytes"], "PreprocessConfig.max_line_bytes",
+                f"must be <= {LIMITS['max_line_bytes']}, got {self.max_line_bytes}")
+        require(self.min_rating is None or math.isfinite(self.min_rating), "PreprocessConfig.min_rating",
+                f"must be a finite number or null, got {self.min_rating}")
         if self.split == "temporal":
             require(self.cutoff is not None, "PreprocessConfig.cutoff",
                     "split='temporal' needs a cutoff (seconds since the epoch, or --cutoff YYYY-MM-DD)")
         else:
             require(self.cutoff is None, "PreprocessConfig.cutoff",
                     f"only used by split='temporal', but split={self.split!r}")
-        require(self.max_timestamp is None or self.max_timestamp >= 0, "PreprocessConfig.max_timestamp",
-                f"must be >= 0, got {self.max_timestamp}")
+        for name in ("max_timestamp", "cutoff"):
+            value = getattr(self, name)
+            require(value is None or 0 <= value <= LATEST_TIMESTAMP, f"PreprocessConfig.{name}",
+                    f"must be seconds since the epoch in [0, {LATEST_TIMESTAMP}] (the year 3000), got {value}")
 
     @property
     def roles(self) -> tuple[str, ...]:

@@ -19,12 +19,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from pipelines.configs import ConfigError
+from core.configs import ConfigError
 from preprocessing.config import PreprocessConfig
 from preprocessing.schema import EVENT_SCHEMA, RATING, REASONS, dead_letter
 
 # Strings Arrow's float cast accepts and nothing else (no spaces, hex, underscores).
 _NUMBER = r"(?i)^[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|nan|inf|infinity)$"
+# C0 controls, DEL and C1 controls: never part of a real id (NUL ends C strings, the others hide in logs).
+_CONTROL = "[\\x00-\\x1f\\x7f-\\x9f]"
+UNIT_SECONDS = {"s": 1.0, "ms": 1e3, "us": 1e6}
+# Read in another unit, a timestamp is plausible from here to max_timestamp (older logs in ms/us are rare; a
+# seconds value read as ms lands in January 1970).
+PLAUSIBLE_SINCE = 315_532_800  # 1980-01-01
 _REASON_CODES = list(REASONS)
 
 
@@ -302,19 +308,29 @@ def validate(raw: RawColumns, cfg: PreprocessConfig, file_index: int, source: st
     user = _ids(raw.columns["user"])
     item = _ids(raw.columns["item"])
     value, numeric = to_float(raw.columns["timestamp"])
-    seconds = np.floor(value / 1000.0 if cfg.timestamp_unit == "ms" else value)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
+        seconds = np.floor(value / UNIT_SECONDS[cfg.timestamp_unit])
         future = numeric & (seconds > cfg.max_timestamp)
-        looks_ms = future & (cfg.timestamp_unit == "s") & (np.floor(value / 1000.0) <= cfg.max_timestamp)
+        # Implausible as read: in the future, or (ms/us) before 1980; it may be plausible in another unit.
+        implausible = future | (numeric & (seconds < PLAUSIBLE_SINCE) & (cfg.timestamp_unit != "s"))
+
+        def looks_like(unit: str) -> np.ndarray | None:
+            if unit == cfg.timestamp_unit:
+                return None
+            other = value / UNIT_SECONDS[unit]
+            return implausible & (other >= PLAUSIBLE_SINCE) & (other <= cfg.max_timestamp)
+
         problems = [
             ("empty_user", _true(pc.equal(pc.utf8_length(user), 0))),
             ("empty_item", _true(pc.equal(pc.utf8_length(item), 0))),
             ("id_too_long", _true(pc.greater(pc.utf8_length(user), cfg.max_id_chars))
              | _true(pc.greater(pc.utf8_length(item), cfg.max_id_chars))),
+            ("id_control_characters", _true(pc.match_substring_regex(user, _CONTROL))
+             | _true(pc.match_substring_regex(item, _CONTROL))),
             ("timestamp_not_numeric", ~numeric),
             ("timestamp_not_finite", ~np.isfinite(value)),
             ("timestamp_negative", value < 0),
-            ("timestamp_looks_like_ms", looks_ms),
+            *((f"timestamp_looks_like_{unit}", looks_like(unit)) for unit in UNIT_SECONDS),
             ("timestamp_in_future", future),
         ]
         if cfg.min_rating is not None:

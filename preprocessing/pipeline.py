@@ -7,36 +7,34 @@
 Everything after ``--`` is handed to Beam's PipelineOptions unchanged. Without ``--runner`` the pipeline runs
 in-process on Beam's FnApiRunner: the engine Beam's DirectRunner itself runs batch pipelines on when it does
 not use Prism. Naming it directly skips DirectRunner's attempt to download the Prism binary from GitHub, which
-fails offline and leaves a ``beam-temp*`` staging directory in the system temp folder on every run. Beam's
-file sinks stage under ``OUTPUT/beam-temp-*`` and remove it when they finish.
+fails offline and leaves a ``beam-temp*`` staging directory in the system temp folder on every run.
+
+The output directory is written through ``core.rundir``: locked against a second writer, staged beside the
+target (for a remote runner, the staging prefix is on the same object store, so its workers write it), and
+published whole with a ``_SUCCESS.json`` manifest listing every shard with its size and row count. A failed or
+killed run leaves the previous output as it was; an unusable input keeps its dead letters and stats.json in
+``<output>.rejected/`` (local) or the run's prefix below the output (object stores) for a person to read.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
-import posixpath
 import time
 from collections.abc import Sequence
 
 import apache_beam as beam
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import configs, storage
-from pipelines.configs import ConfigError
+from core import configs, contract, rundir, storage
+from core.configs import ConfigError
 from preprocessing.config import PreprocessConfig
-from preprocessing.schema import (
-    CONFIG_FILE,
-    DEAD_LETTER_PREFIX,
-    SEQUENCES_PREFIX,
-    SPLIT_FILE,
-    STATS_FILE,
-    VOCAB_FILE,
-)
 from preprocessing.sources import Source, check_first_source, list_sources
 from preprocessing.stats import PreprocessError, check_usable
-from preprocessing.tables import length_histogram
+from preprocessing.tables import content_digest, length_histogram
 from preprocessing.transforms import (
     COUNTS,
     DEAD_LETTERS,
@@ -63,30 +61,67 @@ DEFAULT_RUNNER = "FnApiRunner"
 
 def run(input: str, output: str, config: PreprocessConfig, beam_args: Sequence[str] = (),
         overwrite: bool = False) -> dict:
-    """Preprocess ``input`` (path, directory or glob; local or gs://) into ``output``; return stats.json.
+    """Preprocess ``input`` (path, directory or glob; local or an object store) into ``output``; return stats.json.
 
-    Raises ConfigError for usage problems found before any work starts (no files, unknown columns, output
-    not empty without ``overwrite``) and PreprocessError when the input is unusable as a whole; in that case
-    the dead letters and stats.json are written first, so nothing is lost. preprocess_config.json is written
-    last and only on success, so its presence marks a complete directory.
+    Raises ConfigError for usage problems found before any work starts (no files, unknown columns, an output
+    that already holds data without ``overwrite``), OutputLocked when another run is writing ``output``, and
+    PreprocessError when the input is unusable as a whole (its dead letters and stats.json are kept aside).
     """
     cfg = config.resolved()
+    storage.check_uri(output, "--output")
     options = pipeline_options(beam_args)
     _anonymous_gcs_for_emulator()
     sources = list_sources(input, cfg.format)
     check_first_source(sources, cfg)
-    prepare_output(output, overwrite)
-    log.info("preprocessing %d file(s) matching %s into %s", len(sources), input, output)
-    start = time.monotonic()
-    with beam.Pipeline(options=options) as pipeline:
-        build(pipeline, sources, output, cfg)
-    seconds = time.monotonic() - start
-    stats = storage.read_json(storage.join(output, STATS_FILE))
-    storage.write_json(storage.join(output, SPLIT_FILE), {"method": cfg.split, "cutoff": cfg.cutoff})
-    _log_stages(stats, seconds)
-    check_usable(stats, output, cfg.min_item_count, cfg.min_user_events)
-    configs.save(cfg, storage.join(output, CONFIG_FILE))  # last: it marks a complete, usable directory
+    with rundir.locked(output):
+        if not overwrite and rundir.has_content(output):
+            raise ConfigError(f"--output: {output} already holds preprocessed data; pass --overwrite to replace it (the "
+                              "new data replaces it only once complete) or choose another directory")
+        with rundir.publishing(output, contract.DATA_KIND) as staging:
+            log.info("preprocessing %d file(s) matching %s into %s", len(sources), input, output)
+            start = time.monotonic()
+            with beam.Pipeline(options=options) as pipeline:
+                build(pipeline, sources, staging.path, cfg)
+            seconds = time.monotonic() - start
+            stats = storage.read_json(staging.join(contract.STATS))
+            storage.write_json(staging.join(contract.SPLIT), {"method": cfg.split, "cutoff": cfg.cutoff})
+            _log_stages(stats, seconds)
+            try:
+                check_usable(stats, staging.rejected_path(), cfg.min_item_count, cfg.min_user_events)
+            except PreprocessError:
+                staging.reject()
+                raise
+            describe_shards(staging, stats)
+            storage.write_json(staging.join(contract.FINGERPRINT), fingerprint(sources, stats))
+            configs.save(cfg, staging.join(contract.PREPROCESS_CONFIG))
     return stats
+
+
+def describe_shards(staging: rundir.Staging, stats: dict) -> None:
+    """Record each sequence shard's row count in the manifest; they must add up to stats.json's users."""
+    total = 0
+    for uri in storage.list_files(staging.path):
+        name = storage.relative(staging.path, uri)
+        if name.startswith(f"{contract.SEQUENCES_PREFIX}-") and name.endswith(".parquet"):
+            rows = pq.ParquetFile(io.BytesIO(storage.read_bytes(uri))).metadata.num_rows
+            staging.describe(name, rows=rows)
+            total += rows
+    if total != stats["users"]:
+        raise PreprocessError(f"the sequence shards hold {total} users, stats.json says {stats['users']}")
+    staging.meta["users"] = total
+
+
+def fingerprint(sources: list[Source], stats: dict) -> dict:
+    """What the data was made from: every input file (size, modification time or generation as the filesystem
+    reports it) and the digest of the rows kept (``stats.content_digest``)."""
+    files = []
+    for result in FileSystems.match([source.path for source in sources]):
+        for meta in result.metadata_list:
+            files.append({"path": meta.path, "size": meta.size_in_bytes,
+                          "modified": getattr(meta, "last_updated_in_seconds", None)})
+    return {"input_files": files, "content_digest": stats["content_digest"], "interactions": stats["interactions"],
+            "users": stats["users"], "items": stats["items"], "timestamp_min": stats["timestamp_min"],
+            "timestamp_max": stats["timestamp_max"]}
 
 
 def build(pipeline: beam.Pipeline, sources: list[Source], output: str, cfg: PreprocessConfig) -> None:
@@ -112,6 +147,7 @@ def build(pipeline: beam.Pipeline, sources: list[Source], output: str, cfg: Prep
         filtered[COUNTS],
         vocab | "CountItems" >> beam.Map(lambda items: {"items": len(items)}),
         sequences | "CountLengths" >> beam.Map(lambda t: {"sequence_length_hist": length_histogram(t)}),
+        sequences | "ContentDigest" >> beam.Map(lambda t: {"content_digest": content_digest(t)}),
     ) | "AllCounts" >> beam.Flatten()
     stats = counts | "Stats" >> Summarize(time_range)
     {"sequences": sequences, "dead_letters": parsed[DEAD_LETTERS], "vocab": vocab, "stats": stats} | (
@@ -124,24 +160,6 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
     if not any(a == "--runner" or a.startswith("--runner=") for a in args):
         args.insert(0, f"--runner={DEFAULT_RUNNER}")
     return PipelineOptions(args)
-
-
-OUTPUT_PREFIXES = (f"{SEQUENCES_PREFIX}-", f"{DEAD_LETTER_PREFIX}-")
-OUTPUT_FILES = (VOCAB_FILE, SPLIT_FILE, STATS_FILE, CONFIG_FILE)
-
-
-def prepare_output(output: str, overwrite: bool) -> None:
-    """Refuse an output directory that holds an earlier run's files (stale shards would mix with new ones),
-    or with ``overwrite`` delete exactly those files."""
-    found = [m.path for m in FileSystems.match([storage.join(output, "*")])[0].metadata_list]
-    ours = [p for p in found
-            if posixpath.basename(p) in OUTPUT_FILES or posixpath.basename(p).startswith(OUTPUT_PREFIXES)]
-    if ours and not overwrite:
-        raise ConfigError(f"--output: {output} already holds preprocessed data ({len(ours)} files); "
-                          "pass --overwrite to replace it or choose another directory")
-    if ours:
-        log.info("removing %d files of an earlier run in %s", len(ours), output)
-        FileSystems.delete(ours)
 
 
 def _anonymous_gcs_for_emulator() -> None:

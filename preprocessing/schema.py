@@ -1,15 +1,10 @@
-"""The preprocessed data directory's names and schemas (docs/contracts.md), and the dead-letter reasons."""
+"""The preprocessed data directory's schemas (docs/contracts.md; its file names are ``core.contract``'s), and the
+dead-letter reasons."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-SEQUENCES_PREFIX = "sequences"  # sequences-SSSSS-of-NNNNN.parquet
-DEAD_LETTER_PREFIX = "dead_letter"  # dead_letter-SSSSS-of-NNNNN.jsonl
-VOCAB_FILE = "vocab.json"
-SPLIT_FILE = "split.json"
-STATS_FILE = "stats.json"
-CONFIG_FILE = "preprocess_config.json"
 PADDING_INDEX = 0
 
 # One row per user.
@@ -50,10 +45,13 @@ REASONS = {
     "empty_user": "missing or blank user id",
     "empty_item": "missing or blank item id",
     "id_too_long": "a user or item id longer than max_id_chars",
+    "id_control_characters": "a user or item id holding control characters (C0, DEL or C1: NUL, \\x01, \\x7f, ...)",
     "timestamp_not_numeric": "missing or non-numeric timestamp",
     "timestamp_not_finite": "NaN or infinite timestamp",
     "timestamp_negative": "timestamp before 1970",
-    "timestamp_looks_like_ms": "after max_timestamp in seconds but plausible in milliseconds",
+    "timestamp_looks_like_s": "read as ms/us it falls before 1980, read as seconds it is plausible",
+    "timestamp_looks_like_ms": "implausible in the configured unit but plausible in milliseconds",
+    "timestamp_looks_like_us": "implausible in the configured unit but plausible in microseconds",
     "timestamp_in_future": "after max_timestamp",
     "rating_not_numeric": "missing or non-numeric rating (only read when min_rating is set)",
 }

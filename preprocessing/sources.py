@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.configs import ConfigError
+from core.configs import ConfigError
 from preprocessing.config import PreprocessConfig
 from preprocessing.parsing import (
     ParsedBlock,

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 PERCENTILES = (50, 90, 99)
-# The input is unusable as a whole when at least this share of its rows has millisecond-like timestamps.
-MS_SHARE = 0.5
+# The input is unusable as a whole when at least this share of its rows has timestamps of another unit.
+WRONG_UNIT_SHARE = 0.5
+UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds"}
 
 
 class PreprocessError(RuntimeError):
@@ -36,6 +37,7 @@ def finalize(counts: dict, time_range: tuple[int | None, int | None]) -> dict:
     reasons = dict(sorted(counts.get("dead_letter_reasons", {}).items()))
     filtered = counts.get("filtered_reasons", {})
     lengths = {int(k): v for k, v in counts.get("sequence_length_hist", {}).items()}
+    digest = counts.get("content_digest", 0) % (1 << 256)
     users = sum(lengths.values())
     interactions = sum(n * c for n, c in lengths.items())
     stats = {
@@ -53,6 +55,8 @@ def finalize(counts: dict, time_range: tuple[int | None, int | None]) -> dict:
         "timestamp_max": time_range[1],
         "sequence_length": sequence_length_summary(lengths),
         "blank_lines": counts.get("blank_lines", 0),
+        # Order-independent digest of the kept rows (preprocessing.tables.content_digest): the data lineage.
+        "content_digest": f"{digest:064x}",
     }
     check_conservation(stats)
     return stats
@@ -88,7 +92,8 @@ def check_conservation(stats: dict) -> None:
 
 
 def check_usable(stats: dict, output: str, min_item_count: int, min_user_events: int) -> None:
-    """Raise PreprocessError with what to do when the input as a whole gives no data set."""
+    """Raise PreprocessError with what to do when the input as a whole gives no data set; ``output`` is where
+    the run's dead letters are."""
     rows = stats["input_rows"]
     reasons = stats["dead_letter_reasons"]
     dead_letters = f"{output.rstrip('/')}/dead_letter-*.jsonl"
@@ -97,12 +102,13 @@ def check_usable(stats: dict, output: str, min_item_count: int, min_user_events:
             f"no rows in the input: {stats['input_files']} file(s) hold no data rows "
             f"({stats['blank_lines']} blank lines)"
         )
-    like_ms = reasons.get("timestamp_looks_like_ms", 0)
-    if like_ms >= MS_SHARE * rows:
-        raise PreprocessError(
-            f"timestamps look like milliseconds: use --timestamp-unit ms ({like_ms} of {rows} rows are after "
-            f"max_timestamp in seconds but plausible in milliseconds; see {dead_letters})"
-        )
+    for unit, name in UNIT_NAMES.items():
+        wrong = reasons.get(f"timestamp_looks_like_{unit}", 0)
+        if wrong >= WRONG_UNIT_SHARE * rows:
+            raise PreprocessError(
+                f"timestamps look like {name}: use --timestamp-unit {unit} ({wrong} of {rows} rows are implausible "
+                f"in the configured unit but plausible in {name}; see {dead_letters})"
+            )
     if stats["dead_letter_rows"] == rows:
         top = ", ".join(f"{r}: {n}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
         raise PreprocessError(f"no valid rows: all {rows} rows are dead letters ({top}); see {dead_letters}")

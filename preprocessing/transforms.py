@@ -23,17 +23,11 @@ import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsSingleton, TaggedOutput
 
-from pipelines import storage
+from core import storage
+from core.contract import DEAD_LETTER_PREFIX, SEQUENCES_PREFIX, STATS, VOCAB
 from preprocessing import tables
 from preprocessing.config import PreprocessConfig
-from preprocessing.schema import (
-    DEAD_LETTER_PREFIX,
-    PADDING_INDEX,
-    SEQUENCE_SCHEMA,
-    SEQUENCES_PREFIX,
-    STATS_FILE,
-    VOCAB_FILE,
-)
+from preprocessing.schema import PADDING_INDEX, SEQUENCE_SCHEMA
 from preprocessing.sources import Source, read_source
 from preprocessing.stats import finalize, merge_counts
 
@@ -342,7 +336,7 @@ class WriteOutputs(beam.PTransform):
             | "WriteDeadLetters" >> beam.io.WriteToText(storage.join(out, DEAD_LETTER_PREFIX),
                                                         file_name_suffix=".jsonl"),
             "vocab": outputs["vocab"] | "VocabJson" >> beam.Map(vocab_json)
-            | "WriteVocab" >> beam.Map(_write_small_file, storage.join(out, VOCAB_FILE)),
+            | "WriteVocab" >> beam.Map(_write_small_file, storage.join(out, VOCAB)),
             "stats": outputs["stats"] | "StatsJson" >> beam.Map(json.dumps, indent=2)
-            | "WriteStats" >> beam.Map(_write_small_file, storage.join(out, STATS_FILE)),
+            | "WriteStats" >> beam.Map(_write_small_file, storage.join(out, STATS)),
         }

@@ -48,7 +48,7 @@ def gcs_emulator():
     os.environ.update(STORAGE_EMULATOR_HOST=host, NO_GCE_CHECK="true", GOOGLE_CLOUD_PROJECT="test")
     try:
         wait_for_port(port)
-        from pipelines import storage
+        from core import storage
 
         storage.gcs_client.cache_clear()
         yield host
@@ -63,7 +63,7 @@ def gcs_emulator():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        from pipelines import storage
+        from core import storage
 
         storage.gcs_client.cache_clear()
 
@@ -73,7 +73,7 @@ def gcs_bucket(gcs_emulator):
     """A fresh, empty bucket on the emulator; yields its gs:// URI."""
     import uuid
 
-    from pipelines import storage
+    from core import storage
 
     name = f"test-{uuid.uuid4().hex[:12]}"
     storage.gcs_client().create_bucket(name)
@@ -81,4 +81,4 @@ def gcs_bucket(gcs_emulator):
 
 
 # A fault-injecting proxy in front of the emulator (503s, resets, lost responses; enforces ifGenerationMatch).
-from tests.reliability.flaky_gcs import flaky_gcs  # noqa: E402, F401
+from tests.support.flaky_gcs import flaky_gcs  # noqa: E402, F401

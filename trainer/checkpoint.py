@@ -1,7 +1,7 @@
 """Resumable checkpoints: written atomically, published by a checksum sidecar, loaded with ``weights_only=True``.
 
 A checkpoint ``step-00001234.pt`` holds plain types and tensors only (configs as JSON strings), so
-``torch.load(weights_only=True)`` reads it. It is written in two moves, each atomic through ``pipelines.storage``
+``torch.load(weights_only=True)`` reads it. It is written in two moves, each atomic through ``core.storage``
 (temp file + rename locally; a completed upload on ``gs://``):
 
 1. the data, ``step-XXXXXXXX.pt``;
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipelines import storage
+from core import storage
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,15 @@ def load_latest(directory: str) -> tuple[dict[str, Any], str] | None:
         except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint falls back to the previous one
             log.warning("checkpoint of step %d (%s) is unusable: %s; trying the previous one", step, uri, exc)
     return None
+
+
+def remove_all(directory: str) -> int:
+    """Delete every checkpoint of ``directory`` (``--restart``), unpublishing each first; returns files removed."""
+    files = [uri for uri in storage.list_files(directory) if NAME.search(uri.removesuffix(SIDECAR))
+             or uri.endswith(".pt")]
+    for uri in sorted(files, key=lambda u: not u.endswith(SIDECAR)):  # sidecars first
+        storage.delete(uri)
+    return len(files)
 
 
 def remove_stale_temp_files(directory: str) -> None:

@@ -14,10 +14,12 @@ how many processes share it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+import hashlib
+import json
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -25,8 +27,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from pipelines import storage
-from pipelines.configs import ConfigError
+from core import contract, rundir, storage
+from core.configs import ConfigError
 
 # Model input key -> (contract column, dtype stored in memory).
 INPUT_COLUMNS = {
@@ -38,7 +40,7 @@ INPUT_COLUMNS = {
 }
 # Integer inputs are embedding indices: the model reads them as int64.
 LONG_INPUTS = ("items", "hour_of_day", "day_of_week")
-SPLITS = ("valid", "test")
+SPLITS = contract.SPLITS
 
 
 @dataclass(frozen=True)
@@ -53,35 +55,54 @@ class Sequences:
     columns: dict[str, Tensor]  # model input key -> (1 + total events,) flat column; row 0 is padding
     num_items: int  # N; item indices are 1..N
     vocab: dict  # vocab.json as read
+    data_digest: str = ""  # sha256 of vocab.json and stats.json: checkpoints resume only on the same data
+    lineage: dict = field(default_factory=dict)  # fingerprint.json, and the timestamp range of normalization
+    user_id: np.ndarray | None = None  # (U,) the users' ids, in user_index order (evaluation pairs users by id)
 
     @property
     def num_users(self) -> int:
         return int(self.user_index.numel())
 
 
-def sequence_files(data_dir: str) -> list[str]:
-    files = [f for f in storage.list_files(data_dir)
-             if Path(f).name.startswith("sequences-") and f.endswith(".parquet")]
-    if not files:
-        raise ConfigError(f"--data: no sequences-*.parquet files in {data_dir} (run `interest preprocess` first)")
-    return files
+def open_data(data_dir: str) -> rundir.Complete:
+    """The complete preprocessed directory ``data_dir``: its manifest exists and lists sequence shards whose row
+    counts add up to stats.json's users (IncompleteOutput, exit 2, names what is missing)."""
+    try:
+        data = rundir.open_complete(data_dir, contract.DATA_KIND)
+    except rundir.IncompleteOutput as exc:
+        raise rundir.IncompleteOutput(f"--data: {exc}") from None
+    shards = data.matching(f"{contract.SEQUENCES_PREFIX}-", ".parquet")
+    if not shards:
+        raise rundir.IncompleteOutput(f"--data: {data_dir} lists no {contract.SEQUENCES_PREFIX}-*.parquet shards")
+    users = storage.read_json(data.path(contract.STATS))["users"]
+    rows = sum(data.files[name].get("rows", 0) for name in shards)
+    if rows != users:
+        raise rundir.IncompleteOutput(f"--data: {data_dir}: its shards hold {rows} users, stats.json says {users}")
+    return data
 
 
 def load_sequences(data_dir: str) -> Sequences:
-    """Read ``sequences-*.parquet`` and ``vocab.json`` of a preprocessed directory (local or gs://)."""
-    try:
-        vocab = storage.read_json(storage.join(data_dir, "vocab.json"))
-    except FileNotFoundError:
-        raise ConfigError(f"--data: {data_dir} has no vocab.json; is it a preprocessed data directory?") from None
+    """Read the sequence shards and vocab.json of a complete preprocessed directory (local or object store)."""
+    data = open_data(data_dir)
+    vocab_bytes, stats_bytes = storage.read_bytes(data.path(contract.VOCAB)), storage.read_bytes(data.path(contract.STATS))
+    vocab, stats = json.loads(vocab_bytes), json.loads(stats_bytes)
+    fingerprint = data.optional_path(contract.FINGERPRINT)
+    lineage = {"fingerprint": storage.read_json(fingerprint) if fingerprint else None,
+               "timestamp_min": stats.get("timestamp_min"), "timestamp_max": stats.get("timestamp_max")}
     num_items = len(vocab["items"])
-    wanted = ["user_index", "train_end", "valid_end"] + [c for c, _ in INPUT_COLUMNS.values()]
-    try:
-        # gs:// shards are read into memory: only the columns the trainer needs, no local copy of the directory.
-        table = pa.concat_tables(
-            pq.read_table(pa.BufferReader(storage.read_bytes(f)) if storage.is_gcs(f) else f, columns=wanted)
-            for f in sequence_files(data_dir))
-    except (pa.ArrowInvalid, KeyError) as exc:
-        raise ConfigError(f"--data: {data_dir}: sequences do not follow the contract: {exc}") from exc
+    wanted = ["user_index", "user_id", "train_end", "valid_end"] + [c for c, _ in INPUT_COLUMNS.values()]
+    tables = []
+    for name in data.matching(f"{contract.SEQUENCES_PREFIX}-", ".parquet"):
+        uri = data.path(name)
+        try:
+            # Remote shards are read into memory: only the columns the trainer needs, no local copy of the directory.
+            source = pa.BufferReader(storage.read_bytes(uri)) if storage.is_remote(uri) else uri
+            tables.append(pq.read_table(source, columns=wanted))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ConfigError(f"--data: {uri} is not a readable Parquet shard: {str(exc).splitlines()[0]}") from None
+        except KeyError as exc:
+            raise ConfigError(f"--data: {uri}: sequences do not follow the contract: missing column {exc}") from None
+    table = pa.concat_tables(tables)
     table = table.sort_by("user_index")
     item_lists = table.column("item_index").combine_chunks()
     length = torch.tensor(pc.list_value_length(item_lists).to_numpy(zero_copy_only=False), dtype=torch.long)
@@ -104,7 +125,9 @@ def load_sequences(data_dir: str) -> Sequences:
     if bool(((train_end < 0) | (train_end > valid_end) | (valid_end > length)).any()):
         raise ConfigError(f"--data: {data_dir}: needs 0 <= train_end <= valid_end <= len(item_index) for every user")
     offsets = 1 + torch.cumsum(length, 0) - length
-    return Sequences(ints("user_index"), offsets, length, train_end, valid_end, columns, num_items, vocab)
+    return Sequences(ints("user_index"), offsets, length, train_end, valid_end, columns, num_items, vocab,
+                     hashlib.sha256(vocab_bytes + b"\0" + stats_bytes).hexdigest(), lineage,
+                     table.column("user_id").to_numpy(zero_copy_only=False).astype(str))
 
 
 def gather(seqs: Sequences, start: Tensor, length: Tensor, width: int | None = None) -> tuple[dict[str, Tensor], Tensor]:
@@ -237,13 +260,17 @@ class EvalSet:
         return self.seqs.user_index[self.user]
 
     @property
+    def user_id(self) -> np.ndarray:
+        return self.seqs.user_id[self.user.numpy()]
+
+    @property
     def targets(self) -> Tensor:
         """(M,) the item each user interacts with next."""
         return self.seqs.columns["items"][self.seqs.offsets[self.user] + self.end].long()
 
     def history(self) -> tuple[Tensor, Tensor]:
         """Every item seen before each target (the whole history, not only the last max_len) as CSR
-        ``(indptr, indices)``, the form ``trainer.evaluation.full_ranking_metrics`` masks with."""
+        ``(indptr, indices)``, the form ``trainer.metrics.full_ranking_metrics`` masks with."""
         indptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(self.end, 0)])
         return indptr, self.seqs.columns["items"][span_rows(self.seqs.offsets[self.user], self.end)].long()
 

@@ -1,4 +1,4 @@
-"""DDP plumbing: which process this is, agreement between ranks, and the ``torchrun`` command line.
+"""DDP plumbing: which process this is and agreement between ranks (``trainer.job`` builds the torchrun command).
 
 A run is distributed when a process group already exists (tests start one with ``torch.multiprocessing``) or
 when ``torchrun`` set ``RANK``/``WORLD_SIZE``: gloo on CPU, NCCL on GPU. One process without either is rank 0 of
@@ -8,15 +8,13 @@ a world of 1, and every collective below is then a no-op.
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from pipelines.configs import ConfigError
+from core.configs import ConfigError
 
 
 @dataclass(frozen=True)
@@ -77,14 +75,3 @@ def setup() -> Distributed:
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
     return Distributed(rank, world, device, owns)
-
-
-def torchrun_command(nproc: int, train_argv: Sequence[str], rendezvous: Sequence[str] = ()) -> list[str]:
-    """``python -m torch.distributed.run`` running ``nproc`` training processes of ``interest train ARGS``.
-
-    Without ``rendezvous`` flags the job is one machine (``--standalone``); with them (``--nnodes 2
-    --node-rank 0 --rdzv-backend c10d --rdzv-endpoint HOST:PORT --rdzv-id JOB``) it joins a multi-node job.
-    """
-    launcher = [sys.executable, "-m", "torch.distributed.run", *(rendezvous or ["--standalone"]),
-                "--nproc-per-node", str(nproc)]
-    return [*launcher, "-m", "trainer.train", *train_argv]

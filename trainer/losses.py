@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from trainer.config import ModelConfig
 from trainer.model import InterestModel
+from trainer.model_config import ModelConfig
 
 
 class LossTerms(NamedTuple):

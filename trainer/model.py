@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainer.config import ModelConfig
+from trainer.model_config import ModelConfig
 
 Batch = dict[str, Tensor]
 

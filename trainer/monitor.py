@@ -19,12 +19,12 @@ from pathlib import Path
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from pipelines import storage
+from core import storage
 
 log = logging.getLogger("trainer")
 
 VALID_TAGS = ("recall@10", "ndcg@10")
-# Keys of trainer.evaluation.norm_stats with the prefixes user_norm / item_norm.
+# Keys of trainer.metrics.norm_stats with the prefixes user_norm / item_norm.
 NORM_TAGS = tuple(f"{kind}_norm_{stat}" for kind in ("user", "item") for stat in ("mean", "p95", "max"))
 
 
@@ -63,6 +63,10 @@ class Monitor:
             self.writer.add_scalar(f"norms/{tag}", metrics[tag], step)
         log.info("step %d validation recall@10 %.4f ndcg@10 %.4f user_norm_mean %.2f", step,
                  metrics["recall@10"], metrics["ndcg@10"], metrics["user_norm_mean"])
+        self.writer.flush()
+        self.sync()
+
+    def flush(self) -> None:
         self.writer.flush()
         self.sync()
 

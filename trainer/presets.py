@@ -2,17 +2,15 @@
 
 ``model`` holds ``ModelConfig`` fields and ``train`` holds ``TrainConfig`` fields that differ from the defaults
 (the defaults are the baseline). Train one with ``interest train --preset NAME``; list them with
-``interest presets``.
+``interest presets``; ``trainer.job.resolve_configs`` turns a preset plus overrides into typed configs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.configs import ConfigError, load
-from trainer.config import ModelConfig
+from core.configs import ConfigError
 
 # Warm-up then cosine decay to 1% of the peak learning rate, AdamW weight decay 0.01 (the seed's schedule runs).
 COSINE = {"schedule": "cosine", "warmup_fraction": 0.05, "min_lr_ratio": 0.01, "weight_decay": 0.01}
@@ -29,9 +27,6 @@ class Preset:
     # TrainConfig fields that differ from the defaults; only schedule presets set any.
     train: dict[str, Any] = field(default_factory=dict)
 
-    def model_config(self, overrides: Sequence[str] = ()) -> ModelConfig:
-        """This preset's ModelConfig, then ``key=value`` overrides (e.g. ``"d_model=128"``)."""
-        return load(ModelConfig, overrides=overrides, base=self.model)
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (

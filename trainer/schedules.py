@@ -21,7 +21,7 @@ from torch.optim.lr_scheduler import (
     SequentialLR,
 )
 
-from trainer.training_config import TrainConfig
+from trainer.train_config import TrainConfig
 
 
 def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:

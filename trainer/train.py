@@ -7,7 +7,8 @@ One process (CPU or one GPU)::
 Several processes on one machine (DDP; gloo on CPU, NCCL on GPU), launched through torchrun::
 
     interest train --data DATA --preset baseline --output OUT --nproc 2
-    # = python -m torch.distributed.run --standalone --nproc-per-node 2 -m trainer.train --data DATA ...
+    # = python -m torch.distributed.run --standalone --nproc-per-node=2 -m trainer.train --data DATA ...
+    #   (trainer.job.torchrun_command; ``python -m trainer.train`` is this module's worker entry point)
 
 Several machines (what a Kubeflow PyTorchJob or a Vertex custom job starts on each node)::
 
@@ -33,11 +34,9 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import random
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,23 +45,23 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from pipelines import storage
-from pipelines.configs import ConfigError, load, save, to_dict
+from core import contract, rundir, storage
+from core.configs import ConfigError, save, to_dict
+from core.lineage import code_version
 from trainer import checkpoint
-from trainer.config import ModelConfig
-from trainer.data import EvalSet, TrainBatch, TrainingSet, epoch_loader, load_sequences
+from trainer.data import EvalSet, TrainingSet, epoch_loader, load_sequences
 from trainer.distributed import Distributed, setup
 from trainer.evaluate import evaluate_model
-from trainer.losses import loss_terms
+from trainer.job import TrainJob, worker_main
 from trainer.model import InterestModel
+from trainer.model_config import ModelConfig
 from trainer.monitor import Monitor
-from trainer.presets import get_preset
 from trainer.schedules import build_scheduler
-from trainer.training_config import RESUMABLE_CHANGES, TrainConfig
+from trainer.step import StepContext, StepResult, train_step
+from trainer.train_config import RESUMABLE_CHANGES, TrainConfig
 
 log = logging.getLogger("trainer")
 
-CHECKPOINTS = "checkpoints"
 BEST_MODEL = "best-model.pt"  # in checkpoints/: the weights of the best validation so far
 
 
@@ -115,9 +114,14 @@ def uses_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     return cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
 
 
-def check_resumable(saved: dict[str, Any], model_cfg: ModelConfig, train_cfg: TrainConfig, output_dir: str) -> None:
-    """A checkpoint only resumes the run that wrote it: the same model and training config (except
-    ``RESUMABLE_CHANGES``)."""
+def check_resumable(saved: dict[str, Any], model_cfg: ModelConfig, train_cfg: TrainConfig, data_digest: str,
+                    where: str) -> None:
+    """A checkpoint only resumes the run that wrote it: the same data (vocab and stats digests), the same model
+    and the same training config (except ``RESUMABLE_CHANGES``); ``--restart`` starts over on purpose."""
+    if saved.get("data_digest") != data_digest:
+        raise ConfigError(
+            f"--data: the checkpoints in {where} were trained on other data (vocab.json/stats.json differ); rerun "
+            "with the same --data to resume, --restart to start over on this data, or use a new --output")
     now = {"model": to_dict(model_cfg), "train": to_dict(train_cfg)}
     before = {"model": json.loads(saved["model_config"]), "train": json.loads(saved["train_config"])}
     for section in ("model", "train"):
@@ -126,26 +130,42 @@ def check_resumable(saved: dict[str, Any], model_cfg: ModelConfig, train_cfg: Tr
                 continue
             if now[section].get(key) != before[section].get(key):
                 raise ConfigError(
-                    f"--output: {output_dir} holds a run with {section} {key}={before[section].get(key)!r}, now "
-                    f"{now[section].get(key)!r}; rerun with the same settings to resume it, or use a new --output")
+                    f"--output: {where} holds a run with {section} {key}={before[section].get(key)!r}, now "
+                    f"{now[section].get(key)!r}; rerun with the same settings to resume it, --restart to start "
+                    "over, or use a new --output")
 
 
-def train(data_dir: str, output_dir: str, preset: str = "baseline", model_overrides: Sequence[str] = (),
-          train_config: TrainConfig | None = None, model_config: ModelConfig | None = None) -> dict[str, Any]:
+def train(data_dir: str, output_dir: str, model_cfg: ModelConfig, train_cfg: TrainConfig, name: str = "baseline",
+          checkpoint_dir: str | None = None, restart: bool = False) -> dict[str, Any]:
     """Train (or resume) a model; returns the summary that is also written to ``OUT/summary.json``.
 
-    ``model_config`` defaults to the preset's with ``model_overrides`` (``"d_model=128"``) applied;
-    ``train_config`` defaults to the preset's ``train`` fields over the ``TrainConfig`` defaults.
+    ``name`` (the preset or variant) is recorded in the summary; ``checkpoint_dir`` (default
+    ``OUT/checkpoints``) holds the resumable state, ``restart`` discards it. Rank 0 holds the writer lock of the
+    output (and of a separate checkpoint directory) for the whole run, so a second run into either fails at once.
     Under torchrun (or inside an existing process group) this process is one rank of a DDP job.
     """
-    chosen = get_preset(preset)
-    model_cfg = model_config or chosen.model_config(model_overrides)
-    train_cfg = train_config or load(TrainConfig, base=chosen.train)
+    storage.check_uri(output_dir, "--output")
     ddp = setup()
     try:
-        return Trainer(data_dir, output_dir, preset, model_cfg, train_cfg, ddp).run()
+        with contextlib.ExitStack() as locks:
+            if ddp.is_main:
+                locks.enter_context(rundir.locked(output_dir))
+                if checkpoint_dir and rundir.normalize(checkpoint_dir) != rundir.normalize(
+                        storage.join(output_dir, contract.CHECKPOINTS)):
+                    locks.enter_context(rundir.locked(checkpoint_dir))
+                if not storage.is_remote(output_dir):
+                    rundir.recover(output_dir, contract.MODEL_WORKING_STATE)
+            trainer = Trainer(data_dir, output_dir, name, model_cfg, train_cfg, ddp, checkpoint_dir, restart)
+            return trainer.run()
     finally:
         ddp.close()
+
+
+def train_job(job: TrainJob) -> dict[str, Any]:
+    """Train ``job`` (its preset and overrides resolved by ``TrainJob.configs``)."""
+    model_cfg, train_cfg = job.configs()
+    return train(job.data, job.output, model_cfg, train_cfg, name=job.preset, checkpoint_dir=job.checkpoint_dir,
+                 restart=job.restart)
 
 
 @dataclass
@@ -178,10 +198,12 @@ class Trainer:
     """One rank's training run; ``run()`` trains, validates, checkpoints and (on rank 0) exports."""
 
     def __init__(self, data_dir: str, output_dir: str, preset: str, model_cfg: ModelConfig, cfg: TrainConfig,
-                 ddp: Distributed):
+                 ddp: Distributed, checkpoint_dir: str | None = None, restart: bool = False):
         self.output_dir, self.preset, self.model_cfg, self.cfg, self.ddp = output_dir, preset, model_cfg, cfg, ddp
         self.device = ddp.device
-        self.checkpoints = storage.join(output_dir, CHECKPOINTS)
+        self.data_dir, self.restart = data_dir, restart
+        self.init_from: dict[str, Any] | None = None  # where the initial weights came from (None: fresh)
+        self.checkpoints = checkpoint_dir or storage.join(output_dir, contract.CHECKPOINTS)
         if cfg.batch_size < ddp.world_size:
             raise ConfigError(f"batch_size: {cfg.batch_size} is smaller than the {ddp.world_size} processes")
         self.seqs = load_sequences(data_dir)
@@ -206,7 +228,8 @@ class Trainer:
         if ddp.active:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             forward = DistributedDataParallel(forward, device_ids=device_ids)
-        self.forward = forward
+        self.step_context = StepContext(self.model, forward, self.optimizer, model_cfg, cfg.grad_clip, ddp, self.bf16,
+                                        self.item_frequencies)
         self.monitor = Monitor(output_dir, self.total_steps, self.progress.step, cfg.log_every_steps) \
             if ddp.is_main else None
 
@@ -215,11 +238,18 @@ class Trainer:
     def _resume(self) -> None:
         if self.ddp.is_main:
             checkpoint.remove_stale_temp_files(self.checkpoints)
+            if self.restart:
+                removed = checkpoint.remove_all(self.checkpoints)
+                if removed:
+                    log.info("--restart: removed %d checkpoint files of an earlier run in %s", removed,
+                             self.checkpoints)
+        if self.restart:
+            return
         found = checkpoint.load_latest(self.checkpoints)
         if found is None:
             return
         state, uri = found
-        check_resumable(state, self.model_cfg, self.cfg, self.output_dir)
+        check_resumable(state, self.model_cfg, self.cfg, self.seqs.data_digest, self.checkpoints)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -251,41 +281,20 @@ class Trainer:
             "rng": rng,
             "model_config": json.dumps(to_dict(self.model_cfg)),
             "train_config": json.dumps(to_dict(self.cfg)),
+            "data_digest": self.seqs.data_digest,
             "progress": dataclasses.asdict(self.progress),
         }
         checkpoint.save(self.checkpoints, self.progress.step, state, self.cfg.keep_checkpoints)
 
     # ---------------------------------------------------------------- one step
 
-    def _step(self, batch: TrainBatch) -> tuple[float, float, float] | None:
-        """Forward, backward and update on this rank's share of one global batch.
-
-        Returns the global mean (loss, penalty, grad norm), or None when the step was skipped for a NaN/Inf.
-        """
-        inputs = {k: v.to(self.device, non_blocking=True) for k, v in batch.inputs.items()}
-        targets = batch.targets.to(self.device, non_blocking=True)
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
-        with autocast:
-            hidden = self.forward(inputs)
-            terms = loss_terms(self.model, hidden, targets, self.model_cfg, self.item_frequencies)
-        total = terms.total.float()
-        # One collective per step: the token-weighted loss sums for logging and whether any rank saw a NaN/Inf,
-        # so every rank takes the same branch below (a rank skipping backward alone would hang DDP).
-        local = torch.stack([terms.task.detach().float() * batch.tokens, terms.penalty.detach().float() * batch.tokens,
-                             (~torch.isfinite(total.detach())).float()])
-        sums = self.ddp.all_sum(local.cpu())
-        loss, penalty = (sums[:2] / batch.global_tokens).tolist()
-        if sums[2] > 0:
-            return self._non_finite(f"loss is {loss}")
-        # This rank's share of the global mean; DDP averages gradients over ranks, hence the world size.
-        (total * (batch.tokens * self.ddp.world_size / batch.global_tokens)).backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip or math.inf))
-        if not math.isfinite(grad_norm):  # the same on every rank: gradients are already averaged
-            self.optimizer.zero_grad(set_to_none=True)
-            return self._non_finite(f"gradient norm is {grad_norm}")
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss, penalty, grad_norm
+    def _step(self, batch) -> tuple[float, float, float] | None:
+        """One step (trainer.step.train_step); the global mean (loss, penalty, grad norm), or None when a NaN/Inf
+        made it skip the update."""
+        result: StepResult = train_step(self.step_context, batch)
+        if result.non_finite is not None:
+            return self._non_finite(result.non_finite)
+        return result.loss, result.penalty, result.grad_norm
 
     def _non_finite(self, what: str) -> None:
         """Stop with an error naming the step and the last good checkpoint, or count a skipped step."""
@@ -395,16 +404,19 @@ class Trainer:
 
     # ---------------------------------------------------------------- export
 
+    def _lineage(self) -> dict[str, Any]:
+        """What this model was trained on and from (data lineage; the registry copies it into each version)."""
+        return {"data": {"dir": self.data_dir, "digest": self.seqs.data_digest, **self.seqs.lineage},
+                "init_from": self.init_from, "code_version": code_version()}
+
     def _export(self, stopped: str) -> dict[str, Any]:
-        """Write the model artifact directory (docs/contracts.md); model.pt holds the best validated weights."""
+        """Publish the model artifact directory (docs/contracts.md) whole, through core.rundir: staged, then
+        swapped in with its manifest; model.pt holds the best validated weights. A kill before the swap leaves
+        the previous export untouched."""
         p, out = self.progress, self.output_dir
         best_uri = storage.join(self.checkpoints, BEST_MODEL)
         weights = (storage.read_bytes(best_uri) if p.best_step is not None
                    else checkpoint.to_bytes(self.model.state_dict()))
-        storage.write_bytes(storage.join(out, "model.pt"), weights)
-        save(self.model_cfg, storage.join(out, "model_config.json"))
-        save(self.cfg, storage.join(out, "train_config.json"))
-        storage.write_json(storage.join(out, "vocab.json"), self.seqs.vocab)
         validated = p.best_step is not None
         summary = {
             "preset": self.preset,
@@ -424,17 +436,22 @@ class Trainer:
             "device": str(self.device),
             "resumed_from": p.resumed_from,
         }
-        storage.write_json(storage.join(out, "summary.json"), summary)
         hparams = {k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v))
                    for k, v in {**to_dict(self.model_cfg), **to_dict(self.cfg)}.items() if v is not None}
         self.monitor.hparams({"preset": self.preset, **hparams},
                              {"hparam/valid_recall@10": max(p.best_recall, 0.0), "hparam/valid_ndcg@10": p.best_ndcg})
+        self.monitor.flush()
+        with rundir.publishing(out, contract.MODEL_KIND, carry=contract.MODEL_WORKING_STATE) as staging:
+            storage.write_bytes(staging.join(contract.WEIGHTS), weights)
+            save(self.model_cfg, staging.join(contract.MODEL_CONFIG))
+            save(self.cfg, staging.join(contract.TRAIN_CONFIG))
+            storage.write_json(staging.join(contract.VOCAB), self.seqs.vocab)
+            storage.write_json(staging.join(contract.LINEAGE), self._lineage())
+            storage.write_json(staging.join(contract.SUMMARY), summary)
         log.info("done after %d steps (%s): best valid recall@10 %.4f at step %s; wrote %s", p.step, stopped,
                  max(p.best_recall, 0.0), p.best_step, out)
         return summary
 
 
 if __name__ == "__main__":  # torchrun -m trainer.train ARGS: the worker side of `interest train --nproc N`
-    from pipelines.cli import main
-
-    sys.exit(main(["train", *sys.argv[1:]]))
+    sys.exit(worker_main(sys.argv[1:]))

@@ -5,9 +5,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.flops import ModelShape, matmul_peak, train_flops
-from trainer.config import ModelConfig
 from trainer.losses import task_loss
 from trainer.model import InterestModel
+from trainer.model_config import ModelConfig
 
 
 def test_baseline_formula_by_hand():

@@ -5,8 +5,8 @@ import torch
 
 from benchmarks.profile_step import module_parts, profile_steps, table
 from benchmarks.train_bench import OurStep, ReferenceStep, epoch_batches
-from trainer.config import ModelConfig
-from trainer.training_config import TrainConfig
+from trainer.model_config import ModelConfig
+from trainer.train_config import TrainConfig
 
 
 @pytest.mark.parametrize("make", [OurStep, ReferenceStep])

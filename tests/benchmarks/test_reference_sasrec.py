@@ -3,7 +3,7 @@
 import torch
 
 from benchmarks.reference_sasrec import ReferenceSASRec
-from trainer.config import ModelConfig
+from trainer.model_config import ModelConfig
 
 
 def tiny(max_len: int = 8) -> ReferenceSASRec:

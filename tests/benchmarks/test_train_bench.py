@@ -4,8 +4,8 @@ import torch
 
 from benchmarks.flops import ModelShape, train_flops
 from benchmarks.train_bench import Meter, OurStep, ReferenceStep, distinct_presets, spread_batches
-from trainer.config import ModelConfig
-from trainer.training_config import TrainConfig
+from trainer.model_config import ModelConfig
+from trainer.train_config import TrainConfig
 
 
 def test_schedule_presets_share_the_baseline_model():

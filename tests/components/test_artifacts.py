@@ -9,6 +9,7 @@ from kfp import dsl
 
 from components import artifacts
 from components.evaluate import evaluate
+from components.evaluate_champion import evaluate_champion
 from components.image import IMAGE
 from components.preprocess import preprocess
 from components.push import push
@@ -16,7 +17,7 @@ from components.report import report
 from components.select_and_gate import select_and_gate
 from components.train import train
 
-COMPONENTS = (preprocess, train, evaluate, select_and_gate, push, report)
+COMPONENTS = (preprocess, train, evaluate, evaluate_champion, select_and_gate, push, report)
 
 
 def test_numbers_flattens_and_keeps_only_finite_numbers(caplog):
@@ -85,9 +86,11 @@ def test_component_interfaces():
     assert io(evaluate)[1] == {"metrics": "system.Metrics@0.0.1", "evaluation": "system.Artifact@0.0.1"}
     inputs, outputs = io(select_and_gate)
     assert inputs["models"] == "system.Model@0.0.1" and select_and_gate.component_spec.inputs["models"].is_artifact_list
-    assert outputs == {"Output": "Boolean", "champion": "system.Model@0.0.1",
-                       "champion_evaluation": "system.Artifact@0.0.1", "blessing": "system.Artifact@0.0.1",
-                       "metrics": "system.Metrics@0.0.1"}
+    assert inputs["champion_evaluation"] == "system.Artifact@0.0.1"
+    assert outputs == {"Output": "Boolean", "candidate": "system.Model@0.0.1",
+                       "candidate_evaluation": "system.Artifact@0.0.1", "evidence": "system.Artifact@0.0.1",
+                       "blessing": "system.Artifact@0.0.1", "metrics": "system.Metrics@0.0.1"}
+    assert io(evaluate_champion)[1] == {"champion_evaluation": "system.Artifact@0.0.1"}
     assert io(report)[1] == {"html": "system.HTML@0.0.1", "markdown": "system.Markdown@0.0.1"}
     # Resource field names would be overwritten by KFP's resource placeholders (cpu_request, accelerator_count...).
     reserved = {"cpu_request", "cpu_limit", "memory_request", "memory_limit", "accelerator_type",

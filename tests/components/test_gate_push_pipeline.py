@@ -2,8 +2,10 @@
 with controlled Recall@10 per user), the gate collects them, and push runs only on a blessing.
 
 kfp.local refuses a component called directly with input artifacts, so the components run in a small pipeline
-shaped like the real one (ParallelFor -> Collected -> select_and_gate -> If(blessed) -> push). No
-``from __future__ import annotations`` here: KFP reads the component annotations as types.
+shaped like the real one (ParallelFor -> Collected -> select_and_gate -> If(blessed) -> push). The champion's
+evaluation on this run's data is stood in for by its own stored evaluation (the weights here are not a model
+``evaluate_champion`` could run). No ``from __future__ import annotations`` here: KFP reads the component
+annotations as types.
 """
 
 import json
@@ -33,21 +35,26 @@ def synthetic_variant(name: str, valid_recall: float, test_recall: float, model:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from core import contract, rundir
+
     users = 200  # the component runs from its own source: no module constants
-    os.makedirs(model.path)
-    with open(os.path.join(model.path, "model.pt"), "wb") as f:
-        f.write(f"weights of {name}".encode())
-    with open(os.path.join(model.path, "summary.json"), "w") as f:
-        json.dump({"preset": name, "params": 1000, "train_seconds": 1.0}, f)
+    with rundir.writing(model.path, contract.MODEL_KIND) as staging:
+        for file, content in (("model.pt", f"weights of {name}".encode()), ("model_config.json", b"{}"),
+                              ("vocab.json", b'{"padding_index": 0, "items": ["a"]}'),
+                              ("summary.json", json.dumps({"preset": name, "params": 1000,
+                                                           "train_seconds": 1.0}).encode())):
+            with open(staging.join(file), "wb") as f:
+                f.write(content)
     for split, recall in (("valid", valid_recall), ("test", test_recall)):
-        os.makedirs(os.path.join(evaluation.path, split))
         hits = (np.arange(users) < round(recall * users)).astype(np.float64)
         metrics = {"recall@10": float(hits.mean()), "ndcg@10": float(hits.mean()) / 2, "mrr": float(hits.mean()) / 3,
                    "user_norm_mean": 10.0, "params": 1000, "users": users}
-        with open(os.path.join(evaluation.path, split, "metrics.json"), "w") as f:
-            json.dump(metrics, f)
-        pq.write_table(pa.table({"user_index": np.arange(users, dtype=np.int64), "recall@10": hits}),
-                       os.path.join(evaluation.path, split, "per_user.parquet"))
+        with rundir.writing(os.path.join(evaluation.path, split), contract.EVALUATION_KIND) as staging:
+            with open(staging.join("metrics.json"), "w") as f:
+                json.dump(metrics, f)
+            pq.write_table(pa.table({"user_id": [f"u{i}" for i in range(users)],
+                                     "user_index": np.arange(users, dtype=np.int64), "recall@10": hits}),
+                           staging.join("per_user.parquet"))
     for artifact in (model, evaluation):
         artifact.metadata["variant"] = name
 
@@ -55,26 +62,47 @@ def synthetic_variant(name: str, valid_recall: float, test_recall: float, model:
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def stats_dir(data: Output[Dataset]):
     import json
+
+    from core import contract, rundir
+
+    with rundir.writing(data.path, contract.DATA_KIND) as staging:
+        with open(staging.join("stats.json"), "w") as f:
+            json.dump({"users": 200, "items": 50}, f)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def stored_champion_evaluation(registry: str, champion_evaluation: Output[Artifact]):
+    """What evaluate_champion writes, with the champion's stored test evaluation standing in for a fresh one."""
+    import dataclasses
+    import json
     import os
 
-    os.makedirs(data.path)
-    with open(os.path.join(data.path, "stats.json"), "w") as f:
-        json.dump({"users": 200, "items": 50}, f)
+    from core import rundir
+    from release.registry import read_champion
+
+    champion = read_champion(registry, "interest")
+    os.makedirs(champion_evaluation.path, exist_ok=True)
+    if champion is not None:
+        rundir.copy_complete(champion.uri, os.path.join(champion_evaluation.path, "test"))
+    with open(os.path.join(champion_evaluation.path, "champion.json"), "w") as f:
+        json.dump({"champion": dataclasses.asdict(champion) if champion else None}, f)
 
 
 @dsl.pipeline(name="gate-push")
 def gate_push(variants: list[dict], registry: str):
     data = stats_dir()
+    champion = stored_champion_evaluation(registry=registry)
     with dsl.ParallelFor(variants) as v:
         # item key `variant`, not `name`: a loop item's `.name` is the channel's own name attribute
         made = synthetic_variant(name=v.variant, valid_recall=v.valid, test_recall=v.test)
     decision = select_and_gate(models=dsl.Collected(made.outputs["model"]),
                                evaluations=dsl.Collected(made.outputs["evaluation"]),
-                               baseline_preset="baseline", gate_config={}, registry=registry, model_name="interest")
+                               champion_evaluation=champion.outputs["champion_evaluation"],
+                               baseline_preset="baseline", gate_config={})
     with dsl.If(decision.outputs["Output"] == True):  # noqa: E712 - a KFP condition
-        push(model=decision.outputs["champion"], evaluation=decision.outputs["champion_evaluation"],
-             blessing=decision.outputs["blessing"], data=data.outputs["data"], registry=registry,
-             model_name="interest")
+        push(candidate=decision.outputs["candidate"], candidate_evaluation=decision.outputs["candidate_evaluation"],
+             evidence=decision.outputs["evidence"], blessing=decision.outputs["blessing"],
+             data=data.outputs["data"], registry=registry, model_name="interest")
 
 
 def run(tmp_path: Path, variants: list[dict], registry: Path) -> dict:
@@ -86,9 +114,9 @@ def run(tmp_path: Path, variants: list[dict], registry: Path) -> dict:
     (gate_dir,) = root.glob("*/select-and-gate")
     out = json.loads((gate_dir / "executor_output.json").read_text())
     return {"blessing": json.loads((gate_dir / "blessing").read_text()),
-            "blessed": out["parameterValues"]["Output"], "champion": out["artifacts"]["blessing"]["artifacts"][0][
+            "blessed": out["parameterValues"]["Output"], "candidate": out["artifacts"]["blessing"]["artifacts"][0][
                 "metadata"]["variant"],
-            "champion_dir": gate_dir / "champion", "pushed": any(root.glob("*/push/executor_output.json"))}
+            "candidate_dir": gate_dir / "candidate", "pushed": any(root.glob("*/push/executor_output.json"))}
 
 
 def pointer(registry: Path) -> dict | None:
@@ -100,19 +128,20 @@ def test_first_run_blesses_and_pushes_then_a_worse_run_is_refused(tmp_path):
     registry = tmp_path / "registry"
     first = run(tmp_path, [{"variant": "baseline", "valid": 0.10, "test": 0.10},
                            {"variant": "swiglu", "valid": 0.12, "test": 0.13}], registry)
-    assert first["champion"] == "swiglu"  # best validation Recall@10
+    assert first["candidate"] == "swiglu"  # best validation Recall@10
     assert first["blessed"] is True and first["pushed"]
     checks = {c["name"]: c for c in first["blessing"]["checks"]}
     assert checks["change_vs_baseline"]["passed"] and checks["change_vs_baseline"]["value"] == pytest.approx(0.3)
     assert checks["change_vs_champion"]["reason"].startswith("skipped")  # no production champion yet
-    assert (first["champion_dir"] / "model.pt").read_bytes() == b"weights of swiglu"
+    assert (first["candidate_dir"] / "model.pt").read_bytes() == b"weights of swiglu"
     champion = pointer(registry)
     assert champion["metrics"]["recall@10"] == pytest.approx(0.13)
-    assert Path(champion["uri"], "model.pt").read_bytes() == b"weights of swiglu"
+    assert (registry / champion["path"] / "model.pt").read_bytes() == b"weights of swiglu"
 
     second = run(tmp_path, [{"variant": "baseline", "valid": 0.06, "test": 0.05},
                             {"variant": "rope", "valid": 0.08, "test": 0.07}], registry)
-    assert second["champion"] == "rope"
+    assert second["candidate"] == "rope"
+    assert second["blessing"]["champion"]["re_evaluated"]
     assert second["blessed"] is False and not second["pushed"]  # dsl.If skipped the push
     failed = {c["name"] for c in second["blessing"]["checks"] if not c["passed"]}
     assert failed == {"change_vs_champion", "bootstrap_vs_champion"}

@@ -9,7 +9,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import storage
+from core import contract, rundir, storage
 from preprocessing.config import PreprocessConfig
 from preprocessing.pipeline import run
 
@@ -26,18 +26,22 @@ def test_round_trip_through_gcs(gcs_bucket, tmp_path):
     stats = run(f"{gcs_bucket}/events/part-*", out, PreprocessConfig(min_item_count=1, min_user_events=2,
                                                                        max_timestamp=2_000_000_000))
 
-    names = [uri.rsplit("/", 1)[1] for uri in storage.list_files(out)]
-    assert names == ["dead_letter-00000-of-00001.jsonl", "preprocess_config.json",
-                     *[f"sequences-0000{k}-of-00004.parquet" for k in range(4)], "split.json", "stats.json",
-                     "vocab.json"]  # and no beam-temp objects
-    assert storage.read_json(f"{out}/stats.json") == stats
+    complete = rundir.open_complete(out, contract.DATA_KIND)
+    assert sorted(complete.files) == ["dead_letter-00000-of-00001.jsonl", "fingerprint.json", "preprocess_config.json",
+                                      *[f"sequences-0000{k}-of-00004.parquet" for k in range(4)], "split.json",
+                                      "stats.json", "vocab.json"]
+    # Nothing else below the output: the marker, and the files it lists under its run prefix (no beam-temp).
+    assert sorted(storage.list_files(out)) == sorted([f"{out}/_SUCCESS.json",
+                                                      *(complete.path(name) for name in complete.files)])
+    assert storage.read_json(complete.path("stats.json")) == stats
     assert (stats["users"], stats["items"], stats["interactions"], stats["dead_letter_rows"]) == (3, 2, 6, 1)
-    assert storage.read_json(f"{out}/vocab.json") == {"padding_index": 0, "items": ["x", "y"]}
-    dead = [json.loads(line) for line in storage.read_text(f"{out}/dead_letter-00000-of-00001.jsonl").splitlines()]
+    assert storage.read_json(complete.path("vocab.json")) == {"padding_index": 0, "items": ["x", "y"]}
+    dead = [json.loads(line)
+            for line in storage.read_text(complete.path("dead_letter-00000-of-00001.jsonl")).splitlines()]
     assert dead == [{"source": f"{gcs_bucket}/events/part-1.csv", "line": 4, "raw": "c,x,oops",
                      "reason": "timestamp_not_numeric"}]
-    seqs = pa.concat_tables(pq.read_table(io.BytesIO(storage.read_bytes(uri)))
-                            for uri in storage.list_files(out) if uri.endswith(".parquet")).sort_by("user_index")
+    seqs = pa.concat_tables(pq.read_table(io.BytesIO(storage.read_bytes(complete.path(name))))
+                            for name in complete.files if name.endswith(".parquet")).sort_by("user_index")
     assert seqs.column("user_id").to_pylist() == ["a", "b", "c"]
     assert seqs.column("item_index").to_pylist() == [[1, 2], [1, 2], [1, 2]]
 
@@ -57,10 +61,11 @@ def test_output_completes_through_flaky_storage(flaky_gcs, gcs_bucket):
     assert proxy.counts["faults"] >= 5, proxy.counts
     print("preprocessing under faults:", dict(proxy.counts))
     assert (stats["interactions"], stats["dead_letter_rows"]) == (60, 1)
-    finals = sorted(uri.rsplit("/", 1)[1] for uri in storage.list_files(out) if "beam-temp" not in uri)
-    assert finals == ["dead_letter-00000-of-00001.jsonl", "preprocess_config.json",
+    complete = rundir.open_complete(out, contract.DATA_KIND, verify_digests=True)
+    finals = sorted(complete.files)
+    assert finals == ["dead_letter-00000-of-00001.jsonl", "fingerprint.json", "preprocess_config.json",
                       *[f"sequences-0000{k}-of-00004.parquet" for k in range(4)], "split.json", "stats.json",
                       "vocab.json"]
-    seqs = pa.concat_tables(pq.read_table(io.BytesIO(storage.read_bytes(f"{out}/{name}")))
+    seqs = pa.concat_tables(pq.read_table(io.BytesIO(storage.read_bytes(complete.path(name))))
                             for name in finals if name.endswith(".parquet"))
     assert seqs.num_rows == 5 and sum(len(x) for x in seqs.column("item_index").to_pylist()) == 60

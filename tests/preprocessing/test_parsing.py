@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.configs import ConfigError
+from core.configs import ConfigError
 from preprocessing import sources
 from preprocessing.config import PreprocessConfig
 from preprocessing.parsing import TextFileParser, TextLayout, parse_record_batch

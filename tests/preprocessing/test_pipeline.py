@@ -17,7 +17,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.configs import ConfigError
+from core.configs import ConfigError
 from preprocessing.config import PreprocessConfig
 from preprocessing.pipeline import PreprocessError, build, pipeline_options, run
 from preprocessing.schema import SEQUENCE_SCHEMA
@@ -130,8 +130,8 @@ def test_parquet_input_temporal_split_and_no_leftovers(tmp_path, monkeypatch):
         ("a", 1, 2), ("b", 1, 2)]
     assert got["split"] == {"method": "temporal", "cutoff": 26}
     assert (stats["timestamp_min"], stats["timestamp_max"], stats["users"], stats["items"]) == (10, 40, 2, 2)
-    assert got["names"] == ["dead_letter-00000-of-00001.jsonl", "preprocess_config.json",
-                            *[f"sequences-0000{k}-of-00004.parquet" for k in range(4)],
+    assert got["names"] == ["_SUCCESS.json", "dead_letter-00000-of-00001.jsonl", "fingerprint.json",
+                            "preprocess_config.json", *[f"sequences-0000{k}-of-00004.parquet" for k in range(4)],
                             "split.json", "stats.json", "vocab.json"]
     assert list(system_temp.iterdir()) == []  # no beam-temp directories left behind
 
@@ -187,9 +187,11 @@ def test_unusable_input_fails_clearly_after_writing_dead_letters(tmp_path, conte
     (tmp_path / "events.csv").write_bytes(content)
     with pytest.raises(PreprocessError, match=message):
         run(str(tmp_path / "events.csv"), str(tmp_path / "out"), config(**cfg))
-    got = read_output(tmp_path / "out")
+    # An unusable input never replaces the output: its dead letters and stats are kept aside for a person.
+    assert not (tmp_path / "out").exists()
+    got = read_output(tmp_path / "out.rejected")
     assert_accounted(got["stats"], got["dead"])
-    assert got["config"] is None  # an unusable directory is never marked complete
+    assert got["config"] is None and "_SUCCESS.json" not in got["names"]
 
 
 def test_all_rows_from_one_user(tmp_path):
@@ -226,11 +228,13 @@ def test_fuzzed_corpus_never_crashes_and_every_row_is_accounted_for(lines, files
         root = Path(tmp)
         for k in range(files):
             (root / f"in-{k}.csv").write_text("\n".join([HEADER, *lines[k::files]]) + "\n")
+        out = root / "out"
         try:
-            run(str(root / "in-*.csv"), str(root / "out"), config(min_item_count=1, min_user_events=1))
+            run(str(root / "in-*.csv"), str(out), config(min_item_count=1, min_user_events=1))
         except PreprocessError as exc:
             assert str(exc).startswith(("no rows", "no valid rows", "timestamps look like", "no interactions"))
-        got = read_output(root / "out")
+            out = root / "out.rejected"  # kept aside, never published
+        got = read_output(out)
         assert_accounted(got["stats"], got["dead"])
 
 

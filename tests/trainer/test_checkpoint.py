@@ -8,7 +8,7 @@ import random
 import numpy as np
 import torch
 
-from pipelines import storage
+from core import storage
 from trainer import checkpoint
 
 

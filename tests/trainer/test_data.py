@@ -3,12 +3,14 @@ and the validation/test sets, checked against plain per-user Python over the sam
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipelines import storage
-from pipelines.configs import ConfigError
+from core import contract, rundir
+from core.configs import ConfigError
 from trainer.data import EvalSet, TrainingSet, epoch_loader, load_sequences
 
 MAX_LEN = 12
@@ -123,19 +125,31 @@ def test_eval_set_has_target_history_and_whole_history_mask(seqs, rows, split):
 
 
 def test_a_directory_that_is_not_preprocessed_is_a_clear_error(tmp_path, tiny_data):
-    with pytest.raises(ConfigError, match="no vocab.json"):
+    with pytest.raises(ConfigError, match="incomplete: no _SUCCESS.json"):
         load_sequences(str(tmp_path))
-    (tmp_path / "vocab.json").write_text('{"padding_index": 0, "items": ["a", "b"]}')
+
+    def publish(files: dict[str, bytes], rows: int = 0) -> str:
+        out = tmp_path / f"data-{len(files)}"
+        with rundir.writing(str(out), contract.DATA_KIND) as staging:
+            for name, data in files.items():
+                Path(staging.join(name)).write_bytes(data)
+                if name.startswith("sequences-"):
+                    staging.describe(name, rows=pq.read_metadata(tiny_data / name).num_rows)
+        return str(out)
+
+    stats = (tiny_data / "stats.json").read_bytes()
+    vocab = b'{"padding_index": 0, "items": ["a", "b"]}'
     with pytest.raises(ConfigError, match="no sequences-"):
-        load_sequences(str(tmp_path))
-    for shard in tiny_data.glob("sequences-*.parquet"):
-        (tmp_path / shard.name).write_bytes(shard.read_bytes())
+        load_sequences(publish({"vocab.json": vocab, "stats.json": stats}))
+    shards = {p.name: p.read_bytes() for p in tiny_data.glob("sequences-*.parquet")}
+    with pytest.raises(ConfigError, match="no vocab.json"):
+        load_sequences(publish({"stats.json": stats, **shards, "x": b""}))
     with pytest.raises(ConfigError, match=r"item_index outside 1..2"):
-        load_sequences(str(tmp_path))
+        load_sequences(publish({"vocab.json": vocab, "stats.json": stats, **shards}))
 
 
 def test_reads_a_gcs_directory(tiny_data, gcs_bucket, seqs):
-    storage.copy_tree(str(tiny_data), f"{gcs_bucket}/data")
+    rundir.copy_complete(str(tiny_data), f"{gcs_bucket}/data")
     remote = load_sequences(f"{gcs_bucket}/data")
     assert torch.equal(remote.columns["items"], seqs.columns["items"])
     assert torch.equal(remote.train_end, seqs.train_end)

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from pipelines.configs import ConfigError
+from core.configs import ConfigError
 from trainer import checkpoint
 from trainer.schedules import build_scheduler
-from trainer.training_config import TrainConfig
+from trainer.train_config import TrainConfig
 
 TOTAL = 200
 PEAK = 1e-3

@@ -19,13 +19,13 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from pipelines import cli, storage
-from pipelines.configs import ConfigError
+from core import contract, rundir, storage
+from core.configs import ConfigError
+from pipelines import cli
 from trainer import checkpoint
-from trainer import cli as trainer_cli
 from trainer.data import TrainingSet, load_sequences
-from trainer.distributed import torchrun_command
 from trainer.evaluate import evaluate
+from trainer.job import TrainJob, job_from_args, torchrun_command
 from trainer.model import InterestModel
 from trainer.train import NonFiniteLossError, train
 
@@ -36,7 +36,7 @@ TINY_FLAGS = ["--set", "d_model=16", "--set", "n_layer=1", "--set", "n_head=2", 
 
 
 def run(data: Path, out: Path, kit, **overrides) -> dict:
-    return train(str(data), str(out), model_config=kit.TINY_MODEL, train_config=kit.tiny_train(**overrides))
+    return train(str(data), str(out), kit.TINY_MODEL, kit.tiny_train(**overrides))
 
 
 def newest_weights(out: Path) -> dict[str, torch.Tensor]:
@@ -274,10 +274,13 @@ def test_train_to_gcs_and_resume_from_there(tiny_data, gcs_bucket, kit):
     out = f"{gcs_bucket}/runs/tiny"
     summary = run(tiny_data, out, kit, epochs=None, max_steps=4)
     files = {f[len(out) + 1:] for f in storage.list_files(out)}
-    assert {"model.pt", "model_config.json", "train_config.json", "vocab.json", "summary.json",
-            "checkpoints/step-00000004.pt", "checkpoints/step-00000004.pt.sha256"} <= files
+    assert {"checkpoints/step-00000004.pt", "checkpoints/step-00000004.pt.sha256"} <= files
     assert any(f.startswith("tensorboard/events.out.tfevents") for f in files)
-    assert storage.read_json(f"{out}/summary.json") == summary
+    # The export is published under a run prefix, named by the marker written last (core.rundir).
+    model = rundir.open_complete(out, contract.MODEL_KIND)
+    assert {"model.pt", "model_config.json", "train_config.json", "vocab.json", "summary.json",
+            "lineage.json"} == set(model.files)
+    assert storage.read_json(model.path("summary.json")) == summary
     again = run(tiny_data, out, kit, epochs=None, max_steps=4)
     assert again["resumed_from"] == [4] and again["steps"] == 4
     assert evaluate(out, str(tiny_data), split="valid")["recall@10"] == pytest.approx(summary["best"]["valid_recall@10"])
@@ -296,12 +299,14 @@ def test_nproc_launches_torchrun_with_the_same_arguments(tiny_data, tmp_path):
     argv = ["train", "--data", str(tiny_data), "--output", str(tmp_path), "--preset", "swiglu", "--set", "lr=0.01",
             "--set", "model.d_model=32", "--max-steps", "9", "--time-budget", "60", "--nproc", "4"]
     args = cli.build_parser().parse_args(argv)
-    worker = cli.build_parser().parse_args(["train", *trainer_cli.worker_argv(args)])
-    assert trainer_cli.configs_from_args(worker) == trainer_cli.configs_from_args(args)
+    job = job_from_args(args)
+    worker = cli.build_parser().parse_args(["train", *job.argv()])
+    assert job_from_args(worker).configs() == job.configs()
     assert worker.nproc == 1
-    single_node = torchrun_command(4, ["--data", "D"])
-    assert single_node[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4",
-                               "-m", "trainer.train", "--data", "D"]
+    small = TrainJob(data="D", output="O")
+    single_node = torchrun_command(small, 4)
+    assert single_node[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4",
+                               "-m", "trainer.train", *small.argv()]
     rendezvous = ["--nnodes", "2", "--node-rank", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", "head:29400"]
-    multi_node = torchrun_command(8, ["--data", "D"], rendezvous)
+    multi_node = torchrun_command(small, 8, rendezvous)
     assert "--standalone" not in multi_node and multi_node[3:3 + len(rendezvous)] == rendezvous

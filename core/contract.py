@@ -1,0 +1,86 @@
+"""The contract between stages (docs/contracts.md): what each directory is called, what it holds, and the
+readers and writers of what crosses a stage boundary. Both sides of every boundary import these names.
+
+Every directory below is written with ``core.rundir`` (staged, published whole with a ``_SUCCESS.json``
+manifest) and read through ``core.rundir.open_complete``, which refuses an incomplete one.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+
+from core import rundir, storage
+
+# --- preprocessed data directory (preprocess -> train, evaluate, push) ---
+DATA_KIND = "preprocessed-data"
+SEQUENCES_PREFIX = "sequences"  # sequences-SSSSS-of-NNNNN.parquet, one row per user
+DEAD_LETTER_PREFIX = "dead_letter"  # dead_letter-SSSSS-of-NNNNN.jsonl, one bad input row per line
+VOCAB = "vocab.json"  # {"padding_index": 0, "items": [item_id of index 1, ...]}
+SPLIT = "split.json"  # how targets were chosen
+STATS = "stats.json"  # row accounting, users, items, timestamp range
+PREPROCESS_CONFIG = "preprocess_config.json"  # the resolved PreprocessConfig
+FINGERPRINT = "fingerprint.json"  # the input files and a content digest of the rows kept (data lineage)
+
+# --- model artifact directory (train -> evaluate, gate, push) ---
+MODEL_KIND = "model"
+WEIGHTS = "model.pt"  # state_dict of the best validated weights; torch.load(weights_only=True)
+MODEL_CONFIG = "model_config.json"
+TRAIN_CONFIG = "train_config.json"
+SUMMARY = "summary.json"  # steps, time, tokens/s, best validation, history
+LINEAGE = "lineage.json"  # the data it was trained on (fingerprint, time range) and what it started from
+TENSORBOARD = "tensorboard"  # SummaryWriter event files (working state while training; moved out by the DAG)
+CHECKPOINTS = "checkpoints"  # resumable training state (working state; never shipped)
+MODEL_WORKING_STATE = (CHECKPOINTS, TENSORBOARD)
+
+# --- evaluation directory (evaluate -> gate, push, report) ---
+EVALUATION_KIND = "evaluation"
+METRICS = "metrics.json"
+PER_USER = "per_user.parquet"  # user_id, user_index, rank and one column per per-user metric
+SPLITS = ("valid", "test")  # evaluation sub-directories: the candidate is chosen on valid, gated on test
+
+# --- release ---
+BLESSING = "blessing.json"
+REGISTRY_VERSION_KIND = "registry-version"  # a model as the registry keeps it: the model dir plus its release files
+MODEL_KINDS = (MODEL_KIND, REGISTRY_VERSION_KIND)  # what evaluation and warm starts read a model from
+REPORT_KIND = "report"
+REPORT_HTML = "report.html"
+REPORT_MARKDOWN = "report.md"
+
+PerUser = dict[str, np.ndarray]
+
+
+def read_json(directory: str, name: str, kind: str | None = None) -> Any:
+    """A JSON file of a complete directory."""
+    return storage.read_json(rundir.open_complete(directory, kind).path(name))
+
+
+def read_optional_json(directory: str | None, name: str) -> Any | None:
+    """A JSON file of a complete directory, or None when the directory or the file is absent."""
+    if not directory or not rundir.is_complete(directory):
+        return None
+    uri = rundir.open_complete(directory).optional_path(name)
+    return storage.read_json(uri) if uri else None
+
+
+def write_per_user(path: str, columns: dict[str, Any]) -> None:
+    """Write per-user evaluation values (``user_id`` first) as Parquet at ``path``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.table(columns), buffer)
+    storage.write_bytes(path, buffer.getvalue())
+
+
+def read_per_user(evaluation_dir: str) -> PerUser | None:
+    """The per-user columns of a complete evaluation directory as numpy arrays, or None if it has none."""
+    import pyarrow.parquet as pq
+
+    uri = rundir.open_complete(evaluation_dir).optional_path(PER_USER)
+    if uri is None:
+        return None
+    table = pq.read_table(io.BytesIO(storage.read_bytes(uri)))
+    return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}

@@ -1,0 +1,512 @@
+"""Output directories that are never half-written, never written by two runs at once, and read only when whole.
+
+Every stage that writes a directory (preprocess, the training export, evaluate, report) writes it with
+``writing(target)``::
+
+    with rundir.writing(output, kind="preprocessed-data") as staging:
+        ...write files below staging.path...
+        staging.describe("sequences-00000-of-00004.parquet", rows=1510)   # optional per-file facts
+    # here the directory is published: complete, with its manifest
+
+1. **One writer.** ``writing`` takes an exclusive lock on ``target`` first. Locally it is an ``fcntl`` lock on
+   ``<parent>/.<name>.lock`` (released by the kernel when the holder dies); on an object store it is the object
+   ``<target>/_LOCK.json`` created only if absent (GCS ``if_generation_match=0``, S3 ``If-None-Match: *``),
+   holding an owner and a lease that a heartbeat renews and that a crashed run's successor may break once it has
+   expired. A second writer fails at once with ``OutputLocked`` naming the holder.
+2. **Staging, then one publishing step.** Files go to a staging place beside the target; the manifest
+   ``_SUCCESS.json`` (every file with its size and sha256, plus what the writer described) is written last.
+   Locally the staging directory ``<parent>/.<name>.staging-<id>`` replaces the target in one
+   ``renameat2(RENAME_EXCHANGE)`` (or, where the kernel lacks it, two renames that ``recover`` can finish or undo
+   after a crash). On an object store the files are written under ``<target>/<id>/`` and publishing is the write of
+   ``<target>/_SUCCESS.json`` naming that prefix, conditional on the marker's generation at lock time; readers
+   trust only what the marker lists, and the previous version stays readable until the next publish. A failed or
+   killed run therefore leaves the previous complete output untouched.
+3. **Readers check completeness** (``open_complete``): the marker exists and every file it lists is present with
+   its size; ``IncompleteOutput`` (a ConfigError: exit 2) names the missing piece otherwise.
+
+``carry`` names entries of the current target that are working state rather than output (a trainer's
+``checkpoints/`` and live ``tensorboard/``): they are moved into the staging directory just before publishing,
+are not listed in the manifest, and are recovered from a crashed publish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from core import storage
+from core.configs import ConfigError
+
+log = logging.getLogger(__name__)
+
+MARKER = "_SUCCESS.json"
+LOCK = "_LOCK.json"  # object stores: the lock object inside the target prefix
+MANIFEST_FORMAT = 1
+DEFAULT_LEASE_SECONDS = 900.0  # object-store locks: renewed every third of it while the writer lives
+
+
+class IncompleteOutput(ConfigError):
+    """A directory is missing its marker, or a file its marker lists (exit code 2, names the missing piece)."""
+
+
+class OutputLocked(RuntimeError):
+    """Another run is writing the same output directory right now; the message names it."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _owner(lease_seconds: float | None = None) -> dict[str, Any]:
+    owner = {"host": socket.gethostname(), "pid": os.getpid(), "since": _now(),
+             "command": " ".join(sys.argv)[:500], "id": uuid.uuid4().hex[:12]}
+    if lease_seconds is not None:
+        owner["lease_expires"] = time.time() + lease_seconds
+    return owner
+
+
+def _describe_owner(owner: dict[str, Any] | None) -> str:
+    if not owner:
+        return "another process (no owner recorded)"
+    return f"pid {owner.get('pid')} on {owner.get('host')} since {owner.get('since')} ({owner.get('command', '')!s:.120})"
+
+
+# ------------------------------------------------------------------------------------------------- locks
+
+
+class _LocalLock:
+    """``fcntl`` lock on ``<parent>/.<name>.lock``, holder details written into the file."""
+
+    def __init__(self, target: Path):
+        self.path = target.parent / f".{target.name}.lock"
+        self.handle = None
+
+    def acquire(self, what: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 - held open for as long as the lock is
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            try:
+                owner = json.loads(handle.read() or "null")
+            except json.JSONDecodeError:
+                owner = None
+            handle.close()
+            raise OutputLocked(f"{what} is being written by {_describe_owner(owner)}; wait for it or choose another "
+                               "output") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(_owner()))
+        handle.flush()
+        self.handle = handle
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.seek(0)
+            self.handle.truncate()
+            fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None
+
+
+class _ObjectLock:
+    """``<target>/_LOCK.json`` created only if absent; a lease renewed by a heartbeat thread; an expired lease
+    (or one of a process on this host that is gone) may be broken: deleted at the generation that was read, so
+    only one successor wins. Every conditional request may have landed with its answer lost: the owner id in the
+    object tells our own write from another's."""
+
+    def __init__(self, target: str, lease_seconds: float):
+        self.uri = storage.join(target, LOCK)
+        self.lease_seconds = lease_seconds
+        self.generation: storage.Generation = 0
+        self.owner: dict[str, Any] = {}
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def _current(self) -> tuple[dict[str, Any] | None, storage.Generation]:
+        data, generation = storage.read_with_generation(self.uri)
+        try:
+            return (json.loads(data) if data else None), generation
+        except json.JSONDecodeError:
+            return {}, generation
+
+    def acquire(self, what: str) -> None:
+        owner = _owner(self.lease_seconds)
+        for _ in range(5):
+            try:
+                self.generation = storage.write_if_generation(self.uri, json.dumps(owner).encode(), 0)
+                break
+            except storage.GenerationMismatch:
+                held, generation = self._current()
+                if held is not None and held.get("id") == owner["id"]:
+                    self.generation = generation  # our own create, answered late
+                    break
+                if held is not None and not _expired(held):
+                    raise OutputLocked(f"{what} is being written by {_describe_owner(held)} (lease until "
+                                       f"{datetime.fromtimestamp(held['lease_expires'], UTC):%H:%M:%S} UTC); wait "
+                                       "for it or choose another output") from None
+                if held is not None:
+                    log.warning("breaking the stale lock of %s held by %s", what, _describe_owner(held))
+                    with contextlib.suppress(storage.GenerationMismatch):
+                        storage.delete(self.uri, generation)
+        else:
+            raise OutputLocked(f"{what}: could not take the lock {self.uri} (contended)")
+        self.owner = owner
+        self.thread = threading.Thread(target=self._heartbeat, name="output-lock-lease", daemon=True)
+        self.thread.start()
+
+    def _heartbeat(self) -> None:
+        while not self.stop.wait(self.lease_seconds / 3):
+            owner = {**self.owner, "lease_expires": time.time() + self.lease_seconds}
+            try:
+                self.generation = storage.write_if_generation(self.uri, json.dumps(owner).encode(), self.generation)
+            except storage.GenerationMismatch:
+                held, generation = self._current()
+                if held is not None and held.get("id") == self.owner["id"]:
+                    self.generation = generation  # our own renewal, answered late
+                else:
+                    log.warning("lost the lock %s to %s", self.uri, _describe_owner(held))
+            except Exception as exc:  # noqa: BLE001 - the publish's own precondition still guards the output
+                log.warning("could not renew the lease of %s: %s", self.uri, exc)
+
+    def release(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+        for _ in range(3):
+            try:
+                storage.delete(self.uri, self.generation)
+                return
+            except storage.GenerationMismatch:
+                held, generation = self._current()
+                if held is None or held.get("id") != self.owner.get("id"):
+                    return  # gone, or another owner's now
+                self.generation = generation
+
+
+def _expired(owner: dict[str, Any]) -> bool:
+    """A lease past its time, or held by a process of this host that no longer exists."""
+    if owner.get("lease_expires", 0) <= time.time():
+        return True
+    if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
+        try:
+            os.kill(owner["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+    return False
+
+
+@contextlib.contextmanager
+def locked(target: str, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Iterator[None]:
+    """Hold the exclusive writer lock of ``target`` (see the module docstring); OutputLocked if another has it."""
+    target = normalize(target)
+    lock = _ObjectLock(target, lease_seconds) if storage.is_remote(target) else _LocalLock(Path(target))
+    lock.acquire(str(target))
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+# -------------------------------------------------------------------------------------------- the manifest
+
+
+def _file_entry(uri: str) -> dict[str, Any]:
+    data = storage.read_bytes(uri)
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def sha256_of(uri: str) -> str:
+    return _file_entry(uri)["sha256"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Complete:
+    """A published directory as its marker describes it."""
+
+    target: str  # the directory as named by the user
+    root: str  # where its files are: the target itself locally, <target>/<version> on an object store
+    manifest: dict[str, Any]  # the marker's content
+
+    @property
+    def files(self) -> dict[str, dict[str, Any]]:
+        return self.manifest["files"]
+
+    def path(self, name: str) -> str:
+        """Where a listed file is; IncompleteOutput if the marker does not list it."""
+        if name not in self.files:
+            raise IncompleteOutput(f"{self.target}: no {name} in its {MARKER} (files: "
+                                   f"{', '.join(sorted(self.files)) or 'none'})")
+        return storage.join(self.root, name)
+
+    def optional_path(self, name: str) -> str | None:
+        return storage.join(self.root, name) if name in self.files else None
+
+    def matching(self, prefix: str, suffix: str = "") -> list[str]:
+        """Listed files whose name starts with ``prefix`` and ends with ``suffix``, sorted."""
+        return sorted(n for n in self.files if n.startswith(prefix) and n.endswith(suffix))
+
+
+def read_marker(target: str) -> dict[str, Any] | None:
+    uri = storage.join(target, MARKER)
+    try:
+        return json.loads(storage.read_bytes(uri))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IncompleteOutput(f"{uri}: not a valid manifest ({exc})") from None
+
+
+def open_complete(target: str, kind: str | None = None, verify_digests: bool = False) -> Complete:
+    """The published directory ``target``, after checking its marker and every file it lists (sizes; sha256
+    digests too with ``verify_digests``); IncompleteOutput names what is missing."""
+    if not storage.is_remote(target) and not Path(target).exists():
+        raise IncompleteOutput(f"{target}: no such directory")
+    manifest = read_marker(target)
+    if manifest is None:
+        raise IncompleteOutput(f"{target}: incomplete: no {MARKER} (a run is still writing it, failed, or it is "
+                               "not an output of this project)")
+    if kind is not None and manifest.get("kind") != kind:
+        raise IncompleteOutput(f"{target}: holds {manifest.get('kind')!r}, expected {kind!r}")
+    root = storage.join(target, manifest["root"]) if manifest.get("root") else target
+    complete = Complete(str(target), root, manifest)
+    present = {storage.relative(root, uri): uri for uri in storage.list_files(root)}
+    for name, entry in manifest["files"].items():
+        uri = present.get(name)
+        if uri is None:
+            raise IncompleteOutput(f"{target}: incomplete: {name} is listed in {MARKER} but missing")
+        if storage.is_remote(uri):
+            size = len(storage.read_bytes(uri)) if verify_digests else None
+        else:
+            size = Path(uri).stat().st_size
+        if size is not None and size != entry["size"]:
+            raise IncompleteOutput(f"{target}: {name} has {size} bytes, {MARKER} says {entry['size']}")
+        if verify_digests and sha256_of(uri) != entry["sha256"]:
+            raise IncompleteOutput(f"{target}: {name} does not match the sha256 in {MARKER}")
+    return complete
+
+
+def has_content(target: str) -> bool:
+    """Whether ``target`` holds any file (its own lock object aside)."""
+    return any(not uri.endswith("/" + LOCK) for uri in storage.list_files(target))
+
+
+def is_complete(target: str) -> bool:
+    try:
+        open_complete(target)
+        return True
+    except IncompleteOutput:
+        return False
+
+
+# -------------------------------------------------------------------------------------------------- writing
+
+
+class Staging:
+    """Where a writer puts its files; ``describe`` adds facts (row counts) to a file's manifest entry."""
+
+    def __init__(self, target: str, path: str, kind: str):
+        self.target, self.path, self.kind = target, path, kind
+        self.facts: dict[str, dict[str, Any]] = {}
+        self.meta: dict[str, Any] = {}
+        self.rejected = False
+
+    def join(self, *parts: str) -> str:
+        return storage.join(self.path, *parts)
+
+    def rejected_path(self) -> str:
+        """Where ``reject`` keeps this run's files: ``<target>.rejected`` locally, the run's own prefix on an
+        object store (deleted by the next run that publishes)."""
+        return self.path if storage.is_remote(self.path) else f"{self.target}.rejected"
+
+    def reject(self) -> str:
+        """Keep what was written so far aside for a person to read (dead letters of an unusable input), never
+        published; the caller raises next."""
+        self.rejected = True
+        if not storage.is_remote(self.path):
+            shutil.rmtree(self.rejected_path(), ignore_errors=True)
+            os.rename(self.path, self.rejected_path())
+        return self.rejected_path()
+
+    def describe(self, name: str, **facts: Any) -> None:
+        self.facts.setdefault(name, {}).update(facts)
+
+    def manifest(self, carry: Sequence[str], root: str | None, previous: str | None) -> dict[str, Any]:
+        files = {}
+        for uri in storage.list_files(self.path):
+            name = storage.relative(self.path, uri)
+            if name == MARKER or name.split("/")[0] in carry:
+                continue
+            files[name] = {**_file_entry(uri), **self.facts.get(name, {})}
+        missing = sorted(set(self.facts) - set(files))
+        if missing:
+            raise RuntimeError(f"{self.target}: described files were never written: {', '.join(missing)}")
+        return {"format": MANIFEST_FORMAT, "kind": self.kind, "root": root, "previous_root": previous,
+                "published_at": _now(), "files": dict(sorted(files.items())), **self.meta}
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories in one step (Linux renameat2); False where the kernel or filesystem cannot."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "renameat2"):
+        return False
+    if libc.renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    if ctypes.get_errno() in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(ctypes.get_errno(), f"renameat2({a}, {b}, RENAME_EXCHANGE) failed")
+
+
+def _siblings(target: Path, kind: str) -> list[Path]:
+    return sorted(target.parent.glob(f".{target.name}.{kind}-*"))
+
+
+def recover(target: str | Path, carry: Sequence[str] = ()) -> None:
+    """Finish or undo a local publish that a crash interrupted, then remove stale staging directories; call it
+    holding the lock. Carried working state (checkpoints) found in a stale staging directory goes back into the
+    target when the target lacks it."""
+    target = Path(target)
+    old = _siblings(target, "old")
+    if not target.exists() and old:
+        ready = [s for s in _siblings(target, "staging") if (s / MARKER).exists()]
+        # The crash fell between the two renames of the fallback publish: the new output was complete.
+        os.rename(ready[-1] if ready else old[-1], target)
+        log.warning("recovered %s after an interrupted publish", target)
+    for stale in _siblings(target, "staging") + _siblings(target, "old"):
+        for name in carry:
+            if (stale / name).exists() and not (target / name).exists():
+                target.mkdir(parents=True, exist_ok=True)
+                os.rename(stale / name, target / name)
+                log.warning("recovered %s/%s from an interrupted run", target, name)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _publish_local(staging: Staging, target: Path, carry: Sequence[str]) -> None:
+    staged = Path(staging.path)
+    manifest = staging.manifest(carry, None, None)
+    if target.exists():
+        for name in carry:  # working state moves along; it is not part of the manifest
+            if (target / name).exists() and not (staged / name).exists():
+                os.rename(target / name, staged / name)
+    storage.write_json(str(staged / MARKER), manifest)  # last file of the staging directory
+    if not target.exists():
+        os.rename(staged, target)
+        return
+    if _exchange(staged, target):  # staged now holds the previous output
+        shutil.rmtree(staged, ignore_errors=True)
+        return
+    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+    os.rename(target, old)
+    os.rename(staged, target)  # a crash between these two: recover() rolls forward
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _publish_remote(staging: Staging, target: str, carry: Sequence[str], marker_generation: storage.Generation,
+                    previous: dict[str, Any] | None) -> None:
+    version = storage.relative(target, staging.path)
+    manifest = staging.manifest(carry, version, (previous or {}).get("root"))
+    try:
+        storage.write_if_generation(storage.join(target, MARKER), json.dumps(manifest, indent=2).encode(),
+                                    marker_generation)
+    except storage.GenerationMismatch:
+        raise OutputLocked(f"{target} was published by another run while this one was writing it (its lock "
+                           "lease expired?); nothing of this run was published") from None
+    keep = {version, (previous or {}).get("root")}  # readers of the previous version may still be reading it
+    _delete_versions(target, keep)
+
+
+def _versions(target: str) -> set[str]:
+    names = set()
+    for uri in storage.list_files(target):
+        first = storage.relative(target, uri).split("/")[0]
+        if first.startswith("run-"):
+            names.add(first)
+    return names
+
+
+def _delete_versions(target: str, keep: set[str | None]) -> None:
+    for name in _versions(target) - keep:
+        storage.delete_tree(storage.join(target, name))
+
+
+def normalize(target: str) -> str:
+    return str(target).rstrip("/") if storage.is_remote(target) else str(Path(target).absolute())
+
+
+@contextlib.contextmanager
+def publishing(target: str, kind: str, carry: Sequence[str] = ()) -> Iterator[Staging]:
+    """Yield a ``Staging`` for ``target`` and publish it when the block ends without an error; the caller holds
+    ``locked(target)``. On an error (or a kill) nothing is published and the previous complete output stays."""
+    target = normalize(target)
+    run_id = f"run-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
+    if storage.is_remote(target):
+        data, marker_generation = storage.read_with_generation(storage.join(target, MARKER))
+        previous = json.loads(data) if data else None
+        _delete_versions(target, {(previous or {}).get("root"), (previous or {}).get("previous_root")})
+        staging = Staging(target, storage.join(target, run_id), kind)
+        try:
+            yield staging
+        except BaseException:
+            if not staging.rejected:
+                storage.delete_tree(staging.path)
+            raise
+        _publish_remote(staging, target, carry, marker_generation, previous)
+        return
+    path = Path(target)
+    recover(path, carry)
+    staged = path.parent / f".{path.name}.staging-{run_id}"
+    staged.mkdir(parents=True)
+    staging = Staging(target, str(staged), kind)
+    try:
+        yield staging
+        _publish_local(staging, path, carry)
+    finally:
+        if staged.exists() and not any((staged / name).exists() for name in carry):
+            shutil.rmtree(staged, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def writing(target: str, kind: str, carry: Sequence[str] = (),
+            lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Iterator[Staging]:
+    """``locked(target)`` and ``publishing(target, ...)`` together: the usual way to write an output directory."""
+    with locked(normalize(target), lease_seconds), publishing(target, kind, carry) as staging:
+        yield staging
+
+
+def copy_complete(source: str, destination: str) -> Complete:
+    """Publish a copy of the complete directory ``source`` at ``destination``: the files its manifest lists
+    (never working state), with the same kind and facts."""
+    complete = open_complete(source)
+    with writing(destination, complete.manifest.get("kind", "copy")) as staging:
+        for name, entry in complete.files.items():
+            storage.copy_file(complete.path(name), staging.join(name))
+            facts = {k: v for k, v in entry.items() if k not in ("size", "sha256")}
+            if facts:
+                staging.describe(name, **facts)
+        staging.meta.update({k: v for k, v in complete.manifest.items()
+                             if k not in ("format", "kind", "root", "previous_root", "published_at", "files")})
+    return open_complete(destination)

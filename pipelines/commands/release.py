@@ -1,0 +1,151 @@
+"""``interest gate``, ``interest push``, ``interest report`` and ``interest registry``: decide, ship, show.
+
+    interest evaluate --model registry:gs://bucket/registry --data runs/data --split test --output runs/champion-test
+    interest gate --variant name=baseline,model=runs/b/model,valid=runs/b/eval-valid,test=runs/b/eval-test \\
+                  --variant name=swiglu,model=... --registry gs://bucket/registry --champion-eval runs/champion-test \\
+                  --output runs/blessing.json
+    interest push --blessing runs/blessing.json --registry gs://bucket/registry --data runs/data
+    interest report --variant ... --blessing runs/blessing.json --output runs/report
+    interest registry list --registry gs://bucket/registry
+
+``interest push`` exits 3 when it refuses the blessing (a judged file changed, or the verdict does not follow
+from its checks) or when the champion changed since the gate ("champion changed, re-gate"); it writes nothing then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from core import storage
+from core.configs import ConfigError, load, safe_yaml
+from release import registry
+from release.gate import BlessingInvalid, GateConfig, decide
+from release.records import Blessing, Variant
+
+EXIT_REFUSED = 3
+VARIANT_KEYS = ("name", "model", "valid", "test")
+
+
+def parse_variant(text: str) -> dict[str, str]:
+    """``name=N,model=DIR[,valid=DIR][,test=DIR]`` -> its fields (checked, not read yet)."""
+    fields = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or key not in VARIANT_KEYS or not value:
+            raise ConfigError(f"--variant {text!r}: expected comma-separated key=value with keys "
+                              f"{', '.join(VARIANT_KEYS)} (name and model required)")
+        fields[key] = value
+    if "name" not in fields or "model" not in fields:
+        raise ConfigError(f"--variant {text!r}: name= and model= are required")
+    return fields
+
+
+def _variants(args: argparse.Namespace) -> list[Variant]:
+    """Every --variant, its flags checked first, then read from its directories."""
+    specs = [parse_variant(text) for text in args.variant]
+    names = [spec["name"] for spec in specs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--variant: names must be unique, got {', '.join(names)}")
+    if args.baseline != "none" and args.baseline not in names:
+        raise ConfigError(f"--baseline: no variant named {args.baseline!r}; variants: {', '.join(names)} "
+                          "(or --baseline none)")
+    return [Variant.load(spec["name"], spec["model"], spec.get("valid"), spec.get("test")) for spec in specs]
+
+
+def read_blessing(uri: str) -> Blessing:
+    try:
+        text = storage.read_text(uri)
+    except FileNotFoundError:
+        raise ConfigError(f"--blessing: file not found: {uri}") from None
+    return Blessing.from_json(safe_yaml(text, f"--blessing {uri}"), f"--blessing {uri}")
+
+
+def _add_variant_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--variant", action="append", required=True, metavar="name=N,model=DIR,valid=DIR,test=DIR",
+                        help="a trained variant: its model dir and `interest evaluate` dirs (repeat per variant)")
+    parser.add_argument("--baseline", default="baseline",
+                        help="the variant relative changes are measured against ('none': no baseline)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    g = subparsers.add_parser("gate", help="pick the run's best variant and gate it against the champion",
+                              description="Select the variant with the best validation Recall@10 and check it "
+                              "(value thresholds, change vs champion and baseline, paired bootstrap); writes the "
+                              "blessing JSON with every check and the sha256 of every file judged.")
+    _add_variant_flags(g)
+    g.add_argument("--registry", required=True, help="model registry root (directory, gs:// or s3://)")
+    g.add_argument("--model-name", default="interest", help="model name in the registry")
+    g.add_argument("--champion-eval", default=None,
+                   help="`interest evaluate --model registry:ROOT` output on this run's test split; without it the "
+                   "metrics stored at the champion's push are used, which only pair users on the same data")
+    g.add_argument("--config", default=None, help="GateConfig file (JSON/YAML)")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a GateConfig field")
+    g.add_argument("--output", required=True, help="where the blessing JSON goes")
+    g.set_defaults(func=run_gate)
+
+    p = subparsers.add_parser("push", help="copy a blessed model into the registry and make it the champion",
+                              description="Verify the blessing (the judged files' sha256, the verdict re-derived "
+                              "from its checks), then push; exits 3 when it refuses or the champion changed.")
+    p.add_argument("--blessing", required=True, help="`interest gate` output")
+    p.add_argument("--registry", required=True, help="model registry root (directory, gs:// or s3://)")
+    p.add_argument("--model-name", default="interest", help="model name in the registry")
+    p.add_argument("--version", default=None, help="version name (default: m-<sha256 of model.pt, 12 hex>)")
+    p.add_argument("--data", default=None, help="preprocessed data dir, for the lineage (stats, split, fingerprint)")
+    p.set_defaults(func=run_push)
+
+    r = subparsers.add_parser("report", help="HTML + Markdown comparison of a run's variants and the gate")
+    _add_variant_flags(r)
+    r.add_argument("--blessing", required=True, help="`interest gate` output")
+    r.add_argument("--output", required=True, help="directory for report.html, report.md and the PNG plots")
+    r.set_defaults(func=run_report)
+
+    reg = subparsers.add_parser("registry", help="list a registry's versions (complete or not) and its champion")
+    actions = reg.add_subparsers(dest="registry_action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="every version with its status; the champion marked")
+    listing.add_argument("--registry", required=True, help="model registry root")
+    listing.add_argument("--model-name", default="interest", help="model name in the registry")
+    listing.set_defaults(func=run_registry_list)
+
+
+def run_gate(args: argparse.Namespace) -> int:
+    config = load(GateConfig, args.config, args.set)
+    variants = _variants(args)
+    champion = registry.read_champion(args.registry, args.model_name)
+    blessing = decide(variants, None if args.baseline == "none" else args.baseline, champion, config,
+                      champion_evaluation=args.champion_eval if champion else None)
+    storage.write_json(args.output, blessing.to_json())
+    for check in blessing.checks:
+        print(f"{'pass' if check.passed else 'FAIL'}  {check.name}: {check.reason}")
+    print(f"{'BLESSED' if blessing.blessed else 'NOT BLESSED'}: {blessing.candidate['name']} -> {args.output}")
+    return 0
+
+
+def run_push(args: argparse.Namespace) -> int:
+    blessing = read_blessing(args.blessing)
+    try:
+        result = registry.push(blessing, args.registry, args.model_name, args.version, data_dir=args.data)
+    except (BlessingInvalid, registry.ChampionChanged) as exc:
+        print(f"interest push: refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(json.dumps(dataclasses.asdict(result)))
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    blessing = read_blessing(args.blessing)
+    variants = _variants(args)
+    from release.report import write_report_dir  # matplotlib: only for this subcommand
+
+    print(write_report_dir(variants, blessing, args.output, args.baseline))
+    return 0
+
+
+def run_registry_list(args: argparse.Namespace) -> int:
+    rows = registry.list_versions(args.registry, args.model_name)
+    print(f"{'version':24s} {'status':11s} champion")
+    for row in rows:
+        print(f"{row['version']:24s} {row['status']:11s} {'*' if row['champion'] else ''}")
+    return 0

@@ -1,0 +1,66 @@
+"""``interest train`` and ``interest evaluate``: thin wrappers over ``trainer.job`` and ``trainer.evaluate``.
+
+``--set key=value`` goes to the ModelConfig or the TrainConfig field of that name (``model.`` / ``train.``
+prefixes make it explicit); ``--config FILE`` is JSON/YAML with ``model:`` and ``train:`` sections. Precedence:
+preset < config file < --set < --epochs/--max-steps/--time-budget (``trainer.job.resolve_configs``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+
+from core.configs import require
+from trainer import job as train_job
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="train a preset on a preprocessed data directory (one process, DDP, or several nodes)",
+        description="Train (or resume: rerun the same command) a model and write the model artifact directory. "
+        "Arguments after a bare -- go to torchrun (rendezvous flags for multi-node jobs).",
+    )
+    train_job.add_arguments(train)
+    train.add_argument("--nproc", type=int, default=1,
+                       help="launch N DDP processes on this machine through torchrun (default 1: this process)")
+    train.set_defaults(func=run_train)
+
+    evaluate = subparsers.add_parser(
+        "evaluate",
+        help="rank the full catalogue for a split's users with a trained model",
+        description="Write metrics.json and per_user.parquet (docs/contracts.md) for --split of --data.",
+    )
+    evaluate.add_argument("--model", required=True, help="model artifact directory of `interest train`")
+    evaluate.add_argument("--data", required=True, help="preprocessed data directory")
+    evaluate.add_argument("--split", default="test", choices=("valid", "test"), help="which targets (default test)")
+    evaluate.add_argument("--output", required=True, help="where metrics.json and per_user.parquet go")
+    evaluate.add_argument("--batch-size", type=int, default=512, help="users per batch (default 512)")
+    evaluate.set_defaults(func=run_evaluate)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    require(args.nproc >= 1, "--nproc", f"must be >= 1, got {args.nproc}")
+    job = train_job.job_from_args(args)
+    job.configs()  # fail on bad flags before any process starts
+    if args.nproc > 1 or args.passthrough:
+        command = train_job.torchrun_command(job, args.nproc, args.passthrough)
+        logging.getLogger("trainer").info("launching %s", " ".join(command))
+        return subprocess.run(command, check=False).returncode
+    from trainer.train import train_job as run_job  # imports torch: only when training
+
+    summary = run_job(job)
+    if summary:
+        print(json.dumps({k: summary[k] for k in ("steps", "train_seconds", "tokens_per_second", "best", "stopped")}))
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    require(args.batch_size >= 1, "--batch-size", f"must be >= 1, got {args.batch_size}")
+    from trainer.evaluate import evaluate
+
+    metrics = evaluate(args.model, args.data, args.split, args.output, args.batch_size)
+    print(json.dumps(metrics, indent=2))
+    return 0

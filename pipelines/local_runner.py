@@ -1,0 +1,149 @@
+"""Run the pipeline on this machine through kfp.local, and read back what the run produced."""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import shutil
+import warnings
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from core.configs import require
+from pipelines.arguments import validate_arguments
+from pipelines.pipeline import compile_pipeline
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    run_dir: Path  # everything the run wrote: artifacts per task, pipeline.yaml, report.html, summary.json
+    pipeline_yaml: Path  # the compiled DAG that ran
+    report_html: Path
+    report_markdown: Path
+    tensorboard: Path  # one link per variant to its TensorBoard logs: tensorboard --logdir THIS
+    recall: dict[str, dict[str, float]]  # variant -> {"valid": Recall@10, "test": Recall@10}
+    candidate: str  # the selected variant
+    blessed: bool
+    blessing: dict[str, Any]  # blessing.json
+    pushed_model: str | None  # the candidate's version directory in the registry, if it was blessed and pushed
+    production_model: str | None  # the registry's champion after the run (the pushed one, or the one that stayed)
+
+
+def new_run_dir(output: str | Path, profile: str) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    path = Path(output).resolve() / f"{stamp}-{profile}"
+    require(not path.exists(), "--output", f"{path} already exists")
+    return path
+
+
+def run_local(arguments: dict[str, Any], run_dir: Path, parallelism: int) -> LocalRun:
+    """Compile the DAG into ``run_dir/pipeline.yaml`` and execute that file with kfp.local's SubprocessRunner.
+
+    Tasks run as subprocesses of this interpreter (the project is installed in it, so their imports work);
+    ``parallelism`` variants train at once, each with ``cores // parallelism`` torch threads.
+    """
+    from kfp import components, local
+
+    require(parallelism >= 1, "parallelism", f"must be >= 1 for a local run, got {parallelism}")
+    arguments = dict(arguments)
+    concurrent = min(parallelism, len(arguments["variants"]))
+    if not arguments.get("torch_threads"):  # 0 means every core of the pod: here the cores are shared
+        arguments["torch_threads"] = max(1, (os.cpu_count() or 1) // concurrent)
+    arguments = validate_arguments(arguments)
+    run_dir.mkdir(parents=True)
+    package = compile_pipeline(run_dir / "pipeline.yaml", parallelism=parallelism)
+    (run_dir / "arguments.json").write_text(json.dumps(arguments, indent=2) + "\n")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir),
+               workspace_root=str(run_dir / ".workspace"), raise_on_error=True)
+    print_before = builtins.print
+    try:
+        with warnings.catch_warnings():
+            # kfp.local runs every task in this environment: the image name and the cluster-only task settings
+            # (display names, resources) do not apply here, and it says so once per task.
+            warnings.filterwarnings("ignore", message=r".*(base image|have no effect in the current local runner).*")
+            task = components.load_component_from_file(str(package))(**arguments)
+    finally:
+        # kfp.local swaps builtins.print for an indenting one around each task, not thread-safely: two loop
+        # iterations finishing together can leave it swapped for good.
+        builtins.print = print_before
+    return collect_local_run(run_dir, package, task.outputs, arguments)
+
+
+def collect_local_run(run_dir: Path, package: Path, outputs: dict[str, Any], arguments: dict[str, Any]) -> LocalRun:
+    """Read what a finished local run produced and copy the report to the top of ``run_dir`` as real ``.html``
+    and ``.md`` files (the KFP artifacts keep their own copies; their names have no extension, so a browser
+    would show the page's source)."""
+    from components.artifacts import SPLITS, VARIANT_KEY
+    from core import contract
+    from release import registry
+
+    recall = {}
+    for evaluation in outputs["evaluations"]:
+        recall[evaluation.metadata[VARIANT_KEY]] = {
+            split: contract.read_json(os.path.join(evaluation.path, split), contract.METRICS)["recall@10"]
+            for split in SPLITS
+        }
+    blessing_artifact = outputs["blessing"]
+    blessing = json.loads(Path(blessing_artifact.path).read_text())
+    blessed = bool(blessing_artifact.metadata["blessed"])
+    pointer, _ = registry.read_pointer(arguments["registry"], arguments["model_name"])
+    # The push moved the pointer to this model's version (unless another run moved it since).
+    ours = blessed and pointer and pointer["version"] == registry.default_version(outputs["candidate"].path)
+    reports = {}
+    for name, key in ((contract.REPORT_HTML, "report_html"), (contract.REPORT_MARKDOWN, "report_markdown")):
+        reports[key] = run_dir / name
+        shutil.copyfile(outputs[key].path, reports[key])
+
+    def version_dir(pointer: dict) -> str:
+        return registry.resolve_path(arguments["registry"], pointer.get("path") or f"{arguments['model_name']}/"
+                                     f"{pointer['version']}")
+
+    return LocalRun(
+        run_dir=run_dir, pipeline_yaml=package, report_html=reports["report_html"],
+        report_markdown=reports["report_markdown"], tensorboard=link_tensorboard_logs(run_dir), recall=recall,
+        candidate=blessing_artifact.metadata[VARIANT_KEY], blessed=blessed, blessing=blessing,
+        pushed_model=version_dir(pointer) if ours else None,
+        production_model=version_dir(pointer) if pointer else None,
+    )
+
+
+def tensorboard_runs(run_dir: str | Path) -> dict[str, Path]:
+    """Every variant's TensorBoard logs below a local run directory: ``<artifact>/tensorboard/<variant>/``."""
+    runs: dict[str, Path] = {}
+    for events in sorted(Path(run_dir).rglob("events.out.tfevents.*")):  # does not follow the links below
+        parts = events.relative_to(run_dir).parts
+        if "tensorboard" not in parts[:-2]:
+            continue
+        at = len(parts) - 1 - parts[::-1].index("tensorboard")
+        name, variant_dir = parts[at + 1], Path(run_dir, *parts[:at + 2])
+        require(runs.get(name, variant_dir) == variant_dir, "RUN_DIR",
+                f"two TensorBoard logs for variant {name!r}: {runs.get(name)} and {variant_dir}")
+        runs[name] = variant_dir
+    return runs
+
+
+def link_tensorboard_logs(run_dir: str | Path) -> Path:
+    """``<run_dir>/tensorboard/<variant>`` links to every variant's logs, so ``tensorboard --logdir`` on that
+    one directory shows one run per variant, named after it."""
+    runs = tensorboard_runs(run_dir)
+    require(bool(runs), "RUN_DIR", f"no TensorBoard logs below {run_dir}: is it an `interest run` output?")
+    board = Path(run_dir, "tensorboard")
+    board.mkdir(exist_ok=True)
+    for name, path in runs.items():
+        link = board / name
+        if not link.is_symlink():
+            link.symlink_to(os.path.relpath(path, board), target_is_directory=True)
+    return board
+
+
+def tensorboard_command(run_dir: str | Path, port: int) -> list[str]:
+    """TensorBoard over every variant's logs of a run, on 127.0.0.1 only."""
+    import sys
+
+    return [sys.executable, "-m", "tensorboard.main", "--logdir", str(link_tensorboard_logs(run_dir)),
+            "--host", "127.0.0.1", "--port", str(port)]
+
+

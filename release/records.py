@@ -1,0 +1,151 @@
+"""Typed records of the release step: what the gate judges (``Variant``), what it decides (``Blessing`` with its
+``Check``s and the digests of every file it judged) and what the registry serves (``ChampionRef``).
+
+Names say one thing each: the **candidate** is the variant this run selected; the **champion** is the model in
+production, the one the registry's pointer names. The JSON forms are in docs/contracts.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from core import contract, rundir, storage
+from core.configs import ConfigError
+from core.contract import PerUser
+
+METRIC = "recall@10"  # the headline metric: selection, every change check and the bootstrap use it
+
+
+def number(value: Any) -> float:
+    """A metric as float; NaN when missing or not a number, so every comparison with it fails."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def finite_or_none(value: Any) -> Any:
+    """NaN/inf as None (strict JSON); anything else unchanged."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _metrics(directory: str | None) -> dict[str, Any]:
+    return contract.read_json(directory, contract.METRICS) if directory else {}
+
+
+@dataclass(frozen=True, eq=False)
+class Variant:
+    """A trained variant with its evaluations: the unit the gate selects among and the report shows."""
+
+    name: str  # the variant's name in the run (a preset, or a grid entry)
+    model_dir: str  # its model artifact directory
+    valid_dir: str | None  # `interest evaluate` output on the validation split
+    test_dir: str | None  # `interest evaluate` output on the test split
+    summary: Mapping[str, Any] = field(default_factory=dict)  # summary.json
+    valid: Mapping[str, Any] = field(default_factory=dict)  # valid metrics.json
+    test: Mapping[str, Any] = field(default_factory=dict)  # test metrics.json
+    per_user: PerUser | None = None  # test per_user.parquet columns (paired bootstrap)
+    lineage: Mapping[str, Any] = field(default_factory=dict)  # lineage.json: the data it was trained on
+
+    @classmethod
+    def load(cls, name: str, model_dir: str, valid_dir: str | None = None, test_dir: str | None = None) -> Variant:
+        """Read a variant from complete directories (IncompleteOutput when one is not)."""
+        model = rundir.open_complete(model_dir)
+        summary = model.optional_path(contract.SUMMARY)
+        lineage = model.optional_path(contract.LINEAGE)
+        return cls(name, model_dir, valid_dir, test_dir,
+                   storage.read_json(summary) if summary else {}, _metrics(valid_dir), _metrics(test_dir),
+                   contract.read_per_user(test_dir) if test_dir else None,
+                   storage.read_json(lineage) if lineage else {})
+
+    @property
+    def valid_recall(self) -> float:
+        """Validation Recall@10: the valid split's metrics.json, else the best value in summary.json."""
+        if METRIC in self.valid:
+            return number(self.valid[METRIC])
+        return number(self.summary.get("best", {}).get(f"valid_{METRIC}"))
+
+    @property
+    def test_recall(self) -> float:
+        return number(self.test.get(METRIC))
+
+    @property
+    def params(self) -> float:
+        return number(self.summary.get("params", self.test.get("params")))
+
+    @property
+    def train_seconds(self) -> float:
+        return number(self.summary.get("train_seconds"))
+
+    @property
+    def data_digest(self) -> str | None:
+        """The content digest of the rows this model was trained on (None when unknown)."""
+        fingerprint = (self.lineage.get("data") or {}).get("fingerprint") or {}
+        return fingerprint.get("content_digest")
+
+
+@dataclass(frozen=True)
+class ChampionRef:
+    """The registry's production model as its pointer names it."""
+
+    model_name: str
+    version: str
+    path: str  # relative to the registry root: "<model-name>/<version>"
+    uri: str  # the version directory, resolved against the registry root given now
+    generation: storage.Generation  # the pointer's generation when read (0: there was no pointer)
+    metrics: Mapping[str, Any] = field(default_factory=dict)  # test metrics stored at its push (its own data)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    value: Any  # a number, a bootstrap result {mean_diff, ci_low, ci_high, users, ...}, or None
+    threshold: Any
+    passed: bool
+    reason: str
+
+    @classmethod
+    def of(cls, name: str, value: Any, threshold: Any, passed: bool, reason: str) -> Check:
+        return cls(name, finite_or_none(value), threshold, bool(passed), reason)
+
+
+@dataclass(frozen=True)
+class Blessing:
+    """The gate's decision and everything needed to check it later (``release.gate.verify``)."""
+
+    blessed: bool
+    candidate: Mapping[str, Any]  # {name, model_dir, valid_dir, test_dir}
+    candidate_metrics: Mapping[str, Any]  # its test metrics (NaN as null)
+    baseline: str | None  # the run's baseline variant (None: none)
+    champion: Mapping[str, Any] | None  # {version, path, evaluation, re_evaluated, same_data} or None
+    champion_generation: storage.Generation  # the pointer's generation read before gating (0: none)
+    checks: tuple[Check, ...]
+    config: Mapping[str, Any]  # the GateConfig that judged
+    variants: Mapping[str, Any]  # every variant's validation Recall@10: the evidence of the selection
+    # role -> {"dir": directory as read, "files": {name: sha256}}: every file the gate judged
+    inputs: Mapping[str, Any]
+    created_at: str
+    metric: str = METRIC
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["checks"] = [asdict(c) for c in self.checks]
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "blessing") -> Blessing:
+        """Parse a blessing document; ConfigError naming ``source`` when it lacks a field or has a wrong type."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: not a blessing document (expected a JSON object)")
+        try:
+            checks = tuple(Check(**c) for c in data["checks"])
+            fields = {k: data[k] for k in ("blessed", "candidate", "candidate_metrics", "baseline", "champion",
+                                           "champion_generation", "config", "variants", "inputs", "created_at")}
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"{source}: not a blessing written by `interest gate` (missing or bad {exc})") from None
+        if not isinstance(fields["blessed"], bool) or not isinstance(fields["candidate"], dict):
+            raise ConfigError(f"{source}: 'blessed' must be true/false and 'candidate' an object")
+        return cls(checks=checks, metric=data.get("metric", METRIC), **fields)

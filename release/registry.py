@@ -1,0 +1,374 @@
+"""Model registry: immutable model versions and a champion pointer that moves only by compare-and-swap.
+
+Layout, below a local directory, ``gs://bucket/prefix`` or ``s3://bucket/prefix``::
+
+    <registry>/<model-name>/<version>/     the model artifact dir (its manifest's files: no checkpoints, no logs),
+                                           metrics.json + per_user.parquet (its test evaluation), blessing.json,
+                                           lineage.json, and last the _SUCCESS.json manifest (core.rundir)
+    <registry>/<model-name>/champion.json  {version, path, metrics, blessing, sequence, push_id, ...}
+
+Every path the registry stores is relative to its root (``path``: ``<model-name>/<version>``), so a registry
+that is copied or moved elsewhere works unchanged; a version that is a symbolic link, or a stored path that
+leaves the root, is refused.
+
+**A version is claimed before anything is copied.** Its writer lock (``core.rundir``: an ``fcntl`` lock beside
+it locally, ``<version>/_LOCK.json`` created with ``if_generation_match=0`` / ``If-None-Match: *`` on object
+stores, with a lease) lets exactly one of two concurrent pushes write it; the other fails at once naming the
+holder. The version is staged and published whole, so it never mixes the files of two models. A push that dies
+half-way leaves no manifest: the registry lists the version as incomplete, never serves it, and the next push of
+that version replaces it.
+
+**The champion pointer** moves only after the version is complete. The gate records the pointer's generation
+as it read it (``read_champion``); ``push`` moves the pointer only if it is still that generation (GCS
+``if_generation_match``, S3 ``If-Match`` on the ETag, locally ``sequence`` under an exclusive ``fcntl`` lock). The
+run that loses a race gets ``ChampionChanged``: the champion it was gated against is gone, so it must re-gate.
+Pushing a version that is already the champion changes nothing.
+
+Every push first ``release.gate.verify``s its blessing: the exact files judged, the verdict re-derived.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from core import contract, rundir, storage
+from core.configs import ConfigError
+from core.lineage import code_version
+from release.gate import verify
+from release.records import Blessing, ChampionRef
+
+POINTER = "champion.json"
+VERSION_KIND = contract.REGISTRY_VERSION_KIND
+# Files the push writes into a version next to the model's own files.
+REGISTRY_FILES = (contract.METRICS, contract.PER_USER, contract.BLESSING, contract.LINEAGE)
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
+REFERENCE_PREFIX = "registry:"  # registry:ROOT[#MODEL_NAME]: the champion of a registry, wherever a model dir goes
+CLAIM_LEASE_SECONDS = 120.0  # object stores: how long a dead pusher's claim blocks its version
+
+
+class ChampionChanged(RuntimeError):
+    """The champion pointer moved after this candidate was gated: re-read the champion and re-gate."""
+
+
+class VersionConflict(RuntimeError):
+    """The version already exists in the registry and holds a different model."""
+
+
+@dataclass(frozen=True)
+class PushResult:
+    outcome: Literal["pushed", "already_pushed", "not_blessed"]  # already_pushed: it was the champion already
+    model_name: str  # registry model name
+    version: str  # the version pushed (or that would have been)
+    uri: str  # <registry>/<model-name>/<version>
+    previous_version: str | None  # the champion before this push (None: there was none)
+
+
+def check_name(value: str, field: str) -> str:
+    """A model name or version: letters, digits, '.', '_', '-', starting with a letter or digit (no '/', no '..')."""
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
+        raise ConfigError(f"{field}: {value!r} is not allowed; use 1-128 letters, digits, '.', '_' or '-', "
+                          "starting with a letter or digit")
+    return value
+
+
+def check_registry(registry: str) -> str:
+    """A registry root: a local directory, or gs:// / s3:// / minio:// with a valid bucket and no '.'/'..'
+    segments; any other scheme is refused."""
+    if not registry:
+        raise ConfigError("--registry: empty; give a local directory, gs://bucket/prefix or s3://bucket/prefix")
+    storage.check_uri(registry, "--registry")
+    if not storage.is_remote(registry):
+        return registry
+    bucket, prefix = storage.split(registry)
+    if not BUCKET_RE.fullmatch(bucket):
+        raise ConfigError(f"--registry: {registry!r} has no valid bucket name")
+    if any(segment in (".", "..") for segment in prefix.split("/")):
+        raise ConfigError(f"--registry: {registry!r} must not contain '.' or '..' segments")
+    return registry.rstrip("/")
+
+
+def model_uri(registry: str, model_name: str) -> str:
+    return storage.join(check_registry(registry), check_name(model_name, "model name"))
+
+
+def _inside(registry: str, uri: str) -> str:
+    """``uri`` if no part of it below the registry root is a symbolic link (local registries)."""
+    if storage.is_remote(registry):
+        return uri
+    root, path = Path(registry).absolute(), Path(uri).absolute()
+    for part in [path, *path.parents]:
+        if part == root or root not in part.parents:
+            break
+        if part.is_symlink():
+            raise ConfigError(f"--registry: {part} is a symbolic link; the registry does not follow links out of "
+                              f"its root {root}")
+    return uri
+
+
+def version_path(model_name: str, version: str) -> str:
+    """A version's place relative to the registry root."""
+    return f"{check_name(model_name, 'model name')}/{check_name(version, 'version')}"
+
+
+def version_uri(registry: str, model_name: str, version: str) -> str:
+    return _inside(registry, storage.join(check_registry(registry), version_path(model_name, version)))
+
+
+def resolve_path(registry: str, path: str) -> str:
+    """A stored relative path (``<model-name>/<version>``) resolved against the registry root, refusing one that
+    would leave it."""
+    parts = str(path).split("/")
+    if len(parts) != 2:
+        raise ConfigError(f"registry path {path!r}: expected <model-name>/<version>")
+    return version_uri(registry, parts[0], parts[1])
+
+
+def default_version(model_dir: str) -> str:
+    """A content-addressed version, ``m-<first 12 hex digits of sha256(model.pt)>``: the same weights, the same
+    version, so a retried push is recognised."""
+    weights = rundir.open_complete(model_dir).path(contract.WEIGHTS)
+    return "m-" + hashlib.sha256(storage.read_bytes(weights)).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------------------------- the pointer
+
+
+@contextlib.contextmanager
+def _local_lock(directory: str) -> Iterator[None]:
+    """An exclusive lock on ``<directory>/.champion.lock`` (threads and processes on this machine)."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    with open(Path(directory, ".champion.lock"), "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def read_pointer(registry: str, model_name: str) -> tuple[dict | None, storage.Generation]:
+    """The champion pointer and its generation ((None, 0) when there is no champion yet)."""
+    uri = storage.join(model_uri(registry, model_name), POINTER)
+    if storage.is_remote(uri):
+        data, generation = storage.read_with_generation(uri)
+        raw = data
+    else:
+        if not Path(uri).exists():
+            return None, 0
+        raw = Path(uri).read_bytes()
+        generation = None
+    try:
+        pointer = json.loads(raw) if raw is not None else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{uri}: the champion pointer is not valid JSON ({exc}); restore it from the registry's "
+                          "versions or remove it to start without a champion") from None
+    if pointer is None:
+        return None, 0
+    if not isinstance(pointer, dict) or not isinstance(pointer.get("version"), str):
+        raise ConfigError(f"{uri}: the champion pointer has no version; restore it or remove it")
+    return pointer, generation if generation is not None else int(pointer.get("sequence", 0))
+
+
+def read_champion(registry: str, model_name: str = "interest") -> ChampionRef | None:
+    """The production champion (None if there is none); its version must be complete."""
+    pointer, generation = read_pointer(registry, model_name)
+    if pointer is None:
+        return None
+    path = pointer.get("path") or version_path(model_name, pointer["version"])
+    uri = resolve_path(registry, path)
+    try:
+        rundir.open_complete(uri, VERSION_KIND)
+    except rundir.IncompleteOutput as exc:
+        raise ConfigError(f"the champion pointer of {model_name} names an unusable version: {exc}") from None
+    return ChampionRef(model_name, pointer["version"], path, uri, generation, pointer.get("metrics", {}))
+
+
+def resolve(ref: str, model_name: str = "interest") -> str:
+    """A model directory from ``ref``: ``registry:ROOT`` (or ``registry:ROOT#MODEL_NAME``) names the champion's
+    version directory; anything else is already a directory."""
+    if not ref.startswith(REFERENCE_PREFIX):
+        return ref
+    root, _, name = ref[len(REFERENCE_PREFIX):].partition("#")
+    champion = read_champion(root, name or model_name)
+    if champion is None:
+        raise ConfigError(f"{ref}: the registry has no champion of {name or model_name} yet")
+    return champion.uri
+
+
+def _move_pointer(registry: str, model_name: str, pointer: dict, expected: storage.Generation) -> str:
+    """Compare-and-swap the champion pointer; returns 'pushed' or 'already_pushed', raises ChampionChanged."""
+    uri = storage.join(model_uri(registry, model_name), POINTER)
+    version = pointer["version"]
+
+    def outcome_of(current: dict | None, generation: storage.Generation) -> str | None:
+        if current is not None and current.get("push_id") == pointer["push_id"]:
+            return "pushed"  # our own write, answered late (a lost response, then a retry)
+        if current is not None and current.get("version") == version:
+            return "already_pushed"
+        if generation != expected:
+            raise ChampionChanged(
+                f"champion changed, re-gate: {model_name} was gated against generation {expected} "
+                f"but the pointer is now at generation {generation} (version "
+                f"{current.get('version') if current else None})")
+        return None
+
+    if storage.is_remote(uri):
+        current, generation = read_pointer(registry, model_name)
+        outcome = outcome_of(current, generation)
+        if outcome:
+            return outcome
+        pointer = {**pointer, "sequence": (current or {}).get("sequence", 0) + 1}
+        try:
+            storage.write_if_generation(uri, json.dumps(pointer, indent=2).encode(), expected)
+            return "pushed"
+        except storage.GenerationMismatch:
+            outcome = outcome_of(*read_pointer(registry, model_name))
+            if outcome:
+                return outcome
+            raise ChampionChanged(f"champion changed, re-gate: {uri} moved during the push") from None
+    with _local_lock(model_uri(registry, model_name)):
+        current, generation = read_pointer(registry, model_name)
+        outcome = outcome_of(current, generation)
+        if outcome:
+            return outcome
+        storage.write_json(uri, {**pointer, "sequence": int(generation) + 1})
+        return "pushed"
+
+
+# ------------------------------------------------------------------------------------------------ versions
+
+
+def _model_files(model: rundir.Complete) -> dict[str, str]:
+    """Relative path -> URI of every file of a complete model dir that ships (its manifest: no working state)."""
+    files = {name: model.path(name) for name in model.files}
+    clashes = sorted(set(files) & (set(REGISTRY_FILES) - {contract.LINEAGE}))
+    if clashes:
+        raise ValueError(f"{model.target}: holds {', '.join(clashes)}, names the registry writes itself")
+    if contract.WEIGHTS not in files:
+        raise ConfigError(f"model dir {model.target!r} has no {contract.WEIGHTS}; is it an `interest train` output?")
+    return files
+
+
+def lineage(model: rundir.Complete, evaluation_dir: str, data_dir: str | None) -> dict:
+    """Where a version came from: the model's own lineage (data fingerprint, warm start), code version, source
+    dirs, the data's stats/split/preprocess config/fingerprint and the model configs."""
+    own = model.optional_path(contract.LINEAGE)
+    return {
+        **(storage.read_json(own) if own else {}),
+        "code_version": code_version(),
+        "model_dir": model.target, "eval_dir": evaluation_dir, "data_dir": data_dir,
+        "data_stats": contract.read_optional_json(data_dir, contract.STATS),
+        "split": contract.read_optional_json(data_dir, contract.SPLIT),
+        "preprocess_config": contract.read_optional_json(data_dir, contract.PREPROCESS_CONFIG),
+        "data_fingerprint": contract.read_optional_json(data_dir, contract.FINGERPRINT),
+        "model_config": contract.read_optional_json(model.target, contract.MODEL_CONFIG),
+        "train_config": contract.read_optional_json(model.target, contract.TRAIN_CONFIG),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def version_status(registry: str, model_name: str, version: str) -> str:
+    """'complete', 'incomplete' (claimed or partly written, never served) or 'absent'."""
+    uri = version_uri(registry, model_name, version)
+    if rundir.is_complete(uri):
+        return "complete"
+    if storage.exists(uri) or (not storage.is_remote(uri) and list(Path(uri).parent.glob(f".{version}.staging-*"))):
+        return "incomplete"
+    return "absent"
+
+
+def list_versions(registry: str, model_name: str = "interest") -> list[dict[str, Any]]:
+    """Every version of ``model_name`` with its status, the champion marked."""
+    root = model_uri(registry, model_name)
+    names = set()
+    for uri in storage.list_files(root):
+        first = storage.relative(root, uri).split("/")[0]
+        if NAME_RE.fullmatch(first) and first != POINTER:
+            names.add(first)
+    if not storage.is_remote(root) and Path(root).is_dir():
+        names |= {p.name.split(".staging-")[0].lstrip(".") for p in Path(root).glob(".*.staging-*")}
+        names |= {p.name for p in Path(root).iterdir() if p.is_dir() and NAME_RE.fullmatch(p.name)}
+    pointer, _ = read_pointer(registry, model_name)
+    champion = (pointer or {}).get("version")
+    return [{"version": name, "status": version_status(registry, model_name, name), "champion": name == champion}
+            for name in sorted(names)]
+
+
+def _write_version(target: str, model: rundir.Complete, evaluation: rundir.Complete, data_dir: str | None,
+                   blessing: Blessing, model_sha256: str) -> None:
+    """Stage the model, its test evaluation, the blessing and the lineage, and publish the version whole."""
+    with rundir.publishing(target, VERSION_KIND) as staging:
+        for rel, uri in sorted(_model_files(model).items()):
+            if rel != contract.LINEAGE:
+                storage.copy_file(uri, staging.join(rel))
+        for name in (contract.METRICS, contract.PER_USER):
+            storage.copy_file(evaluation.path(name), staging.join(name))
+        storage.write_json(staging.join(contract.BLESSING), blessing.to_json())
+        storage.write_json(staging.join(contract.LINEAGE), lineage(model, evaluation.target, data_dir))
+        staging.meta.update(model_sha256=model_sha256,
+                            blessing_sha256=hashlib.sha256(json.dumps(blessing.to_json()).encode()).hexdigest())
+
+
+def push(blessing: Blessing | Mapping[str, Any], registry: str, model_name: str = "interest",
+         version: str | None = None, model_dir: str | None = None, eval_dir: str | None = None,
+         data_dir: str | None = None, locations: Mapping[str, str] | None = None) -> PushResult:
+    """Verify the blessing, copy the blessed model into the registry as ``version`` and make it the champion.
+
+    ``model_dir`` and ``eval_dir`` (the test split's evaluation) default to the blessing's candidate; with
+    ``locations`` (blessing input role -> directory) they and the other judged evaluations are read from where a
+    pipeline task received its copies. ``data_dir`` (optional) adds the data's stats, split, preprocess config and
+    fingerprint to the lineage; ``version`` defaults to ``default_version(model_dir)``. Raises BlessingInvalid
+    (nothing written) when the files differ from those judged or the verdict does not follow from its checks,
+    OutputLocked when another push holds the version, VersionConflict when the version holds other weights,
+    ChampionChanged when the pointer moved since the gate.
+    """
+    if not isinstance(blessing, Blessing):
+        blessing = Blessing.from_json(blessing)
+    locations = dict(locations or {})
+    if model_dir:
+        locations["candidate_model"] = model_dir
+    if eval_dir:
+        locations["candidate_test"] = eval_dir
+    check_registry(registry)
+    check_name(model_name, "model name")
+    model_dir = locations.get("candidate_model", blessing.candidate.get("model_dir"))
+    eval_dir = locations.get("candidate_test", blessing.candidate.get("test_dir"))
+    if version is not None:
+        check_name(version, "version")
+    current, _ = read_pointer(registry, model_name)
+    previous = current.get("version") if current else None
+    if not blessing.blessed:
+        return PushResult("not_blessed", model_name, version or "", "", previous)
+    verify(blessing, locations)  # nothing is written unless the blessing holds for these exact files
+    model = rundir.open_complete(model_dir)
+    evaluation = rundir.open_complete(eval_dir)
+    for name in (contract.METRICS, contract.PER_USER):  # the next gate compares against (and bootstraps over) them
+        evaluation.path(name)
+    version = version or default_version(model_dir)
+    target = version_uri(registry, model_name, version)
+    model_sha256 = hashlib.sha256(storage.read_bytes(model.path(contract.WEIGHTS))).hexdigest()
+    with rundir.locked(target, CLAIM_LEASE_SECONDS):  # the claim: one pusher per version
+        if rundir.is_complete(target):
+            stored = rundir.read_marker(target).get("model_sha256")
+            if stored != model_sha256:
+                raise VersionConflict(f"{target} already holds another model (model.pt sha256 {str(stored)[:12]}...)")
+        else:
+            _write_version(target, model, evaluation, data_dir, blessing, model_sha256)
+    pointer = {
+        "model_name": model_name, "version": version, "path": version_path(model_name, version),
+        "metrics": contract.read_json(target, contract.METRICS),
+        "previous_version": previous, "blessing": blessing.to_json(), "code_version": code_version(),
+        "push_id": uuid.uuid4().hex, "pushed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    outcome = _move_pointer(registry, model_name, pointer, blessing.champion_generation)
+    return PushResult(outcome, model_name, version, target, previous)

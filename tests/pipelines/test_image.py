@@ -1,0 +1,163 @@
+"""The container image, tested without a Docker engine (none runs here): the build context that .dockerignore
+leaves, what the Dockerfile COPYs and runs, and the image reference flowing from `make` into the compiled YAML."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.image import IMAGE, TAG
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def ignore_patterns(text: str) -> list[tuple[bool, re.Pattern]]:
+    """(is_exception, regex) per .dockerignore line, with Docker's rules: Go filepath.Match globs where `*`
+    stays within one path element, `**` spans any number of them, a leading `!` re-includes."""
+    rules = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = os.path.normpath(line.lstrip("!").strip()).lstrip("/")
+        regex, i = "", 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                regex, i = regex + "(?:.*/)?", i + 3
+            elif pattern.startswith("**", i):
+                regex, i = regex + ".*", i + 2
+            elif pattern[i] == "*":
+                regex, i = regex + "[^/]*", i + 1
+            elif pattern[i] == "?":
+                regex, i = regex + "[^/]", i + 1
+            else:
+                regex, i = regex + re.escape(pattern[i]), i + 1
+        rules.append((negate, re.compile(regex + r"\Z")))
+    return rules
+
+
+def excluded(rel: str, rules) -> bool:
+    """Docker: the last rule matching the path or one of its parent directories decides."""
+    parts = rel.split("/")
+    candidates = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    verdict = False
+    for negate, regex in rules:
+        if any(regex.match(c) for c in candidates):
+            verdict = not negate
+    return verdict
+
+
+def build_context(root: Path) -> set[str]:
+    """The files `docker build root` would send, skipping excluded directories no exception reaches into."""
+    rules = ignore_patterns((root / ".dockerignore").read_text())
+    exceptions = [regex.pattern for negate, regex in rules if negate]
+    files = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        rel_dir = "" if rel_dir == "." else rel_dir + "/"
+        dirnames[:] = [d for d in dirnames if not (
+            excluded(rel_dir + d, rules) and not any(p.startswith(re.escape(rel_dir + d)) for p in exceptions))]
+        files |= {rel_dir + f for f in filenames if not excluded(rel_dir + f, rules)}
+    return files
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip()) for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def copy_sources() -> list[str]:
+    sources = []
+    for op, args in dockerfile_instructions():
+        if op == "COPY":
+            tokens = [t for t in shlex.split(args) if not t.startswith("--")]
+            sources += tokens[:-1]
+    return sources
+
+
+DECOYS = [".venv/lib/python3.11/site-packages/torch/__init__.py", ".git/HEAD", "runs/20260101-quick/report.html",
+          "data/ml-1m.parquet", "pipelines/__pycache__/cli.cpython-311.pyc", "pipelines/leftover.parquet",
+          "trainer/model.pt", "pipeline.yaml", ".pytest_cache/v/cache/nodeids", "benchmarks/results/eval.json",
+          "interest_pipeline.egg-info/PKG-INFO", "tests/pipeline/test_image.py"]
+KEPT = ["pyproject.toml", "README.md", "pipelines/cli.py", "components/train.py", "trainer/model.py", "core/rundir.py",
+        "release/gate.py",
+        "preprocessing/config.py"]
+
+
+def test_dockerignore_keeps_code_and_drops_data_venvs_runs_and_caches(tmp_path):
+    (tmp_path / ".dockerignore").write_text((ROOT / ".dockerignore").read_text())
+    for rel in DECOYS + KEPT:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    assert build_context(tmp_path) == set(KEPT)
+
+
+def test_real_build_context_holds_what_the_dockerfile_copies_and_nothing_heavy():
+    context = build_context(ROOT)
+    for source in copy_sources():
+        assert (ROOT / source).exists(), f"Dockerfile COPYs {source}, which does not exist"
+        assert source in context or any(f.startswith(source + "/") for f in context), f"{source} is .dockerignored"
+    for package in ("core", "preprocessing", "trainer", "release", "components", "pipelines"):
+        assert f"{package}/__init__.py" in context
+    bad = [f for f in context if f.split("/")[0] in (".git", ".venv", "runs", "data", "tests", "benchmarks")
+           or f.endswith((".parquet", ".pt", ".whl", ".pyc"))]
+    assert bad == []
+
+
+def test_dockerfile_base_torch_pin_and_build_args():
+    ops = dockerfile_instructions()
+    assert ops[0] == ("FROM", "python:3.11-slim")
+    args = dict(a.split("=", 1) for op, a in ops if op == "ARG" and "=" in a)
+    pinned = re.search(r'"torch==([^"]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
+    assert args["TORCH_VERSION"] == pinned
+    assert args["TORCH_INDEX_URL"].endswith("/whl/cpu")
+    runs = " ".join(a for op, a in ops if op == "RUN")
+    assert '--index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"' in runs
+
+
+def test_entrypoint_and_cmd_run():
+    ops = dict(dockerfile_instructions())
+    entrypoint, cmd = json.loads(ops["ENTRYPOINT"]), json.loads(ops["CMD"])
+    exe = Path(sys.executable).parent / entrypoint[0]
+    proc = subprocess.run([str(exe), *entrypoint[1:], *cmd], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: interest" in proc.stdout and "run" in proc.stdout
+
+
+def make_dry_run(*args: str) -> str:
+    proc = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_make_image_tag_defaults_to_the_package_version_and_records_the_commit():
+    built = make_dry_run("image")
+    assert f"-t {IMAGE} ." in built
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert f"--build-arg CODE_VERSION={head}" in built
+    assert "INTEREST_CODE_VERSION=${CODE_VERSION}" in (ROOT / "Dockerfile").read_text()  # what the registry reads
+    assert TAG == re.search(r'^version = "(.*)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    built = make_dry_run("image", "IMAGE=ghcr.io/acme/interest", "TAG=9.9", "TORCH_INDEX_URL=https://x/whl/cu128")
+    assert "docker build --build-arg TORCH_INDEX_URL=https://x/whl/cu128" in built
+    assert "-t ghcr.io/acme/interest:9.9 ." in built
+
+
+@pytest.mark.parametrize("image, tag", [("ghcr.io/acme/interest", "1.2.3-cuda")])
+def test_make_compile_puts_the_image_on_every_task(tmp_path, image, tag):
+    line = next(c for c in make_dry_run("compile", f"IMAGE={image}", f"TAG={tag}").splitlines() if " compile " in c)
+    argv = shlex.split(line)
+    argv[argv.index("--output") + 1] = str(tmp_path / "pipeline.yaml")
+    proc = subprocess.run([str(ROOT / argv[0]), *argv[1:]], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    spec = yaml.safe_load((tmp_path / "pipeline.yaml").read_text())
+    assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {f"{image}:{tag}"}
