@@ -28,7 +28,7 @@ def profile_arguments(profile: Profile, registry: str) -> dict[str, Any]:
     return {
         "registry": registry,
         "dataset": profile.dataset,
-        "variants": profile.variant_names(),
+        "variants": profile.variant_specs(),
         "model_overrides": list(profile.model_overrides),
         "train_config": dict(profile.train_config),
         "preprocess_config": dict(profile.preprocess_config),
@@ -53,6 +53,7 @@ def validate_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     from trainer import launch
     from trainer.job import overrides_from, resolve_configs
     from trainer.presets import PRESETS
+    from trainer.variants import parse_variants
 
     known = pipeline_parameters()
     unknown = sorted(set(arguments) - set(known))
@@ -74,11 +75,11 @@ def validate_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     dataset = str(args["dataset"])
     require(dataset in DATASETS or "://" in dataset or Path(dataset).exists(), "dataset",
             f"{dataset!r} is neither a data set ({', '.join(DATASETS)}) nor an existing path or URI")
-    variants = args["variants"]
-    require(len(variants) > 0, "variants", "must be a non-empty list of presets")
-    require(len(set(variants)) == len(variants), "variants", f"lists a preset twice: {variants}")
-    for name in variants:
-        resolve_configs(name, overrides_from(args["model_overrides"], args["train_config"]))
+    specs = parse_variants(args["variants"])
+    args["variants"] = [spec.to_json() for spec in specs]  # what the DAG's loop items are: always mappings
+    run_wide = overrides_from(args["model_overrides"], args["train_config"])
+    for spec in specs:
+        resolve_configs(spec.preset, (*run_wide, *spec.overrides()))
     require(args["baseline_preset"] in PRESETS, "baseline_preset",
             f"unknown preset {args['baseline_preset']!r}; choose one of {', '.join(PRESETS)}")
     from_dict(PreprocessConfig, args["preprocess_config"])

@@ -63,7 +63,7 @@ def create_pipeline(image: str = IMAGE, parallelism: int = 0):
     def interest_pipeline(
         registry: str,
         dataset: str = defaults.dataset,
-        variants: list[str] = defaults.variant_names(),
+        variants: list = defaults.variant_specs(),
         preprocess_config: dict = defaults.preprocess_config,
         beam_args: list[str] = [],  # noqa: B006 - KFP defaults are literal values
         model_overrides: list[str] = list(defaults.model_overrides),  # noqa: B006
@@ -75,15 +75,17 @@ def create_pipeline(image: str = IMAGE, parallelism: int = 0):
         accelerator_type: str = "",
         accelerator_count: int = 0,
         cluster: dict = {},  # noqa: B006 - KFP defaults are literal values
+        warm_start: bool = False,
     ) -> Outputs:
         """``registry``: model registry root (a directory or gs://bucket/prefix); ``dataset``: ml-1m, ml-100k or an
-        events file path/URI; ``variants``: trainer.presets names; ``*_config``: fields of PreprocessConfig,
+        events file path/URI; ``variants``: trainer.variants specs ({name, preset, set, seed}); ``*_config``: fields of PreprocessConfig,
         TrainConfig (over each preset's) and GateConfig; ``model_overrides``: ModelConfig key=value for every
         variant; ``baseline_preset``: the variant changes are measured against; ``torch_threads``: threads per
         train/evaluate task (0: OMP_NUM_THREADS, i.e. the task's CPU request); ``accelerator_type``/
         ``accelerator_count``: GPUs of each train task's pod, e.g. nvidia.com/gpu on Kubeflow or NVIDIA_L4 on
         Vertex AI (torchrun runs one process per GPU; empty/0: CPU); ``cluster``: ClusterConfig fields to train
-        each variant as a multi-node PyTorchJob or Vertex job instead."""
+        each variant as a multi-node PyTorchJob or Vertex job instead; ``warm_start``: every variant starts from
+        the registry's champion (items matched by id; the architecture must match), else from scratch."""
         prep = _resources(
             preprocess(dataset=dataset, config=preprocess_config, beam_args=beam_args), "Preprocess events", *PREPROCESS
         )
@@ -96,7 +98,8 @@ def create_pipeline(image: str = IMAGE, parallelism: int = 0):
                 # parameters that only resource settings use into the loop's sub-DAG (its inputs would lack them).
                 train(data=prep.outputs["data"], variant=variant, model_overrides=model_overrides,
                       train_config=train_config, torch_threads=torch_threads, accelerator=accelerator_type,
-                      gpus=accelerator_count, cluster=cluster, image=image),
+                      gpus=accelerator_count, cluster=cluster, image=image, warm_start=warm_start,
+                      registry=registry, model_name=model_name),
                 "Train variant", *TRAIN,
             ).set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
             evaluated = _resources(

@@ -24,8 +24,9 @@ class Profile:
     name: str  # what users type: --profile NAME
     description: str  # one line for --help
     dataset: str  # "ml-1m", "ml-100k" (preprocessing.datasets) or a path/URI to an events file
-    # Presets to train (trainer.presets names); empty: every preset, in the order trainer.presets lists them.
-    variants: tuple[str, ...] = ()
+    # Variants to train (trainer.variants: preset names or {name, preset, set, seed} mappings); empty: every
+    # preset, in the order trainer.presets lists them.
+    variants: tuple[Any, ...] = ()
     # ModelConfig ``key=value`` overrides applied to every variant (smoke: a tiny model).
     model_overrides: tuple[str, ...] = ()
     # TrainConfig fields for every variant, over each preset's own ``train`` fields (budget, eval cadence).
@@ -40,10 +41,15 @@ class Profile:
     def __post_init__(self) -> None:
         require(self.local_parallelism >= 1, "local_parallelism", f"must be >= 1, got {self.local_parallelism}")
 
-    def variant_names(self) -> list[str]:
+    def variant_specs(self) -> list[dict[str, Any]]:
+        """The variants as the DAG's ``variants`` parameter takes them (trainer.variants.VariantSpec JSON)."""
         from trainer.presets import PRESETS
+        from trainer.variants import parse_variants
 
-        return list(self.variants or PRESETS)
+        return [spec.to_json() for spec in parse_variants(list(self.variants or PRESETS))]
+
+    def variant_names(self) -> list[str]:
+        return [spec["name"] for spec in self.variant_specs()]
 
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (

@@ -22,6 +22,7 @@ import logging
 import re
 import shlex
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -162,6 +163,48 @@ def render_vertex_worker_pools(job: ClusterJob, cluster: ClusterConfig) -> list[
     return pools
 
 
+class LaunchFailed(RuntimeError):
+    """torchrun ended with a failure; the message is one line, the tracebacks are in the log file it names."""
+
+
+def run_torchrun(command: list[str], log_path: str | Path | None = None) -> None:
+    """Run a torchrun command, passing its output through live but keeping Python tracebacks (the workers' and
+    torchrun's own error report) out of the terminal: they go to ``log_path`` (a temp file by default), and a
+    failure raises LaunchFailed with one line naming the error and that file."""
+    import tempfile
+
+    log.info("launching %s", shlex.join(command))
+    if log_path is None:
+        log_path = tempfile.NamedTemporaryFile(prefix="interest-torchrun-", suffix=".log", delete=False).name
+    last_error, config_error, state = "", "", "normal"
+    with open(log_path, "w") as log_file, subprocess.Popen(command, stdout=subprocess.PIPE,
+                                                           stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            log_file.write(line)
+            text = line.rstrip("\n")
+            if "ChildFailedError" in text:  # torchrun's own failure report follows: the log keeps it
+                state = "report"
+            if state == "report":
+                continue
+            if "Traceback (most recent call last)" in text:
+                state = "traceback"
+                continue
+            if state == "traceback":
+                if not text or text.startswith((" ", "\t", "During handling", "The above exception")):
+                    continue
+                last_error, state = text, "normal"  # the exception line closes the traceback
+                continue
+            if text.startswith("train: error: "):  # a worker's one-line config error (trainer.job.worker_main)
+                config_error = text.removeprefix("train: error: ")
+                continue
+            print(text, file=sys.stderr, flush=True)
+    if proc.returncode != 0 and config_error:
+        raise ConfigError(f"{config_error} (full log: {log_path})")
+    if proc.returncode != 0:
+        why = last_error or f"exit code {proc.returncode}"
+        raise LaunchFailed(f"torchrun failed ({why[:300]}); full log: {log_path}")
+
+
 def run_local(job: TrainJob, gpus: int) -> None:
     """Train in this process, or under torchrun with one process per GPU of this machine when there are several."""
     if gpus <= 1:
@@ -169,9 +212,7 @@ def run_local(job: TrainJob, gpus: int) -> None:
 
         train_job(job)
         return
-    cmd = torchrun_command(job, gpus)
-    log.info("running %s", shlex.join(cmd))
-    subprocess.run(cmd, check=True)
+    run_torchrun(torchrun_command(job, gpus))
 
 
 def pod_namespace(cluster: ClusterConfig) -> str:

@@ -48,7 +48,7 @@ from torch.nn.parallel import DistributedDataParallel
 from core import contract, rundir, storage
 from core.configs import ConfigError, save, to_dict
 from core.lineage import code_version
-from trainer import checkpoint
+from trainer import checkpoint, warm_start
 from trainer.data import EvalSet, TrainingSet, epoch_loader, load_sequences
 from trainer.distributed import Distributed, setup
 from trainer.evaluate import evaluate_model
@@ -84,6 +84,7 @@ class Progress:
     bad_evals: int = 0  # validations since the best one (early stopping)
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: list[int] = field(default_factory=list)  # steps this run resumed at
+    init_from: dict[str, Any] | None = None  # the warm start's source (trainer.warm_start), None: fresh weights
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -202,7 +203,6 @@ class Trainer:
         self.output_dir, self.preset, self.model_cfg, self.cfg, self.ddp = output_dir, preset, model_cfg, cfg, ddp
         self.device = ddp.device
         self.data_dir, self.restart = data_dir, restart
-        self.init_from: dict[str, Any] | None = None  # where the initial weights came from (None: fresh)
         self.checkpoints = checkpoint_dir or storage.join(output_dir, contract.CHECKPOINTS)
         if cfg.batch_size < ddp.world_size:
             raise ConfigError(f"batch_size: {cfg.batch_size} is smaller than the {ddp.world_size} processes")
@@ -216,12 +216,18 @@ class Trainer:
         self.valid = EvalSet.build(self.seqs, "valid", model_cfg.max_len)
         self.item_frequencies = self.data.item_frequencies().to(self.device)
         seed_everything(cfg.seed)  # the same initial weights on every rank
-        self.model = InterestModel(model_cfg, self.seqs.num_items).to(self.device)
+        self.model = InterestModel(model_cfg, self.seqs.num_items)
+        self.progress = Progress()
+        if cfg.init_from and (restart or not checkpoint.published(self.checkpoints)):  # a resumed run has its own
+            if cfg.init_from.startswith("registry:"):
+                raise ConfigError(f"init_from: {cfg.init_from} must be resolved to the champion's directory before "
+                                  "training (`interest train` and the pipeline do; release.registry.resolve)")
+            self.progress.init_from = warm_start.initialize(self.model, cfg.init_from, self.seqs.vocab)
+        self.model.to(self.device)
         torch.manual_seed(cfg.seed + ddp.rank)  # then each rank its own dropout stream
         self.optimizer = build_optimizer(self.model, cfg, self.device)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.total_steps)
         self.bf16 = uses_bf16(cfg, self.device)
-        self.progress = Progress()
         self.last_checkpoint: tuple[int, str] | None = None  # (step, uri)
         self._resume()
         forward: nn.Module = torch.compile(self.model) if cfg.compile else self.model
@@ -407,7 +413,7 @@ class Trainer:
     def _lineage(self) -> dict[str, Any]:
         """What this model was trained on and from (data lineage; the registry copies it into each version)."""
         return {"data": {"dir": self.data_dir, "digest": self.seqs.data_digest, **self.seqs.lineage},
-                "init_from": self.init_from, "code_version": code_version()}
+                "init_from": self.progress.init_from, "code_version": code_version()}
 
     def _export(self, stopped: str) -> dict[str, Any]:
         """Publish the model artifact directory (docs/contracts.md) whole, through core.rundir: staged, then

@@ -16,7 +16,7 @@ from core.configs import check_literals, require
 # Fields a resumed run may change: they decide how long it runs or what it logs and keeps, not the weights a
 # step computes (e.g. resume a preempted job with a longer time budget).
 RESUMABLE_CHANGES = ("time_budget_seconds", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
-                     "num_workers", "eval_batch_size")
+                     "num_workers", "eval_batch_size", "init_from")
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,11 @@ class TrainConfig:
     nan_policy: Literal["stop", "skip"] = "stop"  # a NaN/Inf loss: stop with an error, or skip that step
     max_skipped_steps: int = 100  # nan_policy=skip: give up after this many skipped steps in one run
     log_every_steps: int = 20  # TensorBoard scalars and plain log lines (or the tqdm postfix) every N steps
+    # --- warm start (trainer/warm_start.py) ---
+    # Start from an exported model dir (item rows matched by item_id, same architecture required) instead of a
+    # fresh initialisation; `registry:ROOT[#MODEL]` (the champion) is resolved by the CLI or the DAG before
+    # training. Used at step 0 only: a resumed run continues from its checkpoint.
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         check_literals(self)
@@ -83,6 +88,8 @@ class TrainConfig:
         require(self.patience >= 0, "patience", f"must be >= 0 (0 disables early stopping), got {self.patience}")
         require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
         require(self.max_skipped_steps >= 0, "max_skipped_steps", f"must be >= 0, got {self.max_skipped_steps}")
+        require(self.init_from is None or bool(self.init_from.strip()), "init_from",
+                "must name a model directory or registry:ROOT, or be null")
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """The step horizon of the run (the LR schedule spans it); the time budget may stop it earlier."""

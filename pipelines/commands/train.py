@@ -8,11 +8,12 @@ preset < config file < --set < --epochs/--max-steps/--time-budget (``trainer.job
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
-import subprocess
 
 from core.configs import require
+from release.registry import REFERENCE_PREFIX, resolve
 from trainer import job as train_job
 
 
@@ -33,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="rank the full catalogue for a split's users with a trained model",
         description="Write metrics.json and per_user.parquet (docs/contracts.md) for --split of --data.",
     )
-    evaluate.add_argument("--model", required=True, help="model artifact directory of `interest train`")
+    evaluate.add_argument("--model", required=True,
+                          help="model artifact directory of `interest train`, or registry:ROOT[#MODEL] for the "
+                          "registry's champion (evaluated on this data: items matched by id)")
     evaluate.add_argument("--data", required=True, help="preprocessed data directory")
     evaluate.add_argument("--split", default="test", choices=("valid", "test"), help="which targets (default test)")
     evaluate.add_argument("--output", required=True, help="where metrics.json and per_user.parquet go")
@@ -41,14 +44,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.set_defaults(func=run_evaluate)
 
 
+def resolve_warm_start(job: train_job.TrainJob) -> train_job.TrainJob:
+    """``init_from=registry:ROOT[#MODEL]`` -> the champion's version directory, fixed before any process starts
+    (a champion pushed during the run must not change what the run started from)."""
+    _, train_cfg = job.configs()
+    if not (train_cfg.init_from or "").startswith(REFERENCE_PREFIX):
+        return job
+    resolved = resolve(train_cfg.init_from)
+    logging.getLogger("trainer").info("warm start from %s (%s)", resolved, train_cfg.init_from)
+    return dataclasses.replace(job, overrides=(*job.overrides, f"train.init_from={json.dumps(resolved)}"))
+
+
 def run_train(args: argparse.Namespace) -> int:
     require(args.nproc >= 1, "--nproc", f"must be >= 1, got {args.nproc}")
-    job = train_job.job_from_args(args)
-    job.configs()  # fail on bad flags before any process starts
+    job = resolve_warm_start(train_job.job_from_args(args))  # also fails on bad flags before any process starts
+    from trainer.data import open_data
+
+    open_data(job.data)  # an incomplete data directory is a usage error, found before any process starts
     if args.nproc > 1 or args.passthrough:
-        command = train_job.torchrun_command(job, args.nproc, args.passthrough)
-        logging.getLogger("trainer").info("launching %s", " ".join(command))
-        return subprocess.run(command, check=False).returncode
+        from trainer.launch import run_torchrun
+
+        run_torchrun(train_job.torchrun_command(job, args.nproc, args.passthrough))
+        return 0
     from trainer.train import train_job as run_job  # imports torch: only when training
 
     summary = run_job(job)
@@ -61,6 +78,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     require(args.batch_size >= 1, "--batch-size", f"must be >= 1, got {args.batch_size}")
     from trainer.evaluate import evaluate
 
-    metrics = evaluate(args.model, args.data, args.split, args.output, args.batch_size)
+    metrics = evaluate(resolve(args.model), args.data, args.split, args.output, args.batch_size)
     print(json.dumps(metrics, indent=2))
     return 0

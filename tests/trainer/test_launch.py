@@ -242,3 +242,22 @@ def test_local_launcher_runs_one_process_per_gpu(tiny_data, tmp_path):
     cluster.train_on(cluster.ClusterConfig(), job, job.job.output, local_gpus=2)
     summary = json.loads((tmp_path / "model" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 2
+
+
+@pytest.mark.slow
+def test_a_failing_torchrun_launch_is_one_line(tiny_data, tmp_path):
+    """`interest train --nproc 2` whose workers fail (here: a batch larger than the data) ends with one line on
+    stderr naming the problem and the log holding the tracebacks, exit 2 for a config error, not a wall of them."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "train", "--data", str(tiny_data), "--output",
+                           str(tmp_path / "m"), "--set", "batch_size=100000", "--nproc", "2"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("interest train:")]
+    assert len(errors) == 1 and "batch_size" in errors[0] and "full log:" in errors[0], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    log = errors[0].rsplit("full log: ", 1)[1].rstrip(")")
+    assert "batch_size" in open(log).read()
