@@ -402,32 +402,6 @@ def write_if_generation(uri: str, data: bytes, generation: Generation) -> Genera
     return _store(uri).write_if_generation(uri, data, generation)
 
 
-def create_exclusive(uri: str, data: bytes) -> bool:
-    """Create ``uri`` with ``data`` only if it does not exist yet (local: O_EXCL; object stores: generation 0);
-    False when it already exists. The file appears whole: a local one is written aside and hard-linked in."""
-    if is_remote(uri):
-        try:
-            write_if_generation(uri, data, 0)
-            return True
-        except GenerationMismatch:
-            return False
-    path = Path(uri)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _temp_beside(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)  # fails if path exists: the exclusive create, with the content already whole
-        except FileExistsError:
-            return False
-        return True
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def delete(uri: str, generation: Generation | None = None) -> None:
     """Remove one file or object; a missing one is not an error (deleting is retried, so may already be done).
     ``generation`` (object stores): only if it is still that one (else GenerationMismatch)."""
