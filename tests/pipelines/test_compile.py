@@ -150,7 +150,8 @@ def test_parameters_registry_required_rest_defaulted(spec):
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert "defaultValue" not in params["registry"] and not params["registry"].get("isOptional")
     assert params["accelerator_count"]["parameterType"] == "NUMBER_INTEGER"
-    assert params["variants"]["parameterType"] == "LIST" and "baseline" in params["variants"]["defaultValue"]
+    assert params["variants"]["parameterType"] == "LIST"
+    assert {"name": "baseline", "preset": "baseline", "set": {}} in params["variants"]["defaultValue"]
     assert {"report_html", "report_markdown", "blessing", "candidate", "tensorboard", "evaluations"} == set(
         spec["root"]["outputDefinitions"]["artifacts"])
 
