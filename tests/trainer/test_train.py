@@ -3,9 +3,11 @@ corrupt checkpoint, NaN handling, time budget and a gs:// output."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -209,6 +211,19 @@ def test_corrupt_latest_checkpoint_resumes_from_the_previous_one(tiny_data, tmp_
     assert summary["resumed_from"] == [4] and summary["steps"] == 8
     assert_same_weights(newest_weights(out), final)  # steps 5..8 redone exactly
 
+
+def test_resume_continues_the_random_streams_exactly(tiny_data, tmp_path, kit):
+    """With dropout on, a run resumed from the step-4 checkpoint of an 8-step run ends with that run's exact
+    weights only if the checkpoint's RNG states are restored (the fresh run seeds its dropout stream anew)."""
+    model_cfg = dataclasses.replace(kit.TINY_MODEL, dropout=0.3)
+    cfg = kit.tiny_train(epochs=None, max_steps=8, checkpoint_every_steps=4, keep_checkpoints=3)
+    train(str(tiny_data), str(tmp_path / "uninterrupted"), model_cfg, cfg)
+    (tmp_path / "resumed" / "checkpoints").mkdir(parents=True)
+    for name in ("step-00000004.pt", "step-00000004.pt.sha256", "best-model.pt"):
+        shutil.copy(tmp_path / "uninterrupted" / "checkpoints" / name, tmp_path / "resumed" / "checkpoints" / name)
+    summary = train(str(tiny_data), str(tmp_path / "resumed"), model_cfg, cfg)
+    assert summary["resumed_from"] == [4] and summary["steps"] == 8
+    assert_same_weights(newest_weights(tmp_path / "resumed"), newest_weights(tmp_path / "uninterrupted"))
 
 def test_rerun_with_a_different_config_is_refused(tiny_data, tmp_path, kit):
     out = tmp_path / "run"
