@@ -18,11 +18,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.configs import ConfigError
+from preprocessing import transforms
 from preprocessing.config import PreprocessConfig
 from preprocessing.pipeline import PreprocessError, build, pipeline_options, run
 from preprocessing.schema import SEQUENCE_SCHEMA
 from preprocessing.sources import list_sources
-from preprocessing import transforms
 from preprocessing.transforms import NAMESPACE
 
 NOW = 2_000_000_000  # max_timestamp for every test, so results do not depend on the clock
