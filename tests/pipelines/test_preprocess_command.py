@@ -36,6 +36,9 @@ def test_preprocess_runs_and_passes_beam_options_through(tmp_path, capsys):
     (["--cutoff", "soon"], "--cutoff: expected seconds since the epoch or an ISO date"),
     (["--set", "min_item_count=0"], "PreprocessConfig.min_item_count: must be >= 1, got 0"),
     (["--set", "split=random"], "PreprocessConfig.split: 'random' is not allowed; choose one of 'leave_one_out', 'temporal'"),
+    (["--set", "max_timestamp=1e30"], "max_timestamp: expected an integer, got '1e30'"),
+    (["--set", "max_timestamp=1.0e+30"], r"max_timestamp: 1000000000000000019884624838656 does not fit in a 64-bit"),
+    (["--set", "max_timestamp=1000000000000000"], r"PreprocessConfig.max_timestamp: must be seconds since the epoch in \[0, "),
 ])
 def test_usage_errors_exit_2_naming_the_flag(tmp_path, capsys, flags, message):
     (tmp_path / "e.csv").write_text("user_id,item_id,timestamp\nu,i,1\n")
@@ -48,6 +51,24 @@ def test_unusable_input_exits_1_with_the_reason(tmp_path, capsys):
     (tmp_path / "e.csv").write_text("user_id,item_id,timestamp\nu,i,1700000000000\n")
     assert main(["preprocess", "--input", str(tmp_path / "e.csv"), "--output", str(tmp_path / "out")]) == 1
     assert "timestamps look like milliseconds: use --timestamp-unit ms" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scale, flags, hint", [
+    (1, ["--timestamp-unit", "ms"], "timestamps look like seconds: use --timestamp-unit s"),
+    (1_000_000, [], "timestamps look like microseconds: use --timestamp-unit us"),
+])
+def test_timestamps_in_another_unit_fail_with_the_flag_that_reads_them(tmp_path, capsys, scale, flags, hint):
+    """Seconds read as milliseconds land in January 1970, microseconds read as seconds far in the future: the run
+    fails naming the --timestamp-unit that reads them, and that flag then works."""
+    (tmp_path / "e.csv").write_text("user_id,item_id,timestamp\n" + "".join(
+        f"u{n % 3},i{n % 2},{(1_600_000_000 + 60 * n) * scale}\n" for n in range(12)))
+    argv = ["preprocess", "--input", str(tmp_path / "e.csv"), "--output", str(tmp_path / "out"), "--set",
+            "min_item_count=1", "--set", "max_timestamp=2000000000"]
+    assert main([*argv, *flags]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert hint in line and "dead_letter-*.jsonl" in line and not (tmp_path / "out").exists()
+    assert main([*argv, "--timestamp-unit", hint.rsplit(" ", 1)[1]]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["interactions"] == 12
 
 
 def test_cutoff_accepts_seconds_and_iso_dates():
