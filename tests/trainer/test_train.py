@@ -4,6 +4,7 @@ corrupt checkpoint, NaN handling, time budget and a gs:// output."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -224,6 +225,63 @@ def test_resume_continues_the_random_streams_exactly(tiny_data, tmp_path, kit):
     summary = train(str(tiny_data), str(tmp_path / "resumed"), model_cfg, cfg)
     assert summary["resumed_from"] == [4] and summary["steps"] == 8
     assert_same_weights(newest_weights(tmp_path / "resumed"), newest_weights(tmp_path / "uninterrupted"))
+
+def published_files(out: Path) -> dict[str, str]:
+    """sha256 of every file a complete export's marker lists (verified), and of the marker itself."""
+    complete = rundir.open_complete(str(out), contract.MODEL_KIND, verify_digests=True)
+    return {**{name: entry["sha256"] for name, entry in complete.files.items()},
+            "_SUCCESS.json": hashlib.sha256((out / "_SUCCESS.json").read_bytes()).hexdigest()}
+
+
+def test_sigkill_mid_export_keeps_the_previous_export_and_a_rerun_completes(tiny_data, tmp_path):
+    """A real `interest train` is stopped where the export has staged model.pt but not published: the export asks
+    `git` for the code version (lineage.json) after writing the weights, and the `git` this test puts first on
+    PATH tells the test it was reached and then hangs, so the SIGKILL always lands between staging and publish."""
+    out = tmp_path / "model"
+    flags = ["train", "--data", str(tiny_data), "--output", str(out), *TINY_FLAGS]
+    assert cli.main([*flags, "--max-steps", "4"]) == 0
+    before = published_files(out)
+    reached = tmp_path / "git-reached"
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "git").write_text(f"#!/bin/sh\necho $$ > {reached}.tmp && mv {reached}.tmp {reached}\n"
+                                          "exec sleep 60\n")
+    (tmp_path / "bin" / "git").chmod(0o755)
+    victim = interest([*flags, "--max-steps", "6", "--restart"],
+                      {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"})
+    deadline = time.monotonic() + 120
+    while not reached.exists():
+        assert victim.poll() is None and time.monotonic() < deadline, victim.communicate()[0]
+        time.sleep(0.005)
+    (staging,) = tmp_path.glob(".model.staging-*")
+    assert (staging / "model.pt").is_file() and not (staging / "_SUCCESS.json").exists()
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()
+    os.kill(int(reached.read_text()), signal.SIGKILL)  # the stand-in git, orphaned
+    assert victim.returncode == -signal.SIGKILL
+    assert published_files(out) == before
+    assert json.loads((out / "summary.json").read_text())["steps"] == 4
+
+    assert cli.main([*flags, "--max-steps", "6"]) == 0  # resumes the killed run's last checkpoint, exports it
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["steps"], summary["resumed_from"]) == (6, [6])
+    assert published_files(out).keys() == before.keys() and not list(tmp_path.glob(".model.staging-*"))
+
+def test_resuming_on_other_data_is_refused_and_restart_starts_over(tiny_data, tmp_path, kit, capsys):
+    """The same number of items, other items: the checkpoint would load, and silently mean other things."""
+    other = kit.write_preprocessed(tmp_path / "other-data", item_prefix="j")
+    out = tmp_path / "model"
+    flags = ["train", "--output", str(out), *TINY_FLAGS, "--max-steps", "2"]
+    assert cli.main([*flags, "--data", str(tiny_data)]) == 0
+    capsys.readouterr()
+    assert cli.main([*flags, "--data", str(other)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"interest train: error: --data: the checkpoints in {out / 'checkpoints'} were trained on "
+                           "other data") and "--restart to start over" in line
+    assert json.loads((out / "lineage.json").read_text())["data"]["dir"] == str(tiny_data)
+    assert cli.main([*flags, "--data", str(other), "--restart"]) == 0
+    assert json.loads((out / "summary.json").read_text())["resumed_from"] == []
+    assert json.loads((out / "lineage.json").read_text())["data"]["dir"] == str(other)
+    assert json.loads((out / "vocab.json").read_text())["items"][0] == "j1"
 
 def test_rerun_with_a_different_config_is_refused(tiny_data, tmp_path, kit):
     out = tmp_path / "run"
