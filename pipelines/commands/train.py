@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="rank the full catalogue for a split's users with a trained model",
         description="Write metrics.json and per_user.parquet (docs/contracts.md) for --split of --data.",
     )
-    evaluate.add_argument("--model", required=True, help="model artifact directory of `interest train`")
+    evaluate.add_argument("--model", required=True, help="model artifact directory of `interest train`, or "
+                          "registry:ROOT[#MODEL_NAME] for the registry's champion")
     evaluate.add_argument("--data", required=True, help="preprocessed data directory")
     evaluate.add_argument("--split", default="test", choices=("valid", "test"), help="which targets (default test)")
     evaluate.add_argument("--output", required=True, help="where metrics.json and per_user.parquet go")
@@ -59,8 +60,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     require(args.batch_size >= 1, "--batch-size", f"must be >= 1, got {args.batch_size}")
+    from release import registry
     from trainer.evaluate import evaluate
 
-    metrics = evaluate(args.model, args.data, args.split, args.output, args.batch_size)
+    metrics = evaluate(registry.resolve(args.model), args.data, args.split, args.output, args.batch_size)
     print(json.dumps(metrics, indent=2))
     return 0
