@@ -127,6 +127,23 @@ def test_interest_evaluate_writes_metrics_and_per_user_rows(finished, tiny_data,
     assert json.loads(capsys.readouterr().out)["recall@10"] == metrics["recall@10"]
 
 
+def test_interest_evaluate_reads_the_champion_of_a_registry_reference(finished, tiny_data, tmp_path, capsys):
+    """`--model registry:ROOT` (docs/contracts.md) evaluates the champion's version directory."""
+    from release.gate import GateConfig, decide
+    from release.records import Variant
+    from release.registry import push
+
+    out, _ = finished
+    assert cli.main(["evaluate", "--model", str(out), "--data", str(tiny_data), "--output", str(tmp_path / "own")]) == 0
+    blessing = decide([Variant.load("baseline", str(out), None, str(tmp_path / "own"))], None, None,
+                      GateConfig(min_recall_at_10=0.0))
+    assert push(blessing, str(tmp_path / "registry"), version="v1").outcome == "pushed"
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--model", f"registry:{tmp_path / 'registry'}#interest", "--data", str(tiny_data),
+                     "--output", str(tmp_path / "champion")]) == 0
+    ours, champion = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("own", "champion"))
+    assert champion["recall@10"] == ours["recall@10"] and champion["users"] == ours["users"] == 48
+
 def test_tensorboard_events_hold_every_tag(finished):
     out, summary = finished
     events = EventAccumulator(str(out / "tensorboard"))
