@@ -65,6 +65,56 @@ def test_writers_racing_for_one_output_leave_exactly_one_whole(backend, tmp_path
     assert_whole(target, winner)
 
 
+def test_a_writer_that_just_took_the_lock_is_named_to_the_second(tmp_path, monkeypatch):
+    """The holder writes its details into the lock file right after locking; a second writer that arrives in
+    between must not report "no owner recorded". The first writer is held at that exact point (inside the
+    ``_owner`` call) until the second is looking again for its details."""
+    target = str(tmp_path / "out")
+    first_locked, first_may_go, second_moved = threading.Event(), threading.Event(), threading.Event()
+    owner, sleep = rundir._owner, rundir.time.sleep
+
+    def slow_owner(*args):
+        if threading.current_thread().name == "first":
+            first_locked.set()
+            assert first_may_go.wait(60)
+        return owner(*args)
+
+    def noted_sleep(seconds):
+        if threading.current_thread().name == "second":
+            second_moved.set()  # it found the lock held and looks again
+        sleep(seconds)
+
+    monkeypatch.setattr(rundir, "_owner", slow_owner)
+    monkeypatch.setattr(rundir.time, "sleep", noted_sleep)
+    errors = []
+
+    def second():
+        try:
+            with rundir.locked(target):
+                errors.append("the second writer got the lock")
+        except rundir.OutputLocked as exc:
+            errors.append(str(exc))
+        finally:
+            second_moved.set()
+
+    def first():
+        with rundir.locked(target):
+            while not errors:  # hold the lock until the second writer has given up
+                sleep(0.01)
+
+    holder = threading.Thread(target=first, name="first", daemon=True)
+    challenger = threading.Thread(target=second, name="second", daemon=True)
+    holder.start()
+    assert first_locked.wait(60)  # locked, its details not written yet
+    challenger.start()
+    assert second_moved.wait(60)
+    first_may_go.set()
+    challenger.join(timeout=60)
+    holder.join(timeout=60)
+    assert first_locked.is_set() and len(errors) == 1
+    assert f"is being written by pid {os.getpid()} on " in errors[0], errors
+
+
 def _killed_between_the_renames(target: str) -> None:
     """Forked child: publish over ``target`` without renameat2 and die right after the first rename."""
     rundir._exchange = lambda a, b: False
