@@ -60,6 +60,7 @@ MARKER = "_SUCCESS.json"
 LOCK = "_LOCK.json"  # object stores: the lock object inside the target prefix
 MANIFEST_FORMAT = 1
 DEFAULT_LEASE_SECONDS = 900.0  # object-store locks: renewed every third of it while the writer lives
+_OWNER_READS = 100  # local locks: reads of a held lock's owner (10 ms apart) before naming no holder
 
 
 class IncompleteOutput(ConfigError):
@@ -101,17 +102,23 @@ class _LocalLock:
     def acquire(self, what: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+")  # noqa: SIM115 - held open for as long as the lock is
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
+        for attempt in range(_OWNER_READS):
             try:
-                owner = json.loads(handle.read() or "null")
-            except json.JSONDecodeError:
-                owner = None
-            handle.close()
-            raise OutputLocked(f"{what} is being written by {_describe_owner(owner)}; wait for it or choose another "
-                               "output") from None
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                handle.seek(0)
+                try:
+                    owner = json.loads(handle.read() or "null")
+                except json.JSONDecodeError:
+                    owner = None
+            # No owner yet: the holder has just locked and not yet written its details, or is releasing (it
+            # empties the file before unlocking). Look again shortly, so the error names the holder.
+            if owner is not None or attempt == _OWNER_READS - 1:
+                handle.close()
+                raise OutputLocked(f"{what} is being written by {_describe_owner(owner)}; wait for it or choose "
+                                   "another output")
+            time.sleep(0.01)
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps(_owner()))

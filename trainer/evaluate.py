@@ -148,23 +148,26 @@ def load_model(model_dir: str, device: torch.device) -> LoadedModel:
 def evaluate(model_dir: str, data_dir: str, split: str = "test", output_dir: str | None = None,
              batch_size: int = 512) -> dict:
     """Evaluate the model of ``model_dir`` on ``split`` ('valid' or 'test') of ``data_dir``; returns metrics.json's
-    content and, when ``output_dir`` is given, publishes metrics.json and per_user.parquet there."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    loaded = load_model(model_dir, device)
-    model = loaded.model
-    seqs = renormalize_time(load_sequences(data_dir), loaded.lineage)
-    catalogue = Catalogue.match(loaded.vocab["items"], seqs.vocab["items"])
-    eval_set = EvalSet.build(seqs, split, model.cfg.max_len)
-    started = time.perf_counter()
-    per_user, metrics = evaluate_model(model, eval_set, batch_size, device, bf16=device.type == "cuda",
-                                       catalogue=catalogue)
-    seconds = time.perf_counter() - started
-    metrics.update(params=model.num_parameters(), users_per_second=len(eval_set) / seconds if seconds else 0.0,
-                   split=split)
-    if output_dir is not None:
-        columns = {"user_id": eval_set.user_id, "user_index": eval_set.user_index.numpy()}
-        columns.update({k: v.numpy() for k, v in per_user.items() if k != TOP_ITEMS})
-        with rundir.writing(output_dir, contract.EVALUATION_KIND) as staging:
+    content and, when ``output_dir`` is given, publishes metrics.json and per_user.parquet there (its writer lock
+    is taken first, so a second writer fails before any work)."""
+    publishing = (rundir.writing(output_dir, contract.EVALUATION_KIND) if output_dir is not None
+                  else contextlib.nullcontext())
+    with publishing as staging:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        loaded = load_model(model_dir, device)
+        model = loaded.model
+        seqs = renormalize_time(load_sequences(data_dir), loaded.lineage)
+        catalogue = Catalogue.match(loaded.vocab["items"], seqs.vocab["items"])
+        eval_set = EvalSet.build(seqs, split, model.cfg.max_len)
+        started = time.perf_counter()
+        per_user, metrics = evaluate_model(model, eval_set, batch_size, device, bf16=device.type == "cuda",
+                                           catalogue=catalogue)
+        seconds = time.perf_counter() - started
+        metrics.update(params=model.num_parameters(), users_per_second=len(eval_set) / seconds if seconds else 0.0,
+                       split=split)
+        if staging is not None:
+            columns = {"user_id": eval_set.user_id, "user_index": eval_set.user_index.numpy()}
+            columns.update({k: v.numpy() for k, v in per_user.items() if k != TOP_ITEMS})
             contract.write_per_user(staging.join(contract.PER_USER), columns)
             storage.write_json(staging.join(contract.METRICS), metrics)
     return metrics

@@ -6,10 +6,11 @@ import argparse
 import datetime
 import json
 import logging
+import typing
 
 from core import configs
 from core.configs import ConfigError
-from preprocessing.config import PreprocessConfig
+from preprocessing.config import PreprocessConfig, TimestampUnit
 
 EXAMPLES = """examples:
   interest preprocess --input ~/.cache/interest-pipeline/ml-1m.parquet --output runs/ml1m-prep
@@ -43,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="override a PreprocessConfig field, e.g. --set min_item_count=10 (repeatable)")
     parser.add_argument("--split", choices=["leave_one_out", "temporal"], help="how to split (default leave_one_out)")
     parser.add_argument("--cutoff", help="temporal split cutoff: seconds since the epoch or an ISO date/time (UTC)")
-    parser.add_argument("--timestamp-unit", choices=["s", "ms"], help="unit of input timestamps (default s)")
+    parser.add_argument("--timestamp-unit", choices=typing.get_args(TimestampUnit),
+                        help="unit of input timestamps (default s)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier run's files in --output")
     parser.set_defaults(func=run_preprocess)
 

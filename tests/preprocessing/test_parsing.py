@@ -171,3 +171,22 @@ def test_random_rows_never_crash_and_are_all_accounted_for(lines, crlf, block_by
     seen = events + [d["line"] for d in dead]
     assert len(set(seen)) == len(seen) and all(2 <= n <= len(lines) + 1 for n in seen)
     assert all(d["reason"] in REASONS for d in dead)
+
+
+@pytest.mark.parametrize("control", ["\x00", "\x01", "\x7f", "\x85"], ids=["NUL", "SOH", "DEL", "NEL"])
+def test_ids_with_control_characters_are_dead_letters(tmp_path, control):
+    """C0 (NUL, \\x01), DEL and C1 (\\x85, a line break to str.splitlines) inside user or item ids, in CSV on
+    Arrow's fast path, in CSV on the line-by-line path a stray quote forces, and in Parquet."""
+    rows = [f"u{control}1,i1,5", f'u2,"i{control}2",6']
+    for name, extra in (("fast.csv", []), ("slow.csv", ['u3,"unterminated,7'])):
+        source = write(tmp_path / name, "\n".join([HEADER, "u0,i0,1", *rows, *extra, "u9,i9,9"]).encode() + b"\n")
+        blocks = list(read_source(source, CFG))
+        dead = {d["line"]: d["reason"] for b in blocks for d in b.dead_letters}
+        assert {line: dead[line] for line in (3, 4)} == {3: "id_control_characters", 4: "id_control_characters"}
+        assert sorted(r for b in blocks for r in b.events.column("row").to_pylist()) == [2, 5 + len(extra)]
+    batch = pa.record_batch({"user_id": [f"u{control}1", "u2", "u3"], "item_id": ["i1", f"i{control}2", "i3"],
+                             "timestamp": [5, 6, 7]})
+    block = parse_record_batch(batch, {"user": "user_id", "item": "item_id", "timestamp": "timestamp"}, 1, CFG, 0,
+                               "e.parquet")
+    assert reasons(block) == {1: "id_control_characters", 2: "id_control_characters"}
+    assert block.events.column("user").to_pylist() == ["u3"]

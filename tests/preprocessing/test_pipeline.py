@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.configs import ConfigError
+from preprocessing import transforms
 from preprocessing.config import PreprocessConfig
 from preprocessing.pipeline import PreprocessError, build, pipeline_options, run
 from preprocessing.schema import SEQUENCE_SCHEMA
@@ -111,6 +112,49 @@ def test_matches_an_independent_reference_on_two_files(tmp_path):
     assert got["split"] == {"method": "leave_one_out", "cutoff": None}
     assert got["config"]["min_item_count"] == 3 and got["config"]["max_timestamp"] == NOW
 
+
+
+def probed(combine_fn: type[beam.CombineFn], log: Path) -> type[beam.CombineFn]:
+    """A test-only probe: ``combine_fn`` that appends to ``log`` how many non-empty accumulators each merge got."""
+    class Probed(combine_fn):
+        def merge_accumulators(self, accumulators):
+            accumulators = list(accumulators)
+            with open(log, "a") as f:
+                f.write(f"{combine_fn.__name__} {sum(len(a) > 0 for a in accumulators)}\n")
+            return super().merge_accumulators(accumulators)
+    return Probed
+
+
+def test_global_combiners_merge_bundles_into_the_reference_result(tmp_path, monkeypatch):
+    """With ``--direct_num_workers=3`` the FnApiRunner cuts the bucket elements after the GroupByKey into three
+    bundles, each pre-combined on its own, so the item counts and the distinct items and users reach
+    ``merge_accumulators`` as several non-empty partials (the probe shows it); the output must still be the
+    plain-Python reference. Items reach min_item_count only summed over users of different buckets."""
+    log = tmp_path / "merges.log"
+    monkeypatch.setattr(transforms, "_FrequentItems", probed(transforms._FrequentItems, log))
+    monkeypatch.setattr(transforms, "_SortedDistinct", probed(transforms._SortedDistinct, log))
+    rng = random.Random(3)
+    rows = []
+    for file in range(3):
+        lines = [HEADER]
+        for _ in range(80):
+            row = (f"user{rng.randrange(40)}", f"item{min(rng.randrange(30), rng.randrange(30))}",
+                   rng.randrange(1000, 1100))
+            lines.append(",".join(map(str, row)))
+            rows.append((*row, (file, len(lines))))
+        (tmp_path / f"part-{file}.csv").write_text("\n".join(lines) + "\n")
+
+    run(str(tmp_path / "part-*.csv"), str(tmp_path / "out"), config(min_item_count=4, min_user_events=3),
+        beam_args=["--direct_num_workers=3"])
+
+    expected, _ = reference(rows, 4, 3)
+    got = read_output(tmp_path / "out")
+    assert got["vocab"]["items"] == sorted({e[2] for events in expected.values() for e in events})
+    index = {item: k + 1 for k, item in enumerate(got["vocab"]["items"])}
+    assert {s["user_id"]: s["item_index"] for s in got["sequences"].to_pylist()} == {
+        user: [index[e[2]] for e in events] for user, events in expected.items()}
+    merged = collections.Counter(line.split()[0] for line in log.read_text().splitlines() if int(line.split()[1]) > 1)
+    assert merged["_FrequentItems"] >= 1 and merged["_SortedDistinct"] >= 2, log.read_text()
 
 def test_parquet_input_temporal_split_and_no_leftovers(tmp_path, monkeypatch):
     system_temp = tmp_path / "system-temp"

@@ -10,7 +10,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from preprocessing import schema
+from preprocessing import schema, tables
 from preprocessing.config import PreprocessConfig
 from preprocessing.sources import list_sources
 from preprocessing.stats import PreprocessError, finalize
@@ -28,6 +28,8 @@ from preprocessing.transforms import (
     SortedDistinct,
     Summarize,
     TimeRange,
+    _FrequentItems,
+    _SortedDistinct,
 )
 
 
@@ -192,3 +194,37 @@ def test_summarize_derives_stats_and_checks_conservation():
                     equal_to([(7, 4, 2, 1, 2, 3)]))
     with pytest.raises(PreprocessError, match="row accounting broken: input_rows 8"):
         finalize({"input_rows": 8, "sequence_length_hist": {2: 2}}, (1, 2))
+
+
+def combine(fn: beam.CombineFn, partials: list[list]):
+    """Run ``fn`` the way a runner does over several bundles: one accumulator per partial, then one merge."""
+    accumulators = []
+    for inputs in partials:
+        accumulator = fn.create_accumulator()
+        for value in inputs:
+            accumulator = fn.add_input(accumulator, value)
+        accumulators.append(accumulator)
+    return fn.extract_output(fn.merge_accumulators(iter(accumulators)))
+
+
+def item_counts(*items: str) -> pa.Table:
+    return tables.item_counts(events(*((f"u{n}", item, n, n) for n, item in enumerate(items))))
+
+
+@pytest.mark.parametrize("fn, inputs, expected", [
+    # "x" and "y" reach min_count 3 only over three partials, "z" never (2), "w" within one partial.
+    (_FrequentItems(3), [item_counts("x", "y"), item_counts("x", "y", "z"), item_counts("x", "y", "z"),
+                         item_counts("w", "w", "w")], {"w", "x", "y"}),
+    # Sorted by code point over every partial.
+    (_SortedDistinct(), [pa.array(["b", "a"]), pa.array(["é", "a"]), pa.array(["B", "c"]), pa.array(["c"])],
+     ["B", "a", "b", "c", "é"]),
+])
+def test_combiners_merge_several_partial_accumulators_like_one(fn, inputs, expected):
+    """Every split of the inputs into non-empty partials gives what one accumulator over all of them gives."""
+    def output(partials):
+        values = combine(fn, partials).to_pylist()
+        return set(values) if isinstance(expected, set) else values
+
+    assert output([inputs]) == expected
+    for partials in ([[v] for v in inputs], [inputs[:1], inputs[1:3], inputs[3:]], [inputs[2:], inputs[:2]]):
+        assert output(partials) == expected, partials

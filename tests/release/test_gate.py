@@ -164,3 +164,48 @@ def test_gate_config_loads_from_a_file_and_names_bad_fields(tmp_path):
         configs.load(GateConfig, path, ["confidence=1.5"])
     with pytest.raises(configs.ConfigError, match="unknown field"):
         configs.load(GateConfig, path, ["min_recal=0.1"])
+
+
+def hits_of(count: int) -> np.ndarray:
+    """USERS users of which the first ``count`` hit: Recall@10 = count / 1000, exact in float for the values used."""
+    return (np.arange(USERS) < count).astype(int)
+
+
+def check_passed(candidate: Variant, reference: Variant | None, config: GateConfig, name: str) -> bool:
+    return next(c for c in gate_checks(candidate, reference, reference, config) if c.name == name).passed
+
+
+@pytest.mark.parametrize("name, config, at_threshold, past_threshold", [
+    # Recall@10 0.25 == min 0.25 passes; 0.249 fails.
+    ("min_recall@10", {"min_recall_at_10": 0.25}, variant("c", hits_of(250)), variant("c", hits_of(249))),
+    # user norm 1000.0 == max 1000.0 passes; 1000.5 fails.
+    ("max_user_norm_mean", {"max_user_norm_mean": 1000.0}, variant("c", hits_of(250), 1000.0),
+     variant("c", hits_of(250), 1000.5)),
+    # (0.375 - 0.5) / 0.5 = -0.25 exactly == the threshold passes; (0.374 - 0.5) / 0.5 = -0.252 fails.
+    ("change_vs_champion", {"min_change_vs_champion": -0.25}, variant("c", hits_of(375)), variant("c", hits_of(374))),
+    ("change_vs_baseline", {"min_change_vs_baseline": -0.25}, variant("c", hits_of(375)), variant("c", hits_of(374))),
+])
+def test_a_value_exactly_at_a_threshold_passes_and_one_just_past_it_fails(name, config, at_threshold,
+                                                                          past_threshold):
+    reference = variant("reference", hits_of(500))  # Recall@10 0.5: baseline and champion alike
+    cfg = GateConfig(**config)
+    assert check_passed(at_threshold, reference, cfg, name), name
+    assert not check_passed(past_threshold, reference, cfg, name), name
+
+
+def test_bootstrap_pairs_by_user_id_whatever_the_row_order():
+    """The interval depends on which users are paired, never on the order rows come in; pairing other users'
+    values (the same multiset, so the same means) gives another interval."""
+    rng = np.random.default_rng(5)
+    a_hits = (rng.random(400) < 0.6).astype(int)
+    b_hits = np.where(rng.random(400) < 0.7, a_hits, 1 - a_hits)  # correlated with a: pairing narrows the CI
+    a, b_sorted = per_user(a_hits), per_user(b_hits)
+    b_shuffled = per_user(b_hits, order=rng.permutation(400))
+    mismatched = {**b_sorted, "recall@10": b_sorted["recall@10"][rng.permutation(400)]}
+    sorted_result = paired_bootstrap(a, b_sorted, resamples=500, seed=1)
+    assert paired_bootstrap(a, b_shuffled, resamples=500, seed=1) == sorted_result
+    assert paired_bootstrap(b_shuffled, a, resamples=500, seed=1)["mean_diff"] == -sorted_result["mean_diff"]
+    other = paired_bootstrap(a, mismatched, resamples=500, seed=1)
+    assert other["mean_diff"] == sorted_result["mean_diff"]
+    assert (other["ci_low"], other["ci_high"]) != (sorted_result["ci_low"], sorted_result["ci_high"])
+    assert other["ci_high"] - other["ci_low"] > sorted_result["ci_high"] - sorted_result["ci_low"]

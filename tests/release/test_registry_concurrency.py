@@ -3,6 +3,8 @@ registry stays consistent (every version complete, the pointer names one of them
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import multiprocessing
 import threading
 
@@ -13,8 +15,34 @@ from release.registry import ChampionChanged, push, read_pointer
 from tests.support.fake_artifacts import blessing_for, write_run
 
 
-def _push_in_process(barrier, results, root, model_dir, eval_dir, version):
-    barrier.wait(timeout=60)
+def _race_to_the_pointer(barrier) -> None:
+    """In a forked pusher: hold its champion-pointer write until every pusher has read the pointer (they all
+    meet at ``barrier`` just before the write), unless one of them is kept out by the registry's pointer lock,
+    which then breaks the barrier so the lock holder goes on. Without the lock every pusher reads "no champion"
+    before any writes, every run; with it, the ones kept out read the winner's pointer afterwards."""
+    blocking_flock, write_json = fcntl.flock, storage.write_json
+
+    def flock(fd, operation):
+        if operation == fcntl.LOCK_EX:  # a blocking request: the pointer lock (output locks never block)
+            try:
+                return blocking_flock(fd, operation | fcntl.LOCK_NB)
+            except BlockingIOError:
+                barrier.abort()  # another pusher holds the lock: nobody waits for this one at the write
+        return blocking_flock(fd, operation)
+
+    def write_after_everyone_read(uri, *args, **kwargs):
+        if uri.endswith("/champion.json"):
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait(timeout=120)
+        return write_json(uri, *args, **kwargs)
+
+    fcntl.flock = flock
+    storage.write_json = write_after_everyone_read
+
+
+def _push_in_process(start, at_pointer, results, root, model_dir, eval_dir, version):
+    _race_to_the_pointer(at_pointer)
+    start.wait(timeout=60)
     try:
         results.put((version, push(blessing_for(model_dir, eval_dir), root, "interest", version=version).outcome))
     except ChampionChanged:
@@ -35,8 +63,8 @@ def test_concurrent_processes_on_a_local_registry(tmp_path):
     root = str(tmp_path / "registry")
     runs = {f"v{i}": write_run(tmp_path, f"v{i}", seed=i) for i in range(4)}
     ctx = multiprocessing.get_context("fork")
-    barrier, results = ctx.Barrier(len(runs)), ctx.Queue()
-    procs = [ctx.Process(target=_push_in_process, args=(barrier, results, root, *run, version))
+    start, at_pointer, results = ctx.Barrier(len(runs)), ctx.Barrier(len(runs)), ctx.Queue()
+    procs = [ctx.Process(target=_push_in_process, args=(start, at_pointer, results, root, *run, version))
              for version, run in runs.items()]
     for p in procs:
         p.start()

@@ -20,10 +20,11 @@ NUM_ITEMS = 40
 
 
 def write_preprocessed(directory: Path, num_users: int = NUM_USERS, num_items: int = NUM_ITEMS, seed: int = 0,
-                       nan_user: int | None = None) -> Path:
+                       nan_user: int | None = None, item_prefix: str = "i") -> Path:
     """Write sequences, vocab, split and stats files per the contract (leave-one-out split).
 
-    ``nan_user``: that user's normalized timestamps are NaN (bad upstream data that makes the loss NaN).
+    ``nan_user``: that user's normalized timestamps are NaN (bad upstream data that makes the loss NaN);
+    ``item_prefix``: the item ids are ``<prefix>1 .. <prefix>N`` (another prefix: other items, same count).
     """
     rng = np.random.default_rng(seed)
     rows = []
@@ -61,7 +62,7 @@ def write_preprocessed(directory: Path, num_users: int = NUM_USERS, num_items: i
             pq.write_table(pa.Table.from_pylist(part, schema), out / name)
             staging.describe(name, rows=len(part))
         (out / "vocab.json").write_text(json.dumps({"padding_index": 0,
-                                                    "items": [f"i{i}" for i in range(1, num_items + 1)]}))
+                                                    "items": [f"{item_prefix}{i}" for i in range(1, num_items + 1)]}))
         (out / "split.json").write_text(json.dumps({"method": "leave_one_out", "cutoff": None}))
         (out / "stats.json").write_text(json.dumps({
             "input_rows": interactions, "dead_letter_rows": 0, "dead_letter_reasons": {}, "duplicate_rows": 0,

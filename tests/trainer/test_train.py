@@ -3,9 +3,12 @@ corrupt checkpoint, NaN handling, time budget and a gs:// output."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -124,6 +127,23 @@ def test_interest_evaluate_writes_metrics_and_per_user_rows(finished, tiny_data,
     assert json.loads(capsys.readouterr().out)["recall@10"] == metrics["recall@10"]
 
 
+def test_interest_evaluate_reads_the_champion_of_a_registry_reference(finished, tiny_data, tmp_path, capsys):
+    """`--model registry:ROOT` (docs/contracts.md) evaluates the champion's version directory."""
+    from release.gate import GateConfig, decide
+    from release.records import Variant
+    from release.registry import push
+
+    out, _ = finished
+    assert cli.main(["evaluate", "--model", str(out), "--data", str(tiny_data), "--output", str(tmp_path / "own")]) == 0
+    blessing = decide([Variant.load("baseline", str(out), None, str(tmp_path / "own"))], None, None,
+                      GateConfig(min_recall_at_10=0.0))
+    assert push(blessing, str(tmp_path / "registry"), version="v1").outcome == "pushed"
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--model", f"registry:{tmp_path / 'registry'}#interest", "--data", str(tiny_data),
+                     "--output", str(tmp_path / "champion")]) == 0
+    ours, champion = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("own", "champion"))
+    assert champion["recall@10"] == ours["recall@10"] and champion["users"] == ours["users"] == 48
+
 def test_tensorboard_events_hold_every_tag(finished):
     out, summary = finished
     events = EventAccumulator(str(out / "tensorboard"))
@@ -209,6 +229,76 @@ def test_corrupt_latest_checkpoint_resumes_from_the_previous_one(tiny_data, tmp_
     assert summary["resumed_from"] == [4] and summary["steps"] == 8
     assert_same_weights(newest_weights(out), final)  # steps 5..8 redone exactly
 
+
+def test_resume_continues_the_random_streams_exactly(tiny_data, tmp_path, kit):
+    """With dropout on, a run resumed from the step-4 checkpoint of an 8-step run ends with that run's exact
+    weights only if the checkpoint's RNG states are restored (the fresh run seeds its dropout stream anew)."""
+    model_cfg = dataclasses.replace(kit.TINY_MODEL, dropout=0.3)
+    cfg = kit.tiny_train(epochs=None, max_steps=8, checkpoint_every_steps=4, keep_checkpoints=3)
+    train(str(tiny_data), str(tmp_path / "uninterrupted"), model_cfg, cfg)
+    (tmp_path / "resumed" / "checkpoints").mkdir(parents=True)
+    for name in ("step-00000004.pt", "step-00000004.pt.sha256", "best-model.pt"):
+        shutil.copy(tmp_path / "uninterrupted" / "checkpoints" / name, tmp_path / "resumed" / "checkpoints" / name)
+    summary = train(str(tiny_data), str(tmp_path / "resumed"), model_cfg, cfg)
+    assert summary["resumed_from"] == [4] and summary["steps"] == 8
+    assert_same_weights(newest_weights(tmp_path / "resumed"), newest_weights(tmp_path / "uninterrupted"))
+
+def published_files(out: Path) -> dict[str, str]:
+    """sha256 of every file a complete export's marker lists (verified), and of the marker itself."""
+    complete = rundir.open_complete(str(out), contract.MODEL_KIND, verify_digests=True)
+    return {**{name: entry["sha256"] for name, entry in complete.files.items()},
+            "_SUCCESS.json": hashlib.sha256((out / "_SUCCESS.json").read_bytes()).hexdigest()}
+
+
+def test_sigkill_mid_export_keeps_the_previous_export_and_a_rerun_completes(tiny_data, tmp_path):
+    """A real `interest train` is stopped where the export has staged model.pt but not published: the export asks
+    `git` for the code version (lineage.json) after writing the weights, and the `git` this test puts first on
+    PATH tells the test it was reached and then hangs, so the SIGKILL always lands between staging and publish."""
+    out = tmp_path / "model"
+    flags = ["train", "--data", str(tiny_data), "--output", str(out), *TINY_FLAGS]
+    assert cli.main([*flags, "--max-steps", "4"]) == 0
+    before = published_files(out)
+    reached = tmp_path / "git-reached"
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "git").write_text(f"#!/bin/sh\necho $$ > {reached}.tmp && mv {reached}.tmp {reached}\n"
+                                          "exec sleep 60\n")
+    (tmp_path / "bin" / "git").chmod(0o755)
+    victim = interest([*flags, "--max-steps", "6", "--restart"],
+                      {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"})
+    deadline = time.monotonic() + 120
+    while not reached.exists():
+        assert victim.poll() is None and time.monotonic() < deadline, victim.communicate()[0]
+        time.sleep(0.005)
+    (staging,) = tmp_path.glob(".model.staging-*")
+    assert (staging / "model.pt").is_file() and not (staging / "_SUCCESS.json").exists()
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()
+    os.kill(int(reached.read_text()), signal.SIGKILL)  # the stand-in git, orphaned
+    assert victim.returncode == -signal.SIGKILL
+    assert published_files(out) == before
+    assert json.loads((out / "summary.json").read_text())["steps"] == 4
+
+    assert cli.main([*flags, "--max-steps", "6"]) == 0  # resumes the killed run's last checkpoint, exports it
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["steps"], summary["resumed_from"]) == (6, [6])
+    assert published_files(out).keys() == before.keys() and not list(tmp_path.glob(".model.staging-*"))
+
+def test_resuming_on_other_data_is_refused_and_restart_starts_over(tiny_data, tmp_path, kit, capsys):
+    """The same number of items, other items: the checkpoint would load, and silently mean other things."""
+    other = kit.write_preprocessed(tmp_path / "other-data", item_prefix="j")
+    out = tmp_path / "model"
+    flags = ["train", "--output", str(out), *TINY_FLAGS, "--max-steps", "2"]
+    assert cli.main([*flags, "--data", str(tiny_data)]) == 0
+    capsys.readouterr()
+    assert cli.main([*flags, "--data", str(other)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"interest train: error: --data: the checkpoints in {out / 'checkpoints'} were trained on "
+                           "other data") and "--restart to start over" in line
+    assert json.loads((out / "lineage.json").read_text())["data"]["dir"] == str(tiny_data)
+    assert cli.main([*flags, "--data", str(other), "--restart"]) == 0
+    assert json.loads((out / "summary.json").read_text())["resumed_from"] == []
+    assert json.loads((out / "lineage.json").read_text())["data"]["dir"] == str(other)
+    assert json.loads((out / "vocab.json").read_text())["items"][0] == "j1"
 
 def test_rerun_with_a_different_config_is_refused(tiny_data, tmp_path, kit):
     out = tmp_path / "run"
