@@ -96,6 +96,11 @@ def _coerce(value: Any, hint: Any, field: str) -> Any:
             return value
         raise ConfigError(f"{field}: expected true or false, got {value!r}")
     if hint is int:
+        if isinstance(value, str):  # PyYAML reads "1e9" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, int) and not isinstance(value, bool):

@@ -94,10 +94,12 @@ def load_sequences(data_dir: str) -> Sequences:
     tables = []
     for name in data.matching(f"{contract.SEQUENCES_PREFIX}-", ".parquet"):
         uri = data.path(name)
+        raw = storage.read_bytes(uri)  # read once: checked against the manifest's digest, then parsed from memory
+        if hashlib.sha256(raw).hexdigest() != data.files[name]["sha256"]:
+            raise rundir.IncompleteOutput(f"--data: {uri} does not match the sha256 its {rundir.MARKER} lists "
+                                          "(altered or damaged since it was written); preprocess again")
         try:
-            # Remote shards are read into memory: only the columns the trainer needs, no local copy of the directory.
-            source = pa.BufferReader(storage.read_bytes(uri)) if storage.is_remote(uri) else uri
-            tables.append(pq.read_table(source, columns=wanted))
+            tables.append(pq.read_table(pa.BufferReader(raw), columns=wanted))
         except (pa.ArrowInvalid, OSError) as exc:
             raise ConfigError(f"--data: {uri} is not a readable Parquet shard: {str(exc).splitlines()[0]}") from None
         except KeyError as exc:

@@ -117,3 +117,12 @@ def test_nested_aliases_are_refused_before_anything_is_built(tmp_path, capsys):
                  str(bomb)]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"interest preprocess: error: --config {bomb}: line 1") and not (tmp_path / "out").exists()
+
+
+def test_whole_numbers_written_in_exponent_form_are_integers():
+    """PyYAML reads 1e9 (no dot) as a string; an integer field takes it as the number it is."""
+    from preprocessing.config import PreprocessConfig
+
+    assert configs.load(PreprocessConfig, overrides=["max_timestamp=1e9"]).max_timestamp == 1_000_000_000
+    with pytest.raises(ConfigError, match="max_timestamp"):
+        configs.load(PreprocessConfig, overrides=["max_timestamp=1.5e9x"])

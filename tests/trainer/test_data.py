@@ -153,3 +153,14 @@ def test_reads_a_gcs_directory(tiny_data, gcs_bucket, seqs):
     remote = load_sequences(f"{gcs_bucket}/data")
     assert torch.equal(remote.columns["items"], seqs.columns["items"])
     assert torch.equal(remote.train_end, seqs.train_end)
+
+
+def test_a_shard_altered_in_place_is_refused_by_its_digest(tiny_data, tmp_path):
+    """Same size, one byte flipped: the marker's sha256 catches what the size check cannot."""
+    copy = rundir.copy_complete(str(tiny_data), str(tmp_path / "data"))
+    shard = Path(copy.path(copy.matching("sequences-")[0]))
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match="does not match the sha256"):
+        load_sequences(str(tmp_path / "data"))
