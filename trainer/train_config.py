@@ -1,8 +1,8 @@
 """``TrainConfig``: how a model is trained (optimizer, schedule, stopping, validation, checkpoints, precision).
 
 The model itself is described by ``trainer.model_config.ModelConfig``; a preset (``trainer.presets``) carries both a
-model config and ``train`` overrides of the fields below. Load one with
-``core.configs.load(TrainConfig, path, overrides, base=preset.train)``.
+model config and ``train`` overrides of the fields below. ``trainer.job.resolve_configs(preset, overrides)`` is
+the one place a preset plus overrides becomes this config.
 """
 
 from __future__ import annotations
