@@ -47,6 +47,14 @@ def test_by_variant_maps_names_and_refuses_ambiguity():
         artifacts.by_variant([artifact(None, "/a")], "model")
 
 
+def test_replicate_of_reads_variant_and_seed_as_kfp_hands_them_back():
+    assert artifacts.replicate_of({"variant": "swiglu-seed3", "variant_name": "swiglu", "seed": 3.0}) == {
+        "variant_name": "swiglu", "seed": 3}
+    assert artifacts.replicate_of({"variant": "rope", "variant_name": "rope", "seed": -1}) == {"variant_name": "rope",
+                                                                                    "seed": None}
+    assert artifacts.replicate_of({"variant": "old"}) == {"variant_name": None, "seed": None}  # artifacts from before
+
+
 def test_move_tensorboard_leaves_the_model_without_logs(tmp_path):
     model, board = tmp_path / "model", tmp_path / "board"
     (model / "tensorboard").mkdir(parents=True)
