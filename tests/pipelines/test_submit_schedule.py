@@ -94,7 +94,7 @@ def test_submit_creates_experiment_then_run_with_arguments(kfp_server, capsys):
     assert run["experiment_id"] == next(iter(state.experiments))
     params = run["runtime_config"]["parameters"]
     assert params["registry"] == "gs://models-bucket/registry"
-    assert params["variants"] == ["baseline", "swiglu"] and params["dataset"] == "ml-100k"
+    assert [v["name"] for v in params["variants"]] == ["baseline", "swiglu"] and params["dataset"] == "ml-100k"
     assert params["train_config"] == {"max_steps": 3}
     spec = run["pipeline_spec"]
     assert spec["pipelineInfo"]["name"] == "interest-pipeline"
