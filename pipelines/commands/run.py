@@ -222,7 +222,7 @@ def summary_rows(comparison: dict[str, Any]) -> tuple[list[str], list[list[str]]
                      "reference" if v["baseline"] else (delta["text"] if delta else "-"),
                      "" if v["baseline"] else (delta["label"] if delta else "-"),
                      "-" if v["steps"] is None else f"{v['steps']:,.0f}",
-                     "-" if v["train_seconds"] is None else f"{v['train_seconds']:.0f}"])
+                     "-" if v["train_seconds"] is None else f"{v['train_seconds']:.{0 if v['train_seconds'] >= 10 else 1}f}"])
     return header, rows
 
 
