@@ -331,7 +331,8 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}th{background:#f3f3f3}
-td:first-child,th:first-child{text-align:left}#checks td:last-child{text-align:left;white-space:normal}
+td:first-child,th:first-child,#runs td:nth-child(2),#penalties td:nth-child(2){text-align:left}
+#checks td:last-child{text-align:left;white-space:normal}
 .scroll{overflow-x:auto}.pass,.sig{color:#17703a}.fail{color:#b00020;font-weight:bold}.nosig{color:#777}
 figure{margin:1.5em 0}img{max-width:100%}p.note{color:#555;max-width:60em}"""
 CELL_CLASSES = {"pass": "pass", "FAIL": "fail", "significant": "sig", "no significant difference": "nosig"}
