@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 VARIANT_KEY = "variant"  # artifact metadata key naming the variant an artifact belongs to
 __all__ = ["SPLITS", "VARIANT_KEY", "by_variant", "load_variants", "log_metrics", "move_tensorboard", "numbers",
-           "set_torch_threads"]
+           "replicate_of", "set_torch_threads"]
 
 
 def numbers(values: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
@@ -64,8 +64,17 @@ def load_variants(models: Iterable, evaluations: Iterable) -> list:
     from release.records import Variant
 
     evaluation_dirs = {name: a.path for name, a in by_variant(evaluations, "evaluation").items()}
-    return [Variant.load(name, model.path, *(os.path.join(evaluation_dirs[name], split) for split in SPLITS))
+    return [Variant.load(name, model.path, *(os.path.join(evaluation_dirs[name], split) for split in SPLITS),
+                         **replicate_of(model.metadata))
             for name, model in by_variant(models, "model").items()]
+
+
+def replicate_of(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """``variant_name`` and ``seed`` of a train task's artifact metadata (KFP may hand ints back as floats; seed -1:
+    the preset's own)."""
+    seed = metadata.get("seed")
+    seed = int(seed) if isinstance(seed, int | float) and seed >= 0 else None
+    return {"variant_name": metadata.get("variant_name") or None, "seed": seed}
 
 
 def set_torch_threads(threads: int) -> None:

@@ -23,9 +23,11 @@ def evaluate_champion(
     import os
 
     from components.artifacts import SPLITS, set_torch_threads
+    from components.events import Task
     from release.registry import read_champion
     from trainer.evaluate import evaluate
 
+    task = Task("evaluate_champion")
     set_torch_threads(torch_threads)
     champion = read_champion(registry, model_name)
     os.makedirs(champion_evaluation.path, exist_ok=True)
@@ -35,3 +37,4 @@ def evaluate_champion(
     with open(os.path.join(champion_evaluation.path, "champion.json"), "w") as f:
         json.dump({"champion": dataclasses.asdict(champion) if champion else None}, f, indent=2)
     champion_evaluation.metadata["champion"] = champion.version if champion else ""
+    task.done(f"champion {champion.version}" if champion else "no production champion yet")

@@ -23,9 +23,11 @@ def push(
     import json
     import os
 
+    from components.events import Task
     from release.records import Blessing
     from release.registry import push as push_version
 
+    task = Task("push")
     with open(blessing.path) as f:
         decision = Blessing.from_json(json.load(f), blessing.path)
     locations = {"candidate_model": candidate.path,
@@ -34,4 +36,5 @@ def push(
                     if os.path.isdir(os.path.join(evidence.path, role))}}
     result = push_version(decision, registry, model_name, locations=locations, data_dir=data.path)
     print(f"push: {result.outcome} {result.uri} (previous champion: {result.previous_version})")
+    task.done(f"{result.outcome} {result.uri}")
     return result.uri

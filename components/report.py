@@ -1,4 +1,4 @@
-"""Component: the comparison report of every variant (HTML page + Markdown for the KFP UI)."""
+"""Component: the comparison report of every variant (HTML page + Markdown for the KFP UI + comparison.json)."""
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Markdown, Model, Output
@@ -14,15 +14,23 @@ def report(
     baseline_preset: str,
     html: Output[HTML],
     markdown: Output[Markdown],
+    comparison: Output[Artifact],
 ):
-    """Recall@10, NDCG@10, norms, parameters, time, tokens/s and the change against the baseline per variant,
-    the gate's checks and the training curves (release.report)."""
+    """Per variant (replicates grouped): Recall@10 with intervals across seeds, the paired difference to the
+    baseline with its bootstrap interval and significance, NDCG@10, norms, parameters, steps and time; the penalty
+    table, the gate's checks and the training curves (release.report). ``comparison``: comparison.json, the
+    tables' numbers (what ``interest run`` prints)."""
     import json
 
     from components.artifacts import load_variants
+    from components.events import Task
     from release.records import Blessing
     from release.report import write_report
 
+    task = Task("report")
     with open(blessing.path) as f:
         decision = Blessing.from_json(json.load(f), blessing.path)
-    write_report(load_variants(models, evaluations), decision, html.path, markdown.path, baseline=baseline_preset)
+    variants = load_variants(models, evaluations)
+    write_report(variants, decision, html.path, markdown.path, baseline=baseline_preset, output_json=comparison.path)
+    comparison.metadata["format"] = "release.report comparison.json"
+    task.done(f"{len(variants)} runs compared")

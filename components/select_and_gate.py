@@ -30,11 +30,13 @@ def select_and_gate(
     import os
 
     from components.artifacts import SPLITS, VARIANT_KEY, by_variant, load_variants, log_metrics
+    from components.events import Task
     from core import rundir, storage
     from core.configs import from_dict
     from release.gate import GateConfig, decide
     from release.records import ChampionRef
 
+    task = Task("select_and_gate")
     with open(os.path.join(champion_evaluation.path, "champion.json")) as f:
         champion = json.load(f)["champion"]
     champion = ChampionRef(**champion) if champion else None
@@ -55,4 +57,6 @@ def select_and_gate(
         artifact.metadata[VARIANT_KEY] = chosen
     blessing.metadata["blessed"] = decision.blessed
     log_metrics(metrics, {"blessed": float(decision.blessed), **decision.candidate_metrics})
+    failed = [c.name for c in decision.checks if not c.passed]
+    task.done(f"candidate {chosen}: " + ("BLESSED" if decision.blessed else f"not blessed ({', '.join(failed)})"))
     return decision.blessed

@@ -34,6 +34,7 @@ def train(
     import os
 
     from components.artifacts import VARIANT_KEY, log_metrics, move_tensorboard, set_torch_threads
+    from components.events import Task
     from core.configs import from_dict
     from trainer import launch
     from trainer.job import TrainJob, overrides_from
@@ -41,6 +42,7 @@ def train(
 
     set_torch_threads(torch_threads)
     spec = VariantSpec.parse(variant)
+    task = Task("train", spec.run_name, progress_from="trainer")  # start/end lines and progress for `interest run`
     warm = ()
     if warm_start:
         from release.registry import read_champion
@@ -64,3 +66,5 @@ def train(
     model.metadata.update(accelerator=accelerator or "cpu", gpus=gpus)
     tensorboard.metadata["format"] = "tensorboard"  # a directory of SummaryWriter event files, one run per variant
     log_metrics(metrics, {k: v for k, v in summary.items() if k != "history"})
+    best = summary["best"]["valid_recall@10"]
+    task.done(f"valid Recall@10 {best if best is not None else float('nan'):.4f} after {summary['steps']} steps")

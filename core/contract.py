@@ -48,6 +48,7 @@ MODEL_KINDS = (MODEL_KIND, REGISTRY_VERSION_KIND)  # what evaluation and warm st
 REPORT_KIND = "report"
 REPORT_HTML = "report.html"
 REPORT_MARKDOWN = "report.md"
+REPORT_COMPARISON = "comparison.json"  # the report's numbers: per variant means, intervals, differences
 
 PerUser = dict[str, np.ndarray]
 

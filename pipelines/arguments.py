@@ -80,8 +80,10 @@ def validate_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     run_wide = overrides_from(args["model_overrides"], args["train_config"])
     for spec in specs:
         resolve_configs(spec.preset, (*run_wide, *spec.overrides()))
-    require(args["baseline_preset"] in PRESETS, "baseline_preset",
-            f"unknown preset {args['baseline_preset']!r}; choose one of {', '.join(PRESETS)}")
+    names = [spec.name for spec in specs]
+    require(args["baseline_preset"] in names or args["baseline_preset"] in PRESETS, "baseline_preset",
+            f"{args['baseline_preset']!r} is neither a variant of this run ({', '.join(dict.fromkeys(names))}) nor "
+            f"a preset ({', '.join(PRESETS)})")
     from_dict(PreprocessConfig, args["preprocess_config"])
     from_dict(gate.GateConfig, args["gate_config"])
     from_dict(launch.ClusterConfig, args["cluster"])

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "pipelines.commands.data",
     "pipelines.commands.preprocess",
     "pipelines.commands.presets",
+    "pipelines.commands.grids",
     "pipelines.commands.train",
     "pipelines.commands.release",
     "pipelines.commands.run",

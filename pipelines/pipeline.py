@@ -43,6 +43,7 @@ EVALUATE = ("2", "8G")  # full-catalogue ranking of every user
 class Outputs(NamedTuple):
     report_html: HTML  # the comparison page
     report_markdown: Markdown  # the same, rendered by the KFP UI
+    comparison: Artifact  # comparison.json: the report's numbers (what `interest run` prints)
     blessing: Artifact  # blessing.json: every gate check with value, threshold and verdict, every judged file's sha256
     candidate: Model  # the selected variant's model (pushed when blessed)
     tensorboard: list[Artifact]  # one TensorBoard log directory per variant
@@ -147,6 +148,7 @@ def create_pipeline(image: str = IMAGE, parallelism: int = 0):
             task.set_container_image(image)
         return Outputs(
             report_html=summary.outputs["html"], report_markdown=summary.outputs["markdown"],
+            comparison=summary.outputs["comparison"],
             blessing=decision.outputs["blessing"], candidate=decision.outputs["candidate"],
             tensorboard=dsl.Collected(trained.outputs["tensorboard"]),
             evaluations=dsl.Collected(evaluated.outputs["evaluation"]),

@@ -11,6 +11,14 @@ registry:ROOT``) re-evaluates it on this run's data first, so the bootstrap pair
 Only without such an evaluation are the metrics stored at its push used; the bootstrap then refuses a pairing that
 covers too few of the candidate's users ("not comparable").
 
+Replicates (a variant trained once per seed, ``Variant.group`` naming the variant) still give ONE candidate model:
+the variant with the best *mean* validation Recall@10 over its seeds is selected (a mean over seeds is the better
+estimate of a recipe than its luckiest seed), and of its runs the one with the best validation Recall@10 is the
+candidate (the test split stays unseen by the choice). The baseline it is gated against is chosen the same way: the
+baseline variant's best-validated run. Both sides are then a best-of-N over the same number of seeds, so the
+change and bootstrap checks compare like with like; against a fixed or average baseline run the candidate's
+selection would tilt the check in its favour. Without replicates this is the plain "best validation Recall@10".
+
 ``decide`` is the one function behind ``interest gate`` and the pipeline's gate task. Its ``Blessing`` records
 the sha256 of every file it judged; ``verify`` (run by every push) recomputes them and re-derives each check from
 those files, so weights retrained after the gate, or a verdict edited by hand, are refused.
@@ -29,7 +37,7 @@ import numpy as np
 
 from core import contract, rundir, storage
 from core.configs import ConfigError, check_literals, from_dict, require, to_dict
-from release.records import METRIC, Blessing, ChampionRef, Check, Variant, finite_or_none, number
+from release.records import METRIC, Blessing, ChampionRef, Check, Variant, by_group, finite_or_none, number
 
 # Candidate test metrics that must be present and finite.
 REQUIRED_METRICS = (METRIC, "ndcg@10", "mrr", "user_norm_mean")
@@ -69,6 +77,26 @@ class GateConfig:
         require(0.0 < self.min_user_overlap <= 1.0, "GateConfig.min_user_overlap", "must lie in (0, 1]")
 
 
+def select_variant(variants: Sequence[Variant]) -> list[Variant]:
+    """The runs of the variant with the best mean validation Recall@10 over its replicates (seeds); ties: fewer
+    parameters, then less mean training time, then name. A variant with a missing or NaN replicate ranks last."""
+    if not variants:
+        raise ValueError("select_variant: no variants")
+    groups = by_group(variants)
+
+    def key(name: str) -> tuple:
+        runs = groups[name]
+        recall = float(np.mean([v.valid_recall for v in runs]))
+        params = float(np.mean([v.params for v in runs]))
+        seconds = float(np.mean([v.train_seconds for v in runs]))
+        return (-recall if math.isfinite(recall) else math.inf,
+                params if math.isfinite(params) else math.inf,
+                seconds if math.isfinite(seconds) else math.inf,
+                name)
+
+    return groups[min(groups, key=key)]
+
+
 def select_candidate(variants: Sequence[Variant]) -> Variant:
     """The variant with the best validation Recall@10; ties: fewer parameters, then less training time, then name.
 
@@ -101,19 +129,38 @@ def paired_bootstrap(per_user_a: Mapping[str, np.ndarray], per_user_b: Mapping[s
     a's, or none. Returns ``mean_diff`` (observed), ``ci_low`` and ``ci_high`` (the two-sided ``confidence``
     interval), ``users`` (shared) and ``candidate_users`` (a's); the same seed gives the same interval.
     """
-    key = _pairing_key(per_user_a)
-    if key != _pairing_key(per_user_b):
-        key = "user_index"
-    a_ids, b_ids = np.asarray(per_user_a[key]), np.asarray(per_user_b[key])
-    for ids, side in ((a_ids, "first"), (b_ids, "second")):
-        if len(np.unique(ids)) != len(ids):
+    return replicate_bootstrap([per_user_a], [per_user_b], resamples, seed, confidence, metric, min_overlap)
+
+
+def replicate_bootstrap(runs_a: Sequence[Mapping[str, np.ndarray]], runs_b: Sequence[Mapping[str, np.ndarray]],
+                        resamples: int = 1000, seed: int = 0, confidence: float = 0.95, metric: str = METRIC,
+                        min_overlap: float = 0.0) -> dict[str, float]:
+    """``paired_bootstrap`` for replicates: the difference per user is the mean of ``metric`` over a's runs (seeds)
+    minus the mean over b's, over the users every run covers, paired by id; users are resampled, and one resample
+    applies within every seed (they are the same people in each replicate's evaluation, so a user's seeds are never
+    counted as several users). One run on each side is exactly ``paired_bootstrap``."""
+    runs = [*runs_a, *runs_b]
+    key = "user_id" if all(_pairing_key(r) == "user_id" for r in runs) else "user_index"
+    ids = [np.asarray(r[key]) for r in runs]
+    for run_ids, side in zip(ids, ["first"] * len(runs_a) + ["second"] * len(runs_b), strict=True):
+        if len(np.unique(run_ids)) != len(run_ids):
             raise ValueError(f"the {side} per-user values list a {key} twice")
-    shared, a_at, b_at = np.intersect1d(a_ids, b_ids, assume_unique=True, return_indices=True)
-    if len(shared) == 0 or len(shared) < min_overlap * len(a_ids):
-        raise ValueError(f"not comparable: {len(shared)} shared of {len(a_ids)} users (by {key}); evaluate both "
+    shared = ids[0]
+    for run_ids in ids[1:]:
+        shared = np.intersect1d(shared, run_ids, assume_unique=True)
+    candidate_users = len(ids[0])
+    if len(shared) == 0 or len(shared) < min_overlap * candidate_users:
+        raise ValueError(f"not comparable: {len(shared)} shared of {candidate_users} users (by {key}); evaluate both "
                          f"models on the same split (at least {min_overlap:.0%} of the users must be shared)")
-    diff = (np.asarray(per_user_a[metric], dtype=np.float64)[a_at]
-            - np.asarray(per_user_b[metric], dtype=np.float64)[b_at])
+
+    def mean_over(side: Sequence[Mapping[str, np.ndarray]], side_ids: list[np.ndarray]) -> np.ndarray:
+        values = []
+        for r, run_ids in zip(side, side_ids, strict=True):
+            _, _, at = np.intersect1d(shared, run_ids, assume_unique=True, return_indices=True)
+            values.append(np.asarray(r[metric], dtype=np.float64)[at])
+        return values[0] if len(values) == 1 else np.mean(values, axis=0)
+
+    diff = mean_over(runs_a, ids[:len(runs_a)]) - mean_over(runs_b, ids[len(runs_a):])
     rng = np.random.default_rng(seed)
     means = np.empty(resamples)
     chunk = max(1, 2_000_000 // len(diff))  # bounds memory: ~16 MB of indices at a time
@@ -123,7 +170,7 @@ def paired_bootstrap(per_user_a: Mapping[str, np.ndarray], per_user_b: Mapping[s
     alpha = 1.0 - confidence
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return {"mean_diff": float(diff.mean()), "ci_low": float(low), "ci_high": float(high), "users": len(diff),
-            "candidate_users": len(a_ids)}
+            "candidate_users": candidate_users}
 
 
 def relative_change(value: float, reference: float) -> float:
@@ -241,8 +288,9 @@ def decide(variants: Sequence[Variant], baseline_name: str | None, champion: Cha
     (its ``interest evaluate`` output on this run's test split) when given."""
     names = [v.name for v in variants]
     require(len(set(names)) == len(names), "variants", f"names must be unique, got {', '.join(names)}")
-    candidate = select_candidate(variants)
-    baseline = next((v for v in variants if v.name == baseline_name), None)
+    candidate = select_candidate(select_variant(variants))
+    baseline_runs = [v for v in variants if v.group == baseline_name] or [v for v in variants if v.name == baseline_name]
+    baseline = select_candidate(baseline_runs) if baseline_runs else None
     judged_champion = champion_variant(champion, champion_evaluation) if champion else None
     checks = gate_checks(candidate, baseline, judged_champion, config)
     inputs = {"candidate_model": _digests(candidate.model_dir, MODEL_FILES)}
@@ -260,15 +308,16 @@ def decide(variants: Sequence[Variant], baseline_name: str | None, champion: Cha
                            "same_data": same_data}
     return Blessing(
         blessed=all(c.passed for c in checks),
-        candidate={"name": candidate.name, "model_dir": candidate.model_dir, "valid_dir": candidate.valid_dir,
-                   "test_dir": candidate.test_dir},
+        candidate={"name": candidate.name, "variant": candidate.group, "model_dir": candidate.model_dir,
+                   "valid_dir": candidate.valid_dir, "test_dir": candidate.test_dir},
         candidate_metrics={k: finite_or_none(v) for k, v in candidate.test.items()},
         baseline=baseline.name if baseline else None,
         champion=champion_record,
         champion_generation=champion.generation if champion else 0,
         checks=checks,
         config=to_dict(config),
-        variants={v.name: {f"valid_{METRIC}": finite_or_none(v.valid_recall)} for v in variants},
+        variants={v.name: {f"valid_{METRIC}": finite_or_none(v.valid_recall), "variant": v.group, "seed": v.seed}
+                  for v in variants},
         inputs=inputs,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )

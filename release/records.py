@@ -8,7 +8,7 @@ production, the one the registry's pointer names. The JSON forms are in docs/con
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -49,17 +49,31 @@ class Variant:
     test: Mapping[str, Any] = field(default_factory=dict)  # test metrics.json
     per_user: PerUser | None = None  # test per_user.parquet columns (paired bootstrap)
     lineage: Mapping[str, Any] = field(default_factory=dict)  # lineage.json: the data it was trained on
+    # The variant this run replicates (a grid entry trained once per seed); None: the run is its own variant.
+    variant_name: str | None = None
+    seed: int | None = None  # the replicate's TrainConfig.seed; None: the preset's
+    model_config: Mapping[str, Any] = field(default_factory=dict)  # model_config.json (the report's penalty table)
+    valid_per_user: PerUser | None = None  # valid per_user.parquet columns (the report's validation intervals)
 
     @classmethod
-    def load(cls, name: str, model_dir: str, valid_dir: str | None = None, test_dir: str | None = None) -> Variant:
+    def load(cls, name: str, model_dir: str, valid_dir: str | None = None, test_dir: str | None = None,
+             variant_name: str | None = None, seed: int | None = None) -> Variant:
         """Read a variant from complete directories (IncompleteOutput when one is not)."""
         model = rundir.open_complete(model_dir)
         summary = model.optional_path(contract.SUMMARY)
         lineage = model.optional_path(contract.LINEAGE)
+        config = model.optional_path(contract.MODEL_CONFIG)
         return cls(name, model_dir, valid_dir, test_dir,
                    storage.read_json(summary) if summary else {}, _metrics(valid_dir), _metrics(test_dir),
                    contract.read_per_user(test_dir) if test_dir else None,
-                   storage.read_json(lineage) if lineage else {})
+                   storage.read_json(lineage) if lineage else {}, variant_name, seed,
+                   storage.read_json(config) if config else {},
+                   contract.read_per_user(valid_dir) if valid_dir else None)
+
+    @property
+    def group(self) -> str:
+        """The variant this run belongs to: replicates of one variant share it."""
+        return self.variant_name or self.name
 
     @property
     def valid_recall(self) -> float:
@@ -85,6 +99,14 @@ class Variant:
         """The content digest of the rows this model was trained on (None when unknown)."""
         fingerprint = (self.lineage.get("data") or {}).get("fingerprint") or {}
         return fingerprint.get("content_digest")
+
+
+def by_group(variants: Sequence[Variant]) -> dict[str, list[Variant]]:
+    """Runs grouped by the variant they replicate, in the order the variants first appear."""
+    groups: dict[str, list[Variant]] = {}
+    for v in variants:
+        groups.setdefault(v.group, []).append(v)
+    return groups
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,12 @@ from release.gate import BlessingInvalid, GateConfig, decide
 from release.records import Blessing, Variant
 
 EXIT_REFUSED = 3
-VARIANT_KEYS = ("name", "model", "valid", "test")
+VARIANT_KEYS = ("name", "model", "valid", "test", "variant", "seed")
 
 
 def parse_variant(text: str) -> dict[str, str]:
-    """``name=N,model=DIR[,valid=DIR][,test=DIR]`` -> its fields (checked, not read yet)."""
+    """``name=N,model=DIR[,valid=DIR][,test=DIR][,variant=V,seed=S]`` -> its fields (checked, not read yet);
+    ``variant``/``seed``: this run is seed S of variant V (replicates are grouped in the report and the gate)."""
     fields = {}
     for part in text.split(","):
         key, sep, value = part.partition("=")
@@ -40,6 +41,8 @@ def parse_variant(text: str) -> dict[str, str]:
         fields[key] = value
     if "name" not in fields or "model" not in fields:
         raise ConfigError(f"--variant {text!r}: name= and model= are required")
+    if "seed" in fields and not fields["seed"].lstrip("-").isdigit():
+        raise ConfigError(f"--variant {text!r}: seed= must be an integer")
     return fields
 
 
@@ -49,10 +52,11 @@ def _variants(args: argparse.Namespace) -> list[Variant]:
     names = [spec["name"] for spec in specs]
     if len(set(names)) != len(names):
         raise ConfigError(f"--variant: names must be unique, got {', '.join(names)}")
-    if args.baseline != "none" and args.baseline not in names:
+    if args.baseline != "none" and args.baseline not in names + [s.get("variant") for s in specs]:
         raise ConfigError(f"--baseline: no variant named {args.baseline!r}; variants: {', '.join(names)} "
                           "(or --baseline none)")
-    return [Variant.load(spec["name"], spec["model"], spec.get("valid"), spec.get("test")) for spec in specs]
+    return [Variant.load(spec["name"], spec["model"], spec.get("valid"), spec.get("test"), spec.get("variant"),
+                         int(spec["seed"]) if "seed" in spec else None) for spec in specs]
 
 
 def read_blessing(uri: str) -> Blessing:
@@ -65,7 +69,8 @@ def read_blessing(uri: str) -> Blessing:
 
 def _add_variant_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", action="append", required=True, metavar="name=N,model=DIR,valid=DIR,test=DIR",
-                        help="a trained variant: its model dir and `interest evaluate` dirs (repeat per variant)")
+                        help="a trained variant: its model dir and `interest evaluate` dirs (repeat per variant); "
+                        "add variant=V,seed=S to mark it as seed S of variant V (replicates are grouped)")
     parser.add_argument("--baseline", default="baseline",
                         help="the variant relative changes are measured against ('none': no baseline)")
 
@@ -96,7 +101,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="preprocessed data dir, for the lineage (stats, split, fingerprint)")
     p.set_defaults(func=run_push)
 
-    r = subparsers.add_parser("report", help="HTML + Markdown comparison of a run's variants and the gate")
+    r = subparsers.add_parser("report", help="HTML + Markdown comparison of a run's variants and the gate",
+                              description="Write report.html (prints its path: open it in a browser), report.md, "
+                              "comparison.json and plots/*.png into --output.")
     _add_variant_flags(r)
     r.add_argument("--blessing", required=True, help="`interest gate` output")
     r.add_argument("--output", required=True, help="directory for report.html, report.md and the PNG plots")

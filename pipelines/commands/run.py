@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from components.image import IMAGE
-from core.configs import require
+from core.configs import ConfigError, require
 from pipelines import arguments as pipeline_args
 from pipelines import kubeflow_runner, local_runner, vertex_runner
 from pipelines.pipeline import compile_pipeline
 from pipelines.profiles import PROFILES, get_profile
 from preprocessing.datasets import DATASETS
+from trainer import grids
+from trainer.variants import VariantSpec, parse_variants
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,6 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--output", default="runs", help="directory for run outputs (default runs/)")
     run.add_argument("--parallelism", type=int, default=None,
                      help="variants trained at once (default: the profile's; kfp.local runs at most 2)")
+    # SUPPRESS: absent, it leaves `interest --verbose run` alone (a subparser's default would overwrite it).
+    run.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                     help="also show kfp.local's output (executor inputs/outputs, every task's log), which otherwise "
+                     "goes to RUN_DIR/kfp-local.log only")
     run.set_defaults(func=run_run)
 
     submit = subparsers.add_parser("submit", help="submit the pipeline to Kubeflow Pipelines or Vertex AI",
@@ -92,6 +98,17 @@ def _add_argument_flags(parser: argparse.ArgumentParser, default_profile: str) -
     parser.add_argument("--profile", default=default_profile, help=f"{'|'.join(PROFILES)} (default {default_profile})")
     parser.add_argument("--dataset", default=None, help="ml-1m, ml-100k or an events file path/URI")
     parser.add_argument("--variants", default=None, help="comma-separated presets (default: the profile's)")
+    parser.add_argument("--grid", default=None, metavar="NAME|FILE",
+                        help="train a grid's variants instead: a built-in grid (`interest grids`) or a YAML/JSON "
+                        "file (a list of variants, or a mapping with variants: and seeds:)")
+    parser.add_argument("--seeds", default=None, metavar="1,2,3",
+                        help="train every variant once per seed (replaces a grid's seeds; 'none': once each)")
+    parser.add_argument("--unpenalised-norm", type=float, default=None, metavar="NORM",
+                        help="the unpenalised model's mean user norm, for grids with relative hinge targets "
+                        "(tau_ratio)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="optimizer steps per variant (train_config.max_steps; no time budget, no early "
+                        "stopping: every variant trains exactly this many)")
     parser.add_argument("--registry", default=None, help="model registry root: a directory or gs://bucket/prefix")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="any pipeline parameter, value as YAML (repeatable): --param train_config={max_steps: 50}")
@@ -115,8 +132,12 @@ def pipeline_arguments(args: argparse.Namespace, default_registry: str | None, r
     arguments = pipeline_args.profile_arguments(get_profile(args.profile), args.registry or default_registry or "")
     if args.dataset:
         arguments["dataset"] = args.dataset
-    if args.variants:
-        arguments["variants"] = [v.strip() for v in args.variants.split(",") if v.strip()]
+    _set_variants(arguments, args)
+    if args.steps is not None:
+        require(args.steps >= 1, "--steps", f"must be >= 1, got {args.steps}")
+        arguments["train_config"] = {**{k: v for k, v in arguments["train_config"].items()
+                                        if k not in ("time_budget_seconds", "patience")},
+                                     "max_steps": args.steps, "patience": 0}
     arguments.update(pipeline_args.parse_params(args.param))
     require(bool(arguments["registry"]), "--registry", "is required: a directory or gs://bucket/prefix")
     for name in ("dataset", "registry"):
@@ -125,6 +146,34 @@ def pipeline_arguments(args: argparse.Namespace, default_registry: str | None, r
             require(not remote, f"--{name}", f"{value!r} is a path on this machine; a cluster run needs a URI (gs://...)")
             arguments[name] = str(Path(value).resolve())  # task subprocesses may run elsewhere
     return pipeline_args.validate_arguments(arguments)
+
+
+def _parse_seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    if text.strip() == "none":
+        return []
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds: expected comma-separated integers or 'none', got {text!r}") from None
+
+
+def _set_variants(arguments: dict[str, Any], args: argparse.Namespace) -> None:
+    """--grid or --variants (each with --seeds) into the ``variants`` and ``baseline_preset`` arguments."""
+    seeds = _parse_seeds(args.seeds)
+    if args.grid:
+        require(not args.variants, "--grid", "give --grid or --variants, not both")
+        grid = grids.load_grid(args.grid)
+        arguments["variants"] = [spec.to_json() for spec in grid.expand(seeds, args.unpenalised_norm)]
+        arguments["baseline_preset"] = grid.baseline
+        return
+    if args.variants:
+        arguments["variants"] = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if seeds:
+        specs = parse_variants(arguments["variants"])
+        require(all(spec.seed is None for spec in specs), "--seeds", "the variants already carry seeds")
+        arguments["variants"] = [VariantSpec(s.name, s.preset, s.set, seed).to_json() for s in specs for seed in seeds]
 
 
 def run_compile(args: argparse.Namespace) -> int:
@@ -138,18 +187,60 @@ def run_run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     arguments = pipeline_arguments(args, default_registry=str(output / "registry"), remote=False)
     run_dir = local_runner.new_run_dir(output, profile.name)
-    print(f"interest run: profile {profile.name}, {len(arguments['variants'])} variants, output {run_dir}", flush=True)
-    result = local_runner.run_local(arguments, run_dir, parallelism=args.parallelism or profile.local_parallelism)
+    runs = len(arguments["variants"])
+    variants = len({spec["name"] for spec in arguments["variants"]})
+    print(f"interest run: profile {profile.name}, {variants} variants" + (f" ({runs} runs with seeds)" if runs > variants
+          else "") + f", output {run_dir}", flush=True)
+    print(f"kfp.local's own output: {run_dir / local_runner.LOG_NAME}" + ("" if args.verbose else " (--verbose shows it)"),
+          flush=True)
+    result = local_runner.run_local(arguments, run_dir, parallelism=args.parallelism or profile.local_parallelism,
+                                    verbose=args.verbose)
     print_summary(result)
     return 0
 
 
+def _mean_text(interval: dict[str, Any]) -> str:
+    """``0.0912`` or, across seeds, ``0.0912±0.0031`` (the half-width of the report's interval)."""
+    mean, low, high = interval.get("mean"), interval.get("low"), interval.get("high")
+    if mean is None:
+        return "NaN"
+    return f"{mean:.4f}" if low is None or high is None else f"{mean:.4f}±{(high - low) / 2:.4f}"
+
+
+def summary_rows(comparison: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The final table: per variant, Recall@10 (mean over seeds), the test difference to the baseline with its
+    paired bootstrap interval and whether it is significant, steps and training seconds."""
+    baseline = comparison.get("baseline") or "baseline"
+    header = ["variant", "seeds", "valid Recall@10", "test Recall@10", f"test vs {baseline} [95% CI]", "significance",
+              "steps", "train s"]
+    rows = []
+    for v in comparison["variants"]:
+        delta = v.get("test_delta")
+        seeds = [s for s in v["seeds"] if s is not None]
+        rows.append([v["name"], ",".join(map(str, seeds)) or "-", _mean_text(v["valid_recall@10"]),
+                     _mean_text(v["test_recall@10"]),
+                     "reference" if v["baseline"] else (delta["text"] if delta else "-"),
+                     "" if v["baseline"] else (delta["label"] if delta else "-"),
+                     "-" if v["steps"] is None else f"{v['steps']:,.0f}",
+                     "-" if v["train_seconds"] is None else f"{v['train_seconds']:.{0 if v['train_seconds'] >= 10 else 1}f}"])
+    return header, rows
+
+
 def print_summary(run: local_runner.LocalRun) -> None:
+    header, rows = summary_rows(run.comparison)
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    candidate_variant = run.comparison.get("candidate_variant")
     print()
-    print(f"{'variant':16s} {'valid Recall@10':>16s} {'test Recall@10':>15s}")
-    for variant, recall in run.recall.items():
-        mark = "  <- candidate" if variant == run.candidate else ""
-        print(f"{variant:16s} {recall['valid']:16.4f} {recall['test']:15.4f}{mark}")
+    print("  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))))
+    for row in rows:
+        cells = "  ".join(c.ljust(w) if i in (0, 1, 5) else c.rjust(w)
+                          for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        mark = ""
+        if row[0] == candidate_variant:
+            mark = "  <- candidate" + (f" ({run.candidate})" if run.candidate != candidate_variant else "")
+        print(f"{cells.rstrip()}{mark}")
+    if not run.comparison.get("equal_steps", True):
+        print("note: the runs trained different numbers of steps: differences mix the variants with their speed")
     print()
     print(f"gate:            {'BLESSED' if run.blessed else 'not blessed'} ({run.candidate})")
     print(f"report:          {run.report_html}")
@@ -158,6 +249,7 @@ def print_summary(run: local_runner.LocalRun) -> None:
     stays = f"; the registry's champion stays {run.production_model}" if run.production_model else ""
     print(f"blessed model:   {run.pushed_model or f'none (not pushed{stays})'}")
     print(f"pipeline:        {run.pipeline_yaml}")
+    print(f"log:             {run.log}")
 
 
 def run_submit(args: argparse.Namespace) -> int:

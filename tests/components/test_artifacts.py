@@ -47,6 +47,14 @@ def test_by_variant_maps_names_and_refuses_ambiguity():
         artifacts.by_variant([artifact(None, "/a")], "model")
 
 
+def test_replicate_of_reads_variant_and_seed_as_kfp_hands_them_back():
+    assert artifacts.replicate_of({"variant": "swiglu-seed3", "variant_name": "swiglu", "seed": 3.0}) == {
+        "variant_name": "swiglu", "seed": 3}
+    assert artifacts.replicate_of({"variant": "rope", "variant_name": "rope", "seed": -1}) == {"variant_name": "rope",
+                                                                                    "seed": None}
+    assert artifacts.replicate_of({"variant": "old"}) == {"variant_name": None, "seed": None}  # artifacts from before
+
+
 def test_move_tensorboard_leaves_the_model_without_logs(tmp_path):
     model, board = tmp_path / "model", tmp_path / "board"
     (model / "tensorboard").mkdir(parents=True)
@@ -91,7 +99,8 @@ def test_component_interfaces():
                        "candidate_evaluation": "system.Artifact@0.0.1", "evidence": "system.Artifact@0.0.1",
                        "blessing": "system.Artifact@0.0.1", "metrics": "system.Metrics@0.0.1"}
     assert io(evaluate_champion)[1] == {"champion_evaluation": "system.Artifact@0.0.1"}
-    assert io(report)[1] == {"html": "system.HTML@0.0.1", "markdown": "system.Markdown@0.0.1"}
+    assert io(report)[1] == {"html": "system.HTML@0.0.1", "markdown": "system.Markdown@0.0.1",
+                             "comparison": "system.Artifact@0.0.1"}
     # Resource field names would be overwritten by KFP's resource placeholders (cpu_request, accelerator_count...).
     reserved = {"cpu_request", "cpu_limit", "memory_request", "memory_limit", "accelerator_type",
                 "accelerator_count", "base_image"}

@@ -151,8 +151,9 @@ def test_parameters_registry_required_rest_defaulted(spec):
     assert "defaultValue" not in params["registry"] and not params["registry"].get("isOptional")
     assert params["accelerator_count"]["parameterType"] == "NUMBER_INTEGER"
     assert params["variants"]["parameterType"] == "LIST"
-    assert {"name": "baseline", "preset": "baseline", "set": {}} in params["variants"]["defaultValue"]
-    assert {"report_html", "report_markdown", "blessing", "candidate", "tensorboard", "evaluations"} == set(
+    assert "baseline" in [v["name"] for v in params["variants"]["defaultValue"]]
+    assert {"report_html", "report_markdown", "comparison", "blessing", "candidate", "tensorboard",
+            "evaluations"} == set(
         spec["root"]["outputDefinitions"]["artifacts"])
 
 

@@ -1,12 +1,13 @@
-"""`interest run --profile smoke`: the whole DAG through kfp.local, as a new user runs it, on a synthetic
-`ml-100k` planted in a temporary data cache (INTEREST_CACHE_DIR): hermetic, with no download and no read of the
-user's own cache."""
+"""`interest run --profile smoke`: the whole DAG through kfp.local, as a new user runs it, and a grid file with
+overrides and seeds through the same DAG. Hermetic: a synthetic `ml-100k` is planted in a temporary data cache
+(INTEREST_CACHE_DIR), HOME is empty and pip may not download, so nothing reads the user's cache or the network."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,9 @@ import pytest
 
 from pipelines.profiles import PROFILES
 from preprocessing import datasets
+from tests.support.browser import render_report
+
+pytestmark = pytest.mark.slow
 
 USERS, ITEMS = 300, 120
 
@@ -48,41 +52,64 @@ def seed_cache(cache: Path) -> dict:
     return side
 
 
+
 def printed_path(out: str, label: str) -> Path:
     line = next(line for line in out.splitlines() if line.startswith(label))
     return Path(line.removeprefix(label).split()[0])
 
 
-@pytest.mark.slow
-def test_smoke_profile_runs_end_to_end(tmp_path):
-    variants = PROFILES["smoke"].variant_names()
-    cache = tmp_path / "cache"
+def interest_run(output: Path, *flags: str) -> tuple[str, Path]:
+    """``interest run --profile smoke`` on a planted cache next to ``output``; the planted events must be served as
+    cached (never fetched again) and be what was preprocessed."""
+    cache = output / "cache"
     planted = seed_cache(cache)
-    runs = tmp_path / "runs"
     # The cache is the planted one; HOME is empty, so the user's ~/.cache is out of reach; pip may not download.
-    env = {**os.environ, datasets.CACHE_ENV: str(cache), "HOME": str(tmp_path / "home"), "PIP_NO_INDEX": "1"}
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--profile", "smoke", "--output",
-                           str(runs)], capture_output=True, text=True, timeout=600, env=env)
+    env = {**os.environ, datasets.CACHE_ENV: str(cache), "HOME": str(output / "home"), "PIP_NO_INDEX": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--profile", "smoke", "--output", str(output),
+                           *flags], capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
-    out = proc.stdout
-    (run_dir,) = [p for p in runs.iterdir() if p.name.endswith("-smoke")]
-    # The planted events were served as cached, never fetched again, and are what was preprocessed.
+    (run_dir,) = [p for p in output.iterdir() if p.name.endswith("-smoke")]
     assert sorted(p.name for p in cache.iterdir()) == ["ml-100k.json", "ml-100k.parquet"]
     assert datasets.sha256_file(cache / "ml-100k.parquet") == planted["file_sha256"]
     (stats,) = run_dir.glob("*/preprocess/data/stats.json")
     assert json.loads(stats.read_text())["input_rows"] == planted["rows"]
+    return proc.stdout, run_dir
+
+
+DIFFERENCE = re.compile(r"([+-]\d+\.\d%) \[([+-]\d+\.\d%), ([+-]\d+\.\d%)\]\s+(significant|no significant difference)"
+                        r"\s+([\d,]+)\s")
+
+
+def table(out: str, names: list[str]) -> dict[str, str]:
+    """The final table's rows by variant (seeds, valid, test, difference [interval], significance, steps, seconds)."""
+    return {line.split()[0]: line for line in out.splitlines() if line.split()[:1] in ([n] for n in names)}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    output = tmp_path_factory.mktemp("smoke")
+    return (output, *interest_run(output))
+
+
+def test_smoke_profile_runs_end_to_end(smoke):
+    tmp_path, out, run_dir = smoke
+    variants = PROFILES["smoke"].variant_names()
 
     # The table: every variant's valid and test Recall@10, read back from its evaluation artifact.
-    table = {line.split()[0]: line.split()[1:3] for line in out.splitlines() if line.split()[:1] in ([v] for v in variants)}
-    assert sorted(table) == sorted(variants)
+    rows = table(out, variants)
+    assert sorted(rows) == sorted(variants)
     for variant in variants:
         (evaluation,) = [p for p in run_dir.glob("*/for-loop-*/evaluate/evaluation")
                          if json.loads((p.parent / "executor_output.json").read_text())["artifacts"]["evaluation"][
                              "artifacts"][0]["metadata"]["variant"] == variant]
-        for split, printed in zip(("valid", "test"), table[variant], strict=True):
+        for split, printed in zip(("valid", "test"), rows[variant].split()[2:4], strict=True):
             metrics = json.loads((evaluation / split / "metrics.json").read_text())
             assert math.isfinite(metrics["recall@10"]) and f"{metrics['recall@10']:.4f}" == printed
             assert (evaluation / split / "per_user.parquet").stat().st_size > 0
+    # The difference to the baseline carries its interval and verdict; equal steps for both.
+    assert rows["baseline"].split()[4] == "reference"
+    difference = DIFFERENCE.search(rows["swiglu"])
+    assert difference and difference.group(5) == "6" and rows["baseline"].split()[5] == "6"
 
     # The report, copied to the top of the run directory as a real .html file.
     report = printed_path(out, "report:")
@@ -109,8 +136,59 @@ def test_smoke_profile_runs_end_to_end(tmp_path):
     assert all({"name", "value", "threshold", "passed", "reason"} <= set(c) for c in blessing["checks"])
     assert blessing["blessed"] is True and "BLESSED" in out
     pushed = printed_path(out, "blessed model:")
-    pointer = json.loads((runs / "registry" / "interest" / "champion.json").read_text())
-    assert runs / "registry" / pointer["path"] == pushed and (pushed / "model.pt").exists()
+    pointer = json.loads((tmp_path / "registry" / "interest" / "champion.json").read_text())
+    assert tmp_path / "registry" / pointer["path"] == pushed and (pushed / "model.pt").exists()
     assert json.loads((pushed / "blessing.json").read_text()) == blessing
 
     assert printed_path(out, "pipeline:") == run_dir / "pipeline.yaml"
+
+
+def test_the_terminal_shows_one_line_per_task_and_the_log_keeps_kfps_dumps(smoke):
+    _, out, run_dir = smoke
+    task_lines = [line.split() for line in out.splitlines() if line.startswith("[")]
+    for task in ("preprocess", "evaluate_champion", "select_and_gate", "push", "report"):
+        assert [cells[2] for cells in task_lines if cells[1] == task] == ["started", "done"], task
+    for variant in PROFILES["smoke"].variant_names():
+        for task in ("train", "evaluate"):
+            assert [cells[3] for cells in task_lines if cells[1:3] == [task, variant]] == ["started", "done"]
+        assert any(cells[1] == f"{variant}:" and cells[2] == "step" for cells in task_lines)  # progress
+    done = next(line for line in out.splitlines() if " train " in line and " done " in line)
+    assert "valid Recall@10" in done and "after 6 steps" in done
+    assert "executor_input" not in out and "KFP Executor" not in out
+    log = printed_path(out, "log:")
+    assert log == run_dir / "kfp-local.log" and "executor_input" in log.read_text()
+
+
+def test_the_printed_report_renders_in_a_real_browser(smoke):
+    _, out, _ = smoke
+    dom = render_report(printed_path(out, "report:"))  # skipped, saying why, without Chromium
+    assert dom["title"] == "Interest model comparison"
+    assert sorted(row[0].rstrip(" ★") for row in dom["variants"]) == sorted(PROFILES["smoke"].variant_names())
+    assert len(dom["checks"]) >= 5 and dom["images"] >= 3 and dom["imagesLoaded"] == dom["images"]
+
+
+def test_a_grid_file_with_overrides_and_seeds_runs_with_the_names_it_gives(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("seeds: [1, 2]\nbaseline: narrow\nvariants:\n"
+                    "  - {name: narrow, preset: baseline, set: {d_ff_ratio: 1}}\n"
+                    "  - {name: dff-2x, preset: baseline, set: {d_ff_ratio: 2}}\n")
+    out, run_dir = interest_run(tmp_path, "--grid", str(grid))
+    assert "2 variants (4 runs with seeds)" in out
+    rows = table(out, ["narrow", "dff-2x"])
+    assert rows["narrow"].split()[1] == rows["dff-2x"].split()[1] == "1,2" and rows["narrow"].split()[4] == "reference"
+    assert "±" in rows["dff-2x"].split()[2] and DIFFERENCE.search(rows["dff-2x"])  # across seeds; over users
+
+    models = {json.loads((p.parent / "executor_output.json").read_text())["artifacts"]["model"]["artifacts"][0][
+        "metadata"]["variant"]: p for p in run_dir.glob("*/for-loop-*/train/model")}
+    assert sorted(models) == ["dff-2x-seed1", "dff-2x-seed2", "narrow-seed1", "narrow-seed2"]
+    for name, model in models.items():
+        config = json.loads((model / "model_config.json").read_text())
+        train = json.loads((model / "train_config.json").read_text())
+        assert config["d_ff_ratio"] == (1 if name.startswith("narrow") else 2) and train["seed"] == int(name[-1])
+
+    comparison = json.loads((run_dir / "comparison.json").read_text())
+    assert comparison["baseline"] == "narrow" and [v["name"] for v in comparison["variants"]] == ["narrow", "dff-2x"]
+    dff = comparison["variants"][1]
+    assert dff["seeds"] == [1, 2] and dff["test_recall@10"]["n"] == 2 and dff["test_recall@10"]["low"] is not None
+    page = (run_dir / "report.html").read_text()
+    assert "dff-2x-seed2" in page and "Runs (one per seed)" in page and dff["test_delta"]["text"] in page

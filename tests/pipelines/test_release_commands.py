@@ -58,7 +58,8 @@ def test_gate_push_report_end_to_end(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(html)
     assert all(name in html.read_text() for name in ("baseline", "swiglu", "rope"))
     assert (tmp_path / "report" / "report.md").exists()
-    assert len(list((tmp_path / "report" / "plots").glob("*.png"))) == 3
+    assert json.loads((tmp_path / "report" / "comparison.json").read_text())["candidate"] == "swiglu"
+    assert len(list((tmp_path / "report" / "plots").glob("*.png"))) == 4  # 3 curves + the unpenalised norm
 
 
 @pytest.mark.parametrize("flags, message", [
