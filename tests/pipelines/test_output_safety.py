@@ -142,7 +142,7 @@ STAGES = {
     "report": (lambda i, out, first: ["report", "--variant", i["variant"], "--blessing", i["blessing"],
                                       "--output", out, "--baseline", "baseline" if first else "none"],
                ("release.report", "write_report"),
-               lambda c: "baseline preset `baseline`" in storage.read_text(c.path("report.md"))),
+               lambda c: "vs baseline [95% CI]" in storage.read_text(c.path("report.md"))),
 }
 
 

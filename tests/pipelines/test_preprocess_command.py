@@ -46,7 +46,7 @@ def test_preprocess_runs_and_passes_beam_options_through(tmp_path, capsys):
     (["--cutoff", "soon"], "--cutoff: expected seconds since the epoch or an ISO date"),
     (["--set", "min_item_count=0"], "PreprocessConfig.min_item_count: must be >= 1, got 0"),
     (["--set", "split=random"], "PreprocessConfig.split: 'random' is not allowed; choose one of 'leave_one_out', 'temporal'"),
-    (["--set", "max_timestamp=1e30"], "max_timestamp: expected an integer, got '1e30'"),
+    (["--set", "max_timestamp=1e30"], r"max_timestamp: 1000000000000000019884624838656 does not fit in a 64-bit"),
     (["--set", "max_timestamp=1.0e+30"], r"max_timestamp: 1000000000000000019884624838656 does not fit in a 64-bit"),
     (["--set", "max_timestamp=1000000000000000"], r"PreprocessConfig.max_timestamp: must be seconds since the epoch in \[0, "),
 ])
