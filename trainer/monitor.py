@@ -4,7 +4,7 @@ periodic log lines otherwise.
 TensorBoard tags: ``train/{loss,penalty,lr,grad_norm,tokens_per_second}`` by step; ``valid/{recall@10,ndcg@10}``
 and ``norms/{user,item}_norm_{mean,p95,max}`` by step; the validation metrics again under ``valid_by_seconds/`` with
 the step axis holding elapsed training seconds, so variants can be compared at equal wall-clock; and hparams.
-For a ``gs://`` output the events are written to a local folder and copied up at every validation and at the end.
+For an object-store output (gs://, s3://) the events are written to a local folder and copied up at every validation and at the end.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ NORM_TAGS = tuple(f"{kind}_norm_{stat}" for kind in ("user", "item") for stat in
 
 class Monitor:
     def __init__(self, output_dir: str, total_steps: int, start_step: int, log_every_steps: int):
-        self.remote = storage.join(output_dir, "tensorboard") if storage.is_gcs(output_dir) else None
+        self.remote = storage.join(output_dir, "tensorboard") if storage.is_remote(output_dir) else None
         log_dir = Path(tempfile.mkdtemp(prefix="interest-tb-")) if self.remote else Path(output_dir, "tensorboard")
         self.log_dir = log_dir
         # purge_step hides events a killed run logged after its last checkpoint: the resumed run logs them again.
