@@ -414,14 +414,29 @@ def delete_pytorchjob(api, namespace: str, name: str) -> None:
             log.error("could not delete PyTorchJob %s/%s: %s", namespace, name, exc)
 
 
-def run_vertex(job: ClusterJob, cluster: ClusterConfig) -> None:
-    """Run the Vertex AI CustomJob and wait for it (aiplatform raises when it fails); cancelled (SIGTERM) or any
-    other error while waiting: the CustomJob is cancelled too."""
+def _aiplatform(what: str):
     try:
         from google.cloud import aiplatform
     except ImportError as exc:
-        raise ConfigError("cluster.launcher=vertex needs google-cloud-aiplatform: pip install "
-                          "'interest-pipeline[gcp]'") from exc
+        raise ConfigError(f"{what} needs google-cloud-aiplatform: pip install 'interest-pipeline[gcp]'") from exc
+    return aiplatform
+
+
+def upload_to_vertex_tensorboard(cluster: ClusterConfig, logdir: str, experiment: str) -> str:
+    """Upload the TensorBoard runs below ``logdir`` (one directory per variant) to the experiment ``experiment``
+    (the pipeline run's id, made a valid experiment name) of ``cluster.vertex_tensorboard``; returns the name."""
+    aiplatform = _aiplatform("cluster.vertex_tensorboard")
+    _, project, _, location, _, tensorboard_id = cluster.vertex_tensorboard.split("/")
+    name = re.sub(r"[^a-z0-9-]+", "-", experiment.lower()).strip("-")[:128] or "interest"
+    aiplatform.upload_tb_log(tensorboard_id=tensorboard_id, tensorboard_experiment_name=name, logdir=logdir,
+                             project=project, location=location)
+    return name
+
+
+def run_vertex(job: ClusterJob, cluster: ClusterConfig) -> None:
+    """Run the Vertex AI CustomJob and wait for it (aiplatform raises when it fails); cancelled (SIGTERM) or any
+    other error while waiting: the CustomJob is cancelled too."""
+    aiplatform = _aiplatform("cluster.launcher=vertex")
     aiplatform.init(project=cluster.project or None, location=cluster.location, staging_bucket=cluster.staging_bucket)
     # base_output_dir: Vertex sets AIP_MODEL_DIR, AIP_CHECKPOINT_DIR and AIP_TENSORBOARD_LOG_DIR below it; the
     # trainer copies its TensorBoard events to the latter (trainer.monitor), which a named TensorBoard reads.

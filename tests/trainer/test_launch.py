@@ -297,6 +297,9 @@ class RecordingAiplatform:
     def init(self, **kwargs):
         self.calls.append(("init", kwargs))
 
+    def upload_tb_log(self, **kwargs):
+        self.calls.append(("upload_tb_log", kwargs))
+
 
 @pytest.mark.parametrize("fail_with", [None, cluster.TaskCancelled("got SIGTERM")])
 def test_vertex_job_settings_and_cancel(monkeypatch, fail_with):
@@ -421,3 +424,15 @@ def test_a_failing_torchrun_launch_is_one_line(tiny_data, tmp_path):
     assert "Traceback" not in proc.stderr
     log = errors[0].rsplit("full log: ", 1)[1].rstrip(")")
     assert "batch_size" in open(log).read()
+
+
+def test_logs_of_a_pipeline_train_task_go_to_the_named_vertex_tensorboard(monkeypatch, tmp_path):
+    import sys
+
+    fake = RecordingAiplatform()
+    monkeypatch.setitem(sys.modules, "google.cloud.aiplatform", fake)
+    config = cluster.ClusterConfig(vertex_tensorboard="projects/p/locations/europe-west4/tensorboards/7")
+    name = cluster.upload_to_vertex_tensorboard(config, str(tmp_path), experiment="Interest_Pipeline-20260101.12")
+    assert name == "interest-pipeline-20260101-12"  # [a-z0-9-]: what Vertex accepts as an experiment name
+    assert fake.calls == [("upload_tb_log", {"tensorboard_id": "7", "tensorboard_experiment_name": name,
+                                             "logdir": str(tmp_path), "project": "p", "location": "europe-west4"})]
