@@ -31,6 +31,7 @@ def check_cluster_arguments(arguments: dict[str, Any], pipeline_root: str | None
     if runner:
         require(storage.is_gcs(dataset) or storage.is_s3(dataset), "--dataset",
                 f"{runner} workers read gs:// or s3:// only, not {dataset!r}")
-        require(bool(pipeline_root) and storage.is_remote(pipeline_root or ""), "--pipeline-root",
-                f"{runner} writes the preprocessed data to its artifact's URI: pass an object-store pipeline root "
-                "(gs://BUCKET/pipeline-root for Dataflow)")
+        reachable = storage.is_gcs if runner == "DataflowRunner" else storage.is_remote
+        require(bool(pipeline_root) and reachable(pipeline_root or ""), "--pipeline-root",
+                f"{runner} writes the preprocessed data to its artifact's URI: pass a pipeline root its workers "
+                f"can write ({'gs://' if runner == 'DataflowRunner' else 'gs:// or s3://'}), not {pipeline_root!r}")

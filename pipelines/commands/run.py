@@ -174,6 +174,17 @@ def _endpoint(args: argparse.Namespace) -> kubeflow_runner.Endpoint:
     return kubeflow_runner.Endpoint(args.host, args.namespace, args.token, args.cookies)
 
 
+def _check_kubeflow_store(args: argparse.Namespace) -> None:
+    """The tasks write checkpoints and the run's record below the pipeline root themselves, so they must reach
+    it: Kubeflow's default root is MinIO (minio://mlpipeline/v2/artifacts), whose endpoint they are told only
+    through --s3-endpoint (its keys: --s3-secret)."""
+    root = args.pipeline_root or ""
+    require(bool(root) or bool(args.s3_endpoint), "--pipeline-root",
+            "is required (gs://, s3://), or --s3-endpoint for Kubeflow's default MinIO root")
+    require(not root.startswith("minio://") or bool(args.s3_endpoint), "--s3-endpoint",
+            f"is required with the pipeline root {root!r}, e.g. http://minio-service.kubeflow:9000")
+
+
 def _vertex_target(args: argparse.Namespace) -> vertex_runner.VertexTarget:
     return vertex_runner.VertexTarget(args.project, args.region, args.pipeline_root or "", args.service_account)
 
@@ -221,6 +232,8 @@ def run_submit(args: argparse.Namespace) -> int:
     _check_build_flags(args)
     target = _vertex_target(args) if args.vertex else None
     endpoint = None if args.vertex else _endpoint(args)
+    if endpoint:
+        _check_kubeflow_store(args)
     arguments = pipeline_arguments(args, default_registry=None, remote=True)
     caching = False if args.no_cache else None
     with tempfile.TemporaryDirectory(prefix="interest-compile-") as tmp:
@@ -253,6 +266,8 @@ def run_schedule(args: argparse.Namespace) -> int:
     _check_build_flags(args)
     target = _vertex_target(args) if args.vertex else None
     endpoint = None if args.vertex else _endpoint(args)
+    if endpoint:
+        _check_kubeflow_store(args)
     # A bad cron fails before anything is compiled.
     vertex_runner.check_cron(args.cron) if target else kubeflow_runner.kfp_cron(args.cron)
     arguments = pipeline_arguments(args, default_registry=None, remote=True)

@@ -122,7 +122,8 @@ def calls(state: FakeKfp) -> list[tuple[str, str]]:
     return [(r["method"], r["path"]) for r in state.requests]
 
 
-CLUSTER = ["--registry", "gs://models-bucket/registry", "--dataset", DATA, "--image", IMAGE]
+CLUSTER = ["--registry", "gs://models-bucket/registry", "--dataset", DATA, "--image", IMAGE,
+           "--pipeline-root", "gs://models-bucket/root"]
 
 
 def test_submit_uploads_a_version_per_commit_and_runs_it(kfp_server, capsys):
@@ -149,6 +150,7 @@ def test_submit_uploads_a_version_per_commit_and_runs_it(kfp_server, capsys):
     assert "pipeline_spec" not in run  # the run names the uploaded version instead of carrying a package
     assert run["experiment_id"] == next(iter(state.experiments))
     assert run["service_account"] == "pipeline-runner"
+    assert run["runtime_config"]["pipeline_root"] == "gs://models-bucket/root"
     params = run["runtime_config"]["parameters"]
     assert params["registry"] == "gs://models-bucket/registry" and params["dataset"] == DATA
     assert [v["name"] for v in params["variants"]] == ["baseline", "swiglu"]
@@ -213,7 +215,7 @@ def test_schedule_targets_a_version_and_moves_to_a_newer_one(kfp_server, capsys)
     assert main(["schedule", "--host", url, "list"]) == 0
 
 
-R = ["--registry", "gs://models-bucket/r", "--image", IMAGE, "--dataset", DATA]
+R = ["--registry", "gs://models-bucket/r", "--image", IMAGE, "--dataset", DATA, "--pipeline-root", "gs://b/root"]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -222,7 +224,8 @@ R = ["--registry", "gs://models-bucket/r", "--image", IMAGE, "--dataset", DATA]
     (["submit", *R, "--variants", "baseline,nope"], "nope"),
     (["submit", *R, "--param", "bogus=1"], "bogus"),
     (["submit", *R, "--param", "train_config={lr: -1}"], "lr"),
-    (["submit", "--profile", "smoke", "--image", IMAGE, "--dataset", DATA], "--registry"),
+    (["submit", "--profile", "smoke", "--image", IMAGE, "--dataset", DATA, "--pipeline-root", "gs://b/r"],
+     "--registry"),
     (["submit", *R, "--param", "train_config={epochs: null, max_steps: 5}"], "train_config.epochs"),
     (["submit", *R, "--param", "model_overrides=d_model=8"], "model_overrides: expected List"),
     (["submit", *R, "--param", "accelerator_count=true"], "accelerator_count: expected Integer"),
@@ -238,7 +241,7 @@ R = ["--registry", "gs://models-bucket/r", "--image", IMAGE, "--dataset", DATA]
     (["submit", *R, "--dataset", "ml-1m"], "--dataset: 'ml-1m' would be fetched from a package index"),
     (["submit", *R, "--dataset", "https://example.com/events.csv"], "unsupported scheme https://"),
     (["submit", *R, "--pipeline-root", "hdfs://nn/root"], "--pipeline-root: 'hdfs://nn/root' uses the unsupported"),
-    (["submit", *R, "--param", "beam_args=[--runner=DataflowRunner, --project=p]"],
+    (["submit", *R, "--pipeline-root", "s3://b/root", "--param", "beam_args=[--runner=DataflowRunner, --project=p]"],
      "--pipeline-root: DataflowRunner writes the preprocessed data to its artifact's URI"),
     (["submit", *R, "--param", "model_name=../../etc"], "model_name"),
     (["submit", *R, "--image", "interest-pipeline:3f2a9c1d0e4b"], "--image: 'interest-pipeline:3f2a9c1d0e4b' has no "
@@ -246,6 +249,8 @@ R = ["--registry", "gs://models-bucket/r", "--image", IMAGE, "--dataset", DATA]
     (["submit", *R, "--image", "ghcr.io/acme/interest-pipeline:3f2a9c1d0e4b-dirty"], "does not say which code"),
     (["schedule", "--cron", "0 3 * * *", *R, "--image", "ghcr.io/acme/interest-pipeline"], "has no tag"),
     (["submit", *R, "--s3-endpoint", "minio-service:9000"], "--s3-endpoint: must be an http(s):// URL"),
+    (["submit", *R, "--pipeline-root", "minio://mlpipeline/v2/artifacts"], "--s3-endpoint: is required"),
+    (["submit", "--registry", "gs://b/r", "--image", IMAGE, "--dataset", DATA], "--pipeline-root: is required"),
 ])
 def test_bad_requests_fail_before_any_call(kfp_server, capsys, argv, message):
     url, state = kfp_server
