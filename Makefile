@@ -4,10 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PROFILE ?= quick
-# The image every pipeline step runs in; the tag follows the package version (components/image.py does the same).
+# The image every pipeline step runs in, tagged by the git commit (12 hex digits, -dirty with uncommitted changes):
+# components/image.py computes the same tag, so `interest compile` names the image `make image` built.
 IMAGE ?= interest-pipeline
-TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
-# CPU torch by default; a CUDA build: make image TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 TAG=0.1.0-cuda
+COMMIT := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo -dirty)
+TAG ?= $(shell echo $(COMMIT) | sed -E 's/^([0-9a-f]{12})[0-9a-f]*/\1/')
+# CPU torch by default; a CUDA build: make image TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 IMAGE=.../interest-pipeline-cuda
 TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: install run test test-fast lint bench bench-gpu image compile clean
@@ -42,8 +44,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 
 image:
-	docker build --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) \
-		--build-arg CODE_VERSION=$(shell git rev-parse HEAD 2>/dev/null || echo unknown) -t $(IMAGE):$(TAG) .
+	docker build --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) --build-arg CODE_VERSION=$(COMMIT) -t $(IMAGE):$(TAG) .
 
 compile: $(STAMP)
 	$(BIN)/interest compile --output pipeline.yaml --image $(IMAGE):$(TAG)

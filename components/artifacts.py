@@ -17,8 +17,8 @@ from core.contract import SPLITS, TENSORBOARD
 log = logging.getLogger(__name__)
 
 VARIANT_KEY = "variant"  # artifact metadata key naming the variant an artifact belongs to
-__all__ = ["SPLITS", "VARIANT_KEY", "by_variant", "load_variants", "log_metrics", "move_tensorboard", "numbers",
-           "replicate_of", "set_torch_threads"]
+__all__ = ["SPLITS", "VARIANT_KEY", "by_variant", "finished_variants", "load_variants", "log_metrics",
+           "move_tensorboard", "numbers", "record_variant", "replicate_of", "run_root", "set_torch_threads"]
 
 
 def numbers(values: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
@@ -96,3 +96,56 @@ def move_tensorboard(model_dir: str, tensorboard_dir: str, variant: str) -> None
         raise FileNotFoundError(f"training wrote no TensorBoard logs: {source} is missing")
     os.makedirs(tensorboard_dir, exist_ok=True)
     shutil.move(source, os.path.join(tensorboard_dir, variant))
+
+
+# ------------------------------------------------------------------------ the run's own place in the pipeline root
+# Artifact URIs change with every attempt and are only known to the tasks that receive them; what must outlive a
+# task (a retried train task's checkpoints) or be found without the KFP API (the exit task's record, TensorBoard
+# over every variant) lives at <pipeline root>/runs/<run id>/ instead:
+#   checkpoints/<variant>/   resumable training state (TrainJob.checkpoint_dir)
+#   tensorboard/<variant>/   each variant's TensorBoard logs (`interest tensorboard --kubeflow RUN` serves them)
+#   variants/<variant>.json  a finished variant's model and evaluation artifact URIs (written by evaluate)
+#   run.json, run.md         the run's final status and its finished variants (the exit handler's task)
+RUNS = "runs"
+
+
+def run_root(pipeline_root: str, run_id: str) -> str:
+    """``<pipeline root>/runs/<run id>``; the two come from dsl.PIPELINE_ROOT_PLACEHOLDER and
+    dsl.PIPELINE_JOB_ID_PLACEHOLDER, which the KFP backend (>= 2.5), Vertex AI and kfp.local resolve."""
+    from core import storage
+    from core.configs import require
+
+    require("{{" not in pipeline_root + run_id, "pipeline root",
+            f"the orchestrator left a placeholder unresolved ({pipeline_root!r}, {run_id!r}): a KFP backend >= 2.5 "
+            "is needed")
+    storage.check_uri(pipeline_root, "pipeline root")
+    return storage.join(pipeline_root, RUNS, run_id)
+
+
+def record_variant(root: str, variant: str, model_uri: str, evaluation_uri: str) -> str:
+    """Note that ``variant`` finished (trained and evaluated), with its artifacts' URIs; returns the record's URI."""
+    from core import storage
+
+    uri = storage.join(root, "variants", f"{variant}.json")
+    storage.write_json(uri, {"variant": variant, "model": model_uri, "evaluation": evaluation_uri})
+    return uri
+
+
+def finished_variants(root: str) -> dict[str, dict[str, Any]]:
+    """Every variant ``record_variant`` noted below ``root``: name -> {model, evaluation, valid, test} with the
+    validation and test metrics read back; a variant whose evaluation is not readable (its upload failed) is left
+    out with a warning."""
+    from core import contract, storage
+    from core.configs import ConfigError
+
+    found = {}
+    for uri in storage.list_files(storage.join(root, "variants")):
+        record = storage.read_json(uri)
+        try:
+            metrics = {split: contract.read_json(storage.join(record["evaluation"], split), contract.METRICS)
+                       for split in SPLITS}
+        except (ConfigError, OSError) as exc:  # IncompleteOutput is a ConfigError
+            log.warning("variant %s finished but its evaluation cannot be read: %s", record["variant"], exc)
+            continue
+        found[record["variant"]] = {**record, **metrics}
+    return found

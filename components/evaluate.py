@@ -11,13 +11,18 @@ def evaluate(
     model: Input[Model],
     data: Input[Dataset],
     torch_threads: int,
+    pipeline_root: str,
+    run_id: str,
     metrics: Output[Metrics],
     evaluation: Output[Artifact],
 ):
     """Writes ``evaluation/<split>/metrics.json`` and ``per_user.parquet`` (docs/contracts.md) for the valid and
-    test splits; the gate bootstraps over the per-user vectors. Metrics are logged as ``<split>.<name>``."""
+    test splits; the gate bootstraps over the per-user vectors. Metrics are logged as ``<split>.<name>``. The
+    variant is then noted as finished in the run's own place (``pipeline_root``/``run_id``), where the exit
+    handler finds it even when another variant failed and the gate never ran."""
     import os
 
+    from components import artifacts
     from components.artifacts import SPLITS, VARIANT_KEY, log_metrics, set_torch_threads
     from components.events import Task
     from trainer.evaluate import evaluate as evaluate_split
@@ -29,5 +34,7 @@ def evaluate(
         result = evaluate_split(model.path, data.path, split=split, output_dir=os.path.join(evaluation.path, split))
         log_metrics(metrics, result, prefix=f"{split}.")
         recall[split] = result["recall@10"]
-    evaluation.metadata[VARIANT_KEY] = model.metadata[VARIANT_KEY]
+    variant = model.metadata[VARIANT_KEY]
+    evaluation.metadata[VARIANT_KEY] = variant
+    artifacts.record_variant(artifacts.run_root(pipeline_root, run_id), variant, model.uri, evaluation.uri)
     task.done(", ".join(f"{split} Recall@10 {value:.4f}" for split, value in recall.items()))

@@ -297,16 +297,12 @@ def open_complete(target: str, kind: str | None = None, verify_digests: bool = F
         raise IncompleteOutput(f"{target}: holds {manifest.get('kind')!r}, expected {kind!r}")
     root = storage.join(target, manifest["root"]) if manifest.get("root") else target
     complete = Complete(str(target), root, manifest)
-    present = {storage.relative(root, uri): uri for uri in storage.list_files(root)}
+    present = {storage.relative(root, uri): (uri, size) for uri, size in storage.file_sizes(root).items()}
     for name, entry in manifest["files"].items():
-        uri = present.get(name)
+        uri, size = present.get(name, (None, None))
         if uri is None:
             raise IncompleteOutput(f"{target}: incomplete: {name} is listed in {MARKER} but missing")
-        if storage.is_remote(uri):
-            size = len(storage.read_bytes(uri)) if verify_digests else None
-        else:
-            size = Path(uri).stat().st_size
-        if size is not None and size != entry["size"]:
+        if size != entry["size"]:
             raise IncompleteOutput(f"{target}: {name} has {size} bytes, {MARKER} says {entry['size']}")
         if verify_digests and sha256_of(uri) != entry["sha256"]:
             raise IncompleteOutput(f"{target}: {name} does not match the sha256 in {MARKER}")

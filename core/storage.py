@@ -13,12 +13,19 @@ What each store guarantees, and what this module builds on it:
 - **S3 / MinIO**: a PUT is atomic per object and reads after writes are strongly consistent (AWS since 2020); the
   generation is the object's ETag and conditional writes use ``If-None-Match: *`` / ``If-Match: <etag>`` (AWS and
   MinIO honour both). An ETag is a content digest, so writing back the very same bytes would repeat one: every
-  compare-and-swap document here carries a fresh id. Retries: botocore's ``standard`` mode.
+  compare-and-swap document here carries a fresh id. A multipart upload appears only when completed. Retries:
+  botocore's ``standard`` mode.
+
+On every store a listing reports each object's size with its name (``file_sizes``), so a reader checks a directory
+against its manifest without reading it (core.rundir). Any other scheme (http://, hdfs://, file://) is refused by
+``check_uri`` with one line before any work starts.
 
 Credentials come only from the environment, as every client of these stores expects: Application Default
 Credentials (or ``STORAGE_EMULATOR_HOST``) for GCS; the AWS chain (``AWS_ACCESS_KEY_ID``, profiles, instance
 roles) for S3, with ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` naming a MinIO or other S3-compatible
-endpoint (``minio://bucket/key`` is ``s3://bucket/key`` on that endpoint, as Kubeflow's artifact store writes it).
+endpoint (``minio://bucket/key`` is ``s3://bucket/key`` on that endpoint, as Kubeflow's artifact store writes it);
+botocore addresses buckets path-style on such an endpoint (``http://minio-service.kubeflow:9000/bucket/key``), as
+MinIO needs.
 """
 
 from __future__ import annotations
@@ -185,12 +192,12 @@ class _Gcs:
         return _blob(uri).exists(retry=_retry())
 
     @staticmethod
-    def list(uri: str) -> list[str]:
+    def sizes(uri: str) -> dict[str, int]:
         bucket, name = split(uri)
         prefix = name.rstrip("/") + "/" if name else ""
         scheme = uri[: uri.index("://") + 3]
-        return sorted(f"{scheme}{bucket}/{b.name}"
-                      for b in gcs_client().list_blobs(bucket, prefix=prefix, retry=_retry()))
+        return {f"{scheme}{bucket}/{b.name}": int(b.size)
+                for b in gcs_client().list_blobs(bucket, prefix=prefix, retry=_retry())}
 
     @staticmethod
     def upload(local_path: str | Path, uri: str) -> None:
@@ -300,15 +307,15 @@ class _S3:
             raise
 
     @classmethod
-    def list(cls, uri: str) -> list[str]:
+    def sizes(cls, uri: str) -> dict[str, int]:
         cls._check_endpoint(uri)
         bucket, name = split(uri)
         prefix = name.rstrip("/") + "/" if name else ""
         scheme = uri[: uri.index("://") + 3]
-        keys = []
+        found = {}
         for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            keys += [obj["Key"] for obj in page.get("Contents", [])]
-        return sorted(f"{scheme}{bucket}/{key}" for key in keys)
+            found.update({f"{scheme}{bucket}/{obj['Key']}": int(obj["Size"]) for obj in page.get("Contents", [])})
+        return found
 
     @classmethod
     def upload(cls, local_path: str | Path, uri: str) -> None:
@@ -318,6 +325,8 @@ class _S3:
 
     @classmethod
     def copy(cls, src: str, dst: str) -> None:
+        cls._check_endpoint(src)
+        cls._check_endpoint(dst)
         (sb, sk), (db, dk) = split(src), split(dst)
         s3_client().copy({"Bucket": sb, "Key": sk}, db, dk)
 
@@ -435,10 +444,16 @@ def is_file(uri: str) -> bool:
 
 def list_files(uri: str) -> list[str]:
     """Every file below ``uri`` (recursively), as full URIs/paths, sorted."""
+    return sorted(file_sizes(uri))
+
+
+def file_sizes(uri: str) -> dict[str, int]:
+    """Every file below ``uri`` (recursively) with its size in bytes, from one listing (object stores report
+    sizes with the names, so checking a directory's completeness reads no file)."""
     if is_remote(uri):
-        return _store(uri).list(uri)
+        return _store(uri).sizes(uri)
     root = Path(uri)
-    return sorted(str(p) for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    return {str(p): p.stat().st_size for p in root.rglob("*") if p.is_file()} if root.is_dir() else {}
 
 
 def upload_file(local_path: str | Path, uri: str) -> None:

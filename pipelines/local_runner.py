@@ -269,10 +269,14 @@ def collect_local_run(run_dir: Path, package: Path, outputs: dict[str, Any], arg
 
 def tensorboard_runs(run_dir: str | Path) -> dict[str, Path]:
     """Every variant's TensorBoard logs below a local run directory: ``<artifact>/tensorboard/<variant>/``."""
+    from components.artifacts import RUNS
+
     runs: dict[str, Path] = {}
     for events in sorted(Path(run_dir).rglob("events.out.tfevents.*")):  # does not follow the links below
         parts = events.relative_to(run_dir).parts
-        if "tensorboard" not in parts[:-2]:
+        # <run_dir>/runs/<run id>/tensorboard/ holds copies of the same logs (the run's own place, which a cluster
+        # run's TensorBoard reads: components.artifacts.run_root).
+        if "tensorboard" not in parts[:-2] or parts[0] == RUNS:
             continue
         at = len(parts) - 1 - parts[::-1].index("tensorboard")
         name, variant_dir = parts[at + 1], Path(run_dir, *parts[:at + 2])

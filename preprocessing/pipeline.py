@@ -162,6 +162,22 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
     return PipelineOptions(args)
 
 
+# Runners that execute in this process or on this machine; any other (DataflowRunner, FlinkRunner, SparkRunner,
+# PortableRunner, ...) runs on workers that see only what an object store holds.
+LOCAL_RUNNERS = frozenset({"direct", "directrunner", "bundlebaseddirectrunner", "switchingdirectrunner",
+                           "fnapirunner", "prism", "prismrunner", "interactiverunner"})
+
+
+def remote_runner(beam_args: Sequence[str]) -> str | None:
+    """The runner ``beam_args`` name when its workers are other machines (``--runner=DataflowRunner``), else None;
+    parsed by Beam's own option parser, so ``--runner X`` and ``--runner=X`` read alike."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    runner = pipeline_options(beam_args).view_as(StandardOptions).runner
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    return None if name.lower() in LOCAL_RUNNERS else name
+
+
 def _anonymous_gcs_for_emulator() -> None:
     """Against a storage emulator (STORAGE_EMULATOR_HOST), hand Beam's gcsio anonymous credentials up front:
     otherwise it first retries google.auth.default() for about 27 s. Real GCS keeps Application Default

@@ -95,8 +95,8 @@ def remove_all(directory: str) -> int:
 
 
 def remove_stale_temp_files(directory: str) -> None:
-    """Delete temp files left by a writer killed mid-write (local only: GCS never shows partial uploads)."""
-    if not storage.is_gcs(directory) and Path(directory).is_dir():
+    """Delete temp files left by a writer killed mid-write (local only: object stores never show partial uploads)."""
+    if not storage.is_remote(directory) and Path(directory).is_dir():
         for tmp in Path(directory).glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
 

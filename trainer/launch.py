@@ -5,27 +5,36 @@ The train component (components/train.py) picks a launcher:
 - ``local``: in the task's own pod. One process (in-process ``trainer.train.train_job``) or, with several GPUs,
   ``torchrun --standalone --nproc-per-node=<gpus>`` (DDP, NCCL; ``trainer.job.torchrun_command``).
 - ``pytorchjob``: a Kubeflow Training Operator ``PyTorchJob`` (1 Master + nodes-1 Workers), created with the
-  kubernetes client in the pod's namespace; the task waits for it to succeed or fail. The pipeline's service
-  account needs ``create`` and ``get`` on ``pytorchjobs.kubeflow.org`` there.
-- ``vertex``: a Vertex AI ``CustomJob`` with worker pools (chief + workers), run with google-cloud-aiplatform.
+  kubernetes client in the pod's namespace; the task waits for it to succeed or fail, and deletes it when the task
+  itself is cancelled (SIGTERM) or gives up waiting, so no job trains on for a run nobody waits for. The pipeline's
+  service account needs ``create``, ``get`` and ``delete`` on ``pytorchjobs.kubeflow.org`` there. Replicas opt
+  out of the Istio sidecar (it would keep a finished pod running and block the rendezvous port), carry limits as
+  well as requests, a memory-backed ``/dev/shm`` (NCCL and DataLoader workers need more than Docker's 64 MB), the
+  pipeline's GPU tolerations and node selector; the job has an active deadline and a TTL after it finishes.
+- ``vertex``: a Vertex AI ``CustomJob`` with worker pools (chief + workers), run with google-cloud-aiplatform; the
+  machine type is checked against (or chosen for) the GPUs asked for, the staging bucket must be a gs:// URI,
+  ``base_output_dir`` is the job's output prefix, and a named Vertex AI TensorBoard receives the logs.
 
 Every node runs the same command, ``python -m torch.distributed.run --nnodes=N --node-rank=$RANK
 --master-addr=$MASTER_ADDR --master-port=$MASTER_PORT --nproc-per-node=G -m trainer.train ...``
 (``trainer.job.torchrun_command``, the worker side of ``interest train``): the Training Operator and Vertex AI both set MASTER_ADDR, MASTER_PORT and RANK (the
 node's index, 0 on the master/chief) on every replica. Nodes read the data and write the
-model through gs:// URIs, so the pipeline root must be on GCS for the cluster launchers.
+model through object-store URIs, so the pipeline root must be on gs:// (Vertex) or gs:// / s3:// (PyTorchJob).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,15 +63,27 @@ class ClusterConfig:
     # (NVIDIA_TESLA_T4, NVIDIA_L4, ...). Empty: CPU only.
     accelerator_type: str = ""
     gpus_per_node: int = 0  # GPUs per machine = training processes per machine (0: one CPU process, gloo)
-    cpu: str = "4"  # CPU request of each PyTorchJob replica
-    memory: str = "16Gi"  # memory request of each PyTorchJob replica
+    cpu: str = "4"  # CPU request and limit of each PyTorchJob replica
+    memory: str = "16Gi"  # memory request and limit of each PyTorchJob replica (/dev/shm counts against it)
     namespace: str = ""  # PyTorchJob namespace; empty: the pod's own namespace
-    machine_type: str = "n1-standard-8"  # Vertex machine type of every worker pool
+    # Kubernetes tolerations and node selector of every PyTorchJob replica (a tainted GPU pool); empty: the
+    # pipeline's gpu_tolerations / gpu_node_selector.
+    tolerations: tuple[dict, ...] = ()
+    node_selector: dict = field(default_factory=dict)
+    ttl_seconds_after_finished: int = 24 * 3600  # the Training Operator deletes a finished PyTorchJob after this
+    # Vertex machine type of every worker pool; empty: the smallest one that takes gpus_per_node accelerators
+    # of accelerator_type (n1-standard-8 without GPUs). Vertex sizes the machine from it, not from requests.
+    machine_type: str = ""
     project: str = ""  # Vertex project; empty: the environment's default (CLOUD_ML_PROJECT_ID / ADC)
     location: str = "us-central1"  # Vertex region
-    staging_bucket: str = ""  # Vertex staging gs:// bucket; empty: the aiplatform default
+    staging_bucket: str = ""  # Vertex staging bucket, gs://BUCKET[/prefix]: required by the vertex launcher
+    # Vertex AI TensorBoard (projects/P/locations/L/tensorboards/ID) that receives every variant's logs;
+    # empty: none. The vertex launcher then needs a service_account (Vertex requires one to write there).
+    vertex_tensorboard: str = ""
     service_account: str = ""  # service account the job runs as; empty: the platform default
-    timeout_seconds: int = 24 * 3600  # give up waiting for the job after this long
+    # The job's deadline: the PyTorchJob's activeDeadlineSeconds / the CustomJob's timeout; the task gives up
+    # waiting (and deletes the job) then too.
+    timeout_seconds: int = 24 * 3600
     poll_seconds: float = 30.0  # PyTorchJob status poll interval
 
     def __post_init__(self) -> None:
@@ -73,10 +94,65 @@ class ClusterConfig:
                 "must name the GPU type when gpus_per_node > 0")
         require(self.timeout_seconds > 0, "cluster.timeout_seconds", f"must be > 0, got {self.timeout_seconds}")
         require(self.poll_seconds > 0, "cluster.poll_seconds", f"must be > 0, got {self.poll_seconds}")
+        require(self.ttl_seconds_after_finished >= 0, "cluster.ttl_seconds_after_finished",
+                f"must be >= 0, got {self.ttl_seconds_after_finished}")
+        require(not self.vertex_tensorboard or VERTEX_TENSORBOARD.fullmatch(self.vertex_tensorboard) is not None,
+                "cluster.vertex_tensorboard", f"{self.vertex_tensorboard!r} is not projects/P/locations/L/"
+                "tensorboards/ID")
+        if self.launcher == "vertex":
+            require(self.staging_bucket.startswith("gs://") and len(self.staging_bucket) > len("gs://"),
+                    "cluster.staging_bucket", f"the vertex launcher needs a gs://BUCKET, got {self.staging_bucket!r}")
+            require(not self.vertex_tensorboard or bool(self.service_account), "cluster.service_account",
+                    "Vertex AI writes to a TensorBoard only for a job run as a service account: name one")
+            vertex_machine_type(self)  # refuses a machine that cannot take the GPUs
 
     @property
     def nproc_per_node(self) -> int:
         return max(1, self.gpus_per_node)
+
+
+VERTEX_TENSORBOARD = re.compile(r"projects/[^/]+/locations/[^/]+/tensorboards/[^/]+")
+# Vertex AI machine types with attached GPUs of one type, and how many each takes (Compute Engine's accelerator-
+# optimized series); the N1 series takes the older GPUs in the counts listed instead.
+VERTEX_GPU_MACHINES: dict[str, dict[str, int]] = {
+    "NVIDIA_L4": {"g2-standard-4": 1, "g2-standard-8": 1, "g2-standard-12": 1, "g2-standard-16": 1,
+                  "g2-standard-32": 1, "g2-standard-24": 2, "g2-standard-48": 4, "g2-standard-96": 8},
+    "NVIDIA_TESLA_A100": {"a2-highgpu-1g": 1, "a2-highgpu-2g": 2, "a2-highgpu-4g": 4, "a2-highgpu-8g": 8,
+                          "a2-megagpu-16g": 16},
+    "NVIDIA_A100_80GB": {"a2-ultragpu-1g": 1, "a2-ultragpu-2g": 2, "a2-ultragpu-4g": 4, "a2-ultragpu-8g": 8},
+    "NVIDIA_H100_80GB": {"a3-highgpu-1g": 1, "a3-highgpu-2g": 2, "a3-highgpu-4g": 4, "a3-highgpu-8g": 8},
+    "NVIDIA_H100_MEGA_80GB": {"a3-megagpu-8g": 8},
+    "NVIDIA_H200_141GB": {"a3-ultragpu-8g": 8},
+    "NVIDIA_B200": {"a4-highgpu-8g": 8},
+}
+VERTEX_N1_GPUS: dict[str, tuple[int, ...]] = {
+    "NVIDIA_TESLA_T4": (1, 2, 4), "NVIDIA_TESLA_V100": (1, 2, 4, 8), "NVIDIA_TESLA_P100": (1, 2, 4),
+    "NVIDIA_TESLA_P4": (1, 2, 4),
+}
+VERTEX_CPU_MACHINE = "n1-standard-8"
+
+
+def vertex_machine_type(cluster: ClusterConfig) -> str:
+    """The Vertex machine type of ``cluster``: the one it names, checked against its GPUs, or the smallest that
+    takes them; ConfigError naming the field when no machine can (Vertex would refuse the job only at launch)."""
+    gpus, accelerator, machine = cluster.gpus_per_node, cluster.accelerator_type, cluster.machine_type
+    if not gpus:
+        return machine or VERTEX_CPU_MACHINE
+    if accelerator in VERTEX_N1_GPUS:
+        require(gpus in VERTEX_N1_GPUS[accelerator], "cluster.gpus_per_node",
+                f"{accelerator} comes {', '.join(map(str, VERTEX_N1_GPUS[accelerator]))} per machine, not {gpus}")
+        require(not machine or machine.startswith("n1-"), "cluster.machine_type",
+                f"{accelerator} attaches to N1 machines (n1-standard-8, ...), not {machine!r}")
+        return machine or VERTEX_CPU_MACHINE
+    machines = VERTEX_GPU_MACHINES.get(accelerator)
+    require(machines is not None, "cluster.accelerator_type", f"{accelerator!r} is not a Vertex AI GPU; choose one "
+            f"of {', '.join([*VERTEX_GPU_MACHINES, *VERTEX_N1_GPUS])}")
+    fitting = [name for name, count in machines.items() if count == gpus]
+    require(bool(fitting), "cluster.gpus_per_node", f"no machine takes {gpus} x {accelerator}; machines take "
+            f"{', '.join(sorted({str(c) for c in machines.values()}, key=int))}")
+    require(not machine or machine in fitting, "cluster.machine_type",
+            f"{machine!r} cannot take {gpus} x {accelerator}; use {' or '.join(fitting)}")
+    return machine or fitting[0]
 
 
 @dataclass(frozen=True)
@@ -111,26 +187,42 @@ def node_command(job: ClusterJob, cluster: ClusterConfig) -> list[str]:
     return ["sh", "-c", "exec " + " ".join(quoted)]
 
 
+ISTIO_OPT_OUT = {"sidecar.istio.io/inject": "false"}
+SHM_VOLUME = "dshm"
+
+
 def render_pytorchjob(job: ClusterJob, cluster: ClusterConfig, namespace: str) -> dict[str, Any]:
     """A ``kubeflow.org/v1`` PyTorchJob manifest: one Master and ``nodes - 1`` Workers, same command."""
-    resources: dict[str, Any] = {"requests": {"cpu": cluster.cpu, "memory": cluster.memory}}
+    limits: dict[str, Any] = {"cpu": cluster.cpu, "memory": cluster.memory}
     if cluster.gpus_per_node:
-        resources["limits"] = {cluster.accelerator_type: cluster.gpus_per_node}
+        limits[cluster.accelerator_type] = cluster.gpus_per_node
+    resources = {"requests": {"cpu": cluster.cpu, "memory": cluster.memory}, "limits": limits}
 
     def replica(count: int) -> dict[str, Any]:
+        pod: dict[str, Any] = {
+            "containers": [{
+                "name": "pytorch",  # the Training Operator finds the training container by this name
+                "image": job.image,
+                "command": node_command(job, cluster),
+                "resources": resources,
+                "volumeMounts": [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
+            }],
+            # NCCL and DataLoader workers share memory through /dev/shm; a container gets 64 MB by default.
+            "volumes": [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}}],
+        }
+        if cluster.service_account:
+            pod["serviceAccountName"] = cluster.service_account
+        if cluster.tolerations:
+            pod["tolerations"] = [dict(t) for t in cluster.tolerations]
+        if cluster.node_selector:
+            pod["nodeSelector"] = dict(cluster.node_selector)
         return {
             "replicas": count,
             # A failed pod restarts and `interest train` resumes from its last checkpoint.
             "restartPolicy": "OnFailure",
-            "template": {"spec": {
-                "containers": [{
-                    "name": "pytorch",  # the Training Operator finds the training container by this name
-                    "image": job.image,
-                    "command": node_command(job, cluster),
-                    "resources": resources,
-                }],
-                **({"serviceAccountName": cluster.service_account} if cluster.service_account else {}),
-            }},
+            # Istio's sidecar would keep a finished replica running (the job never completes) and intercept the
+            # rendezvous port before it is ready.
+            "template": {"metadata": {"annotations": dict(ISTIO_OPT_OUT)}, "spec": pod},
         }
 
     specs = {"Master": replica(1)}
@@ -141,14 +233,19 @@ def render_pytorchjob(job: ClusterJob, cluster: ClusterConfig, namespace: str) -
         "kind": "PyTorchJob",
         "metadata": {"name": job.name, "namespace": namespace,
                      "labels": {"app.kubernetes.io/part-of": "interest-pipeline", "interest/preset": job.job.preset}},
-        "spec": {"runPolicy": {"cleanPodPolicy": "None", "backoffLimit": 3}, "pytorchReplicaSpecs": specs},
+        "spec": {
+            "runPolicy": {"cleanPodPolicy": "None", "backoffLimit": 3,
+                          "activeDeadlineSeconds": cluster.timeout_seconds,
+                          "ttlSecondsAfterFinished": cluster.ttl_seconds_after_finished},
+            "pytorchReplicaSpecs": specs,
+        },
     }
 
 
 def render_vertex_worker_pools(job: ClusterJob, cluster: ClusterConfig) -> list[dict[str, Any]]:
     """Vertex AI CustomJob ``workerPoolSpecs`` (REST: machineSpec, replicaCount, containerSpec.imageUri; written
     in the aiplatform SDK's snake_case): pool 0 is the chief (rank 0), pool 1 the other nodes."""
-    machine: dict[str, Any] = {"machine_type": cluster.machine_type}
+    machine: dict[str, Any] = {"machine_type": vertex_machine_type(cluster)}
     if cluster.gpus_per_node:
         machine |= {"accelerator_type": cluster.accelerator_type, "accelerator_count": cluster.gpus_per_node}
     command = node_command(job, cluster)
@@ -205,6 +302,22 @@ def run_torchrun(command: list[str], log_path: str | Path | None = None) -> None
         raise LaunchFailed(f"torchrun failed ({why[:300]}); full log: {log_path}")
 
 
+def check_accelerators(gpus: int) -> None:
+    """Fail at once when this pod was given ``gpus`` GPUs but torch sees fewer CUDA devices: an image with a CPU
+    build of torch, or a node without the NVIDIA driver, would otherwise train on the CPU with gloo, silently,
+    for hours."""
+    if gpus <= 0:
+        return
+    import torch
+
+    seen = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if seen < gpus:
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise ConfigError(f"accelerator_count: this task was given {gpus} GPU(s) but torch {torch.__version__} "
+                          f"({build}) sees {seen} CUDA device(s): run an image built with a CUDA torch (make image "
+                          "TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128) on a node with the NVIDIA driver")
+
+
 def run_local(job: TrainJob, gpus: int) -> None:
     """Train in this process, or under torchrun with one process per GPU of this machine when there are several."""
     if gpus <= 1:
@@ -231,8 +344,32 @@ def job_condition(status: Mapping[str, Any] | None) -> str | None:
     return None
 
 
+class TaskCancelled(Exception):
+    """The task got SIGTERM: KFP cancelled the run, or the pod is being deleted (a timeout, a drained node)."""
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into TaskCancelled while waiting, so that the job this task started is deleted with it
+    (Kubernetes sends SIGTERM and waits the pod's grace period before SIGKILL). Only the main thread can take
+    signals; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def cancelled(signum, frame):
+        raise TaskCancelled(f"got {signal.Signals(signum).name}: the run was cancelled or the pod is going away")
+
+    previous = signal.signal(signal.SIGTERM, cancelled)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_pytorchjob(job: ClusterJob, cluster: ClusterConfig, api=None) -> dict[str, Any]:
-    """Create the PyTorchJob, wait until it succeeds (returns its final object) or fails (RuntimeError)."""
+    """Create the PyTorchJob, wait until it succeeds (returns its final object) or fails (RuntimeError). Cancelled
+    (SIGTERM), past its deadline, or any other error while waiting: the job is deleted before this returns."""
     if api is None:
         from kubernetes import client, config
 
@@ -240,52 +377,103 @@ def run_pytorchjob(job: ClusterJob, cluster: ClusterConfig, api=None) -> dict[st
         api = client.CustomObjectsApi()
     namespace = pod_namespace(cluster)
     manifest = render_pytorchjob(job, cluster, namespace)
-    api.create_namespaced_custom_object(PYTORCHJOB_GROUP, PYTORCHJOB_VERSION, namespace, PYTORCHJOB_PLURAL, manifest)
-    log.info("created PyTorchJob %s/%s (%d nodes x %d processes)", namespace, job.name, cluster.nodes,
-             cluster.nproc_per_node)
-    deadline = time.monotonic() + cluster.timeout_seconds
-    while True:
-        obj = api.get_namespaced_custom_object(PYTORCHJOB_GROUP, PYTORCHJOB_VERSION, namespace, PYTORCHJOB_PLURAL,
-                                               job.name)
-        outcome = job_condition(obj.get("status"))
-        if outcome == "Succeeded":
-            return obj
-        if outcome == "Failed":
-            raise RuntimeError(f"PyTorchJob {namespace}/{job.name} failed: {obj['status']['conditions'][-1]}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"PyTorchJob {namespace}/{job.name} not finished after {cluster.timeout_seconds}s")
-        time.sleep(cluster.poll_seconds)
+    where = (PYTORCHJOB_GROUP, PYTORCHJOB_VERSION, namespace, PYTORCHJOB_PLURAL)
+    finished = False
+    with sigterm_raises():
+        api.create_namespaced_custom_object(*where, manifest)
+        log.info("created PyTorchJob %s/%s (%d nodes x %d processes)", namespace, job.name, cluster.nodes,
+                 cluster.nproc_per_node)
+        try:
+            deadline = time.monotonic() + cluster.timeout_seconds
+            while True:
+                obj = api.get_namespaced_custom_object(*where, job.name)
+                outcome = job_condition(obj.get("status"))
+                finished = outcome is not None
+                if outcome == "Succeeded":
+                    return obj
+                if outcome == "Failed":
+                    raise RuntimeError(f"PyTorchJob {namespace}/{job.name} failed: {obj['status']['conditions'][-1]}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"PyTorchJob {namespace}/{job.name} not finished after "
+                                       f"{cluster.timeout_seconds}s")
+                time.sleep(cluster.poll_seconds)
+        finally:
+            if not finished:  # a finished job stays for its logs until ttlSecondsAfterFinished
+                delete_pytorchjob(api, namespace, job.name)
 
 
-def run_vertex(job: ClusterJob, cluster: ClusterConfig) -> None:
-    """Run the Vertex AI CustomJob and wait for it (aiplatform raises when it fails)."""
+def delete_pytorchjob(api, namespace: str, name: str) -> None:
+    """Delete a PyTorchJob and (in the background) its pods; one already gone is fine, and a failed delete is
+    logged, never raised over the error that led here."""
+    try:
+        api.delete_namespaced_custom_object(PYTORCHJOB_GROUP, PYTORCHJOB_VERSION, namespace, PYTORCHJOB_PLURAL, name,
+                                            propagation_policy="Background")
+        log.warning("deleted PyTorchJob %s/%s", namespace, name)
+    except Exception as exc:  # noqa: BLE001 - best effort on the way out; activeDeadlineSeconds still stops it
+        if getattr(exc, "status", None) != 404:
+            log.error("could not delete PyTorchJob %s/%s: %s", namespace, name, exc)
+
+
+def _aiplatform(what: str):
     try:
         from google.cloud import aiplatform
     except ImportError as exc:
-        raise ConfigError("cluster.launcher=vertex needs google-cloud-aiplatform: pip install "
-                          "'interest-pipeline[gcp]'") from exc
-    aiplatform.init(project=cluster.project or None, location=cluster.location,
-                    staging_bucket=cluster.staging_bucket or None)
-    custom_job = aiplatform.CustomJob(display_name=job.name, worker_pool_specs=render_vertex_worker_pools(job, cluster))
-    custom_job.run(service_account=cluster.service_account or None, timeout=cluster.timeout_seconds, sync=True)
+        raise ConfigError(f"{what} needs google-cloud-aiplatform: pip install 'interest-pipeline[gcp]'") from exc
+    return aiplatform
+
+
+def upload_to_vertex_tensorboard(cluster: ClusterConfig, logdir: str, experiment: str) -> str:
+    """Upload the TensorBoard runs below ``logdir`` (one directory per variant) to the experiment ``experiment``
+    (the pipeline run's id, made a valid experiment name) of ``cluster.vertex_tensorboard``; returns the name."""
+    aiplatform = _aiplatform("cluster.vertex_tensorboard")
+    _, project, _, location, _, tensorboard_id = cluster.vertex_tensorboard.split("/")
+    name = re.sub(r"[^a-z0-9-]+", "-", experiment.lower()).strip("-")[:128] or "interest"
+    aiplatform.upload_tb_log(tensorboard_id=tensorboard_id, tensorboard_experiment_name=name, logdir=logdir,
+                             project=project, location=location)
+    return name
+
+
+def run_vertex(job: ClusterJob, cluster: ClusterConfig) -> None:
+    """Run the Vertex AI CustomJob and wait for it (aiplatform raises when it fails); cancelled (SIGTERM) or any
+    other error while waiting: the CustomJob is cancelled too."""
+    aiplatform = _aiplatform("cluster.launcher=vertex")
+    aiplatform.init(project=cluster.project or None, location=cluster.location, staging_bucket=cluster.staging_bucket)
+    # base_output_dir: Vertex sets AIP_MODEL_DIR, AIP_CHECKPOINT_DIR and AIP_TENSORBOARD_LOG_DIR below it; the
+    # trainer copies its TensorBoard events to the latter (trainer.monitor), which a named TensorBoard reads.
+    custom_job = aiplatform.CustomJob(display_name=job.name, worker_pool_specs=render_vertex_worker_pools(job, cluster),
+                                      base_output_dir=job.job.output, staging_bucket=cluster.staging_bucket)
+    try:
+        with sigterm_raises():
+            custom_job.run(service_account=cluster.service_account or None, timeout=cluster.timeout_seconds,
+                           tensorboard=cluster.vertex_tensorboard or None, sync=True)
+    except BaseException:
+        try:
+            custom_job.cancel()
+            log.warning("cancelled Vertex CustomJob %s", job.name)
+        except Exception as exc:  # noqa: BLE001 - not created yet, or already over: nothing to cancel
+            log.info("did not cancel Vertex CustomJob %s: %s", job.name, exc)
+        raise
 
 
 def train_on(cluster: ClusterConfig, job: ClusterJob, local_output: str, local_gpus: int) -> None:
     """Train ``job`` with the cluster's launcher and leave the model artifact in ``local_output``.
 
     ``local``: ``job.job.output`` is ``local_output`` and ``local_gpus`` (the task pod's accelerators) processes
-    run. Cluster jobs write to ``job.job.output`` on GCS; the result is then copied to ``local_output`` (the task's
-    artifact path, which KFP uploads, or the same bucket mounted by Vertex).
+    run, after checking that the pod really has them. Cluster jobs write to ``job.job.output`` on an object store;
+    the result is then copied to ``local_output`` (the task's artifact path, which KFP uploads, or the same bucket
+    mounted by Vertex).
     """
     if cluster.launcher == "local":
+        check_accelerators(local_gpus)
         run_local(job.job, local_gpus)
         return
+    reachable, schemes = (storage.is_gcs, "gs://") if cluster.launcher == "vertex" else (storage.is_remote,
+                                                                                          "gs:// or s3://")
     for uri, what in ((job.job.data, "data"), (job.job.output, "output")):
-        require(storage.is_gcs(uri), f"cluster.launcher={cluster.launcher}",
-                f"the {what} must be on gs:// so every node can reach it (got {uri}): use a gs:// pipeline root")
+        require(reachable(uri), f"cluster.launcher={cluster.launcher}",
+                f"the {what} must be on {schemes} so every node can reach it (got {uri}): use such a pipeline root")
     if cluster.launcher == "pytorchjob":
         run_pytorchjob(job, cluster)
     else:
         run_vertex(job, cluster)
     storage.copy_tree(job.job.output, local_output)
-

@@ -4,12 +4,15 @@ periodic log lines otherwise.
 TensorBoard tags: ``train/{loss,penalty,lr,grad_norm,tokens_per_second}`` by step; ``valid/{recall@10,ndcg@10}``
 and ``norms/{user,item}_norm_{mean,p95,max}`` by step; the validation metrics again under ``valid_by_seconds/`` with
 the step axis holding elapsed training seconds, so variants can be compared at equal wall-clock; and hparams.
-For a ``gs://`` output the events are written to a local folder and copied up at every validation and at the end.
+For an object-store output (gs://, s3://) the events are written to a local folder and copied up at every validation and at the end.
+In a Vertex AI CustomJob they are also copied to ``$AIP_TENSORBOARD_LOG_DIR``, which a Vertex AI TensorBoard named for
+the job reads (trainer.launch.run_vertex).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -30,7 +33,8 @@ NORM_TAGS = tuple(f"{kind}_norm_{stat}" for kind in ("user", "item") for stat in
 
 class Monitor:
     def __init__(self, output_dir: str, total_steps: int, start_step: int, log_every_steps: int):
-        self.remote = storage.join(output_dir, "tensorboard") if storage.is_gcs(output_dir) else None
+        self.remote = storage.join(output_dir, "tensorboard") if storage.is_remote(output_dir) else None
+        self.copies = [uri for uri in (self.remote, os.environ.get("AIP_TENSORBOARD_LOG_DIR")) if uri]
         log_dir = Path(tempfile.mkdtemp(prefix="interest-tb-")) if self.remote else Path(output_dir, "tensorboard")
         self.log_dir = log_dir
         # purge_step hides events a killed run logged after its last checkpoint: the resumed run logs them again.
@@ -74,8 +78,8 @@ class Monitor:
         self.writer.add_hparams(hparams, metrics, run_name=".")
 
     def sync(self) -> None:
-        if self.remote:
-            storage.copy_tree(str(self.log_dir), self.remote)
+        for uri in self.copies:
+            storage.copy_tree(str(self.log_dir), uri)
 
     def close(self) -> None:
         self.bar.close()

@@ -21,6 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fetch.add_argument("--cache", default=None,
                        help=f"cache directory (default ${datasets.CACHE_ENV} or ~/.cache/interest-pipeline)")
     fetch.add_argument("--stats", action="store_true", help="also print rows/users/items as JSON")
+    fetch.add_argument("--to", default=None, metavar="URI",
+                       help="also copy it there (gs://, s3://, minio://) and print that URI: what a cluster run reads")
     fetch.set_defaults(func=run_fetch)
     listing = sub.add_parser("list", help="list the data sets that can be fetched")
     listing.set_defaults(func=run_list)
@@ -28,7 +30,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_fetch(args: argparse.Namespace) -> int:
     path = datasets.fetch(datasets.DATASETS[args.dataset], args.cache)
-    print(path)
+    if args.to:
+        from core import storage
+        from core.configs import require
+
+        storage.check_uri(args.to, "--to")
+        require(storage.is_remote(args.to), "--to", f"{args.to!r} is not an object-store URI (gs://, s3://)")
+        storage.upload_file(path, args.to)
+    print(args.to or path)
     if args.stats:
         print(json.dumps(json.loads(path.with_suffix(".json").read_text()), indent=2))
     return 0

@@ -1,12 +1,13 @@
 """``interest compile | run | submit | schedule | tensorboard``: the pipeline from the command line.
 
-    interest compile --output pipeline.yaml [--image REPO:TAG] [--parallelism N]
+    interest compile --output pipeline.yaml [--image REGISTRY/REPO:TAG] [--parallelism N]
     interest run [--profile smoke|quick|full] [--dataset ml-1m|ml-100k|PATH] [--variants a,b] [--output runs/]
-    interest submit --host URL [--experiment NAME] --registry gs://... [--param key=value ...]
-    interest submit --vertex --project P --region R --pipeline-root gs://... --registry gs://...
-    interest schedule --host URL --cron "0 3 * * *" --registry gs://...
+    interest submit --host URL [--token T | --cookies C] --image REGISTRY/... --dataset gs://... --registry gs://...
+    interest submit --vertex --project P --region R --pipeline-root gs://... --image ... --registry gs://...
+    interest schedule [--vertex ...] --host URL --cron "0 3 * * *" --image ... --registry gs://...
     interest schedule list|pause|resume --host URL [ID]
-    interest tensorboard RUN_DIR [--port 6006]
+    interest tensorboard RUN_DIR | gs://... | s3://... [--port 6006]
+    interest tensorboard --kubeflow RUN_ID --pipeline-root gs://... --namespace NS [--dashboard URL]
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from components.image import IMAGE
+from components.image import IMAGE, check_cluster_image
 from core.configs import ConfigError, require
 from pipelines import arguments as pipeline_args
 from pipelines import kubeflow_runner, local_runner, vertex_runner
 from pipelines.pipeline import compile_pipeline
 from pipelines.profiles import PROFILES, get_profile
+from pipelines.remote import check_cluster_arguments
 from preprocessing.datasets import DATASETS
 from trainer import grids
 from trainer.variants import VariantSpec, parse_variants
@@ -57,21 +59,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_kfp_flags(submit, host_required=False)
     submit.add_argument("--run-name", default=None, help="run name (default: pipeline name and time)")
     submit.add_argument("--no-cache", action="store_true", help="run every task even where a cached result exists")
-    submit.add_argument("--vertex", action="store_true", help="submit a Vertex AI PipelineJob instead (gcp extra)")
-    submit.add_argument("--project", default=None, help="--vertex: Google Cloud project")
-    submit.add_argument("--region", default=None, help="--vertex: region, e.g. us-central1")
-    submit.add_argument("--service-account", default=None, help="--vertex: service account the job runs as")
+    _add_vertex_flags(submit, "submit a Vertex AI PipelineJob instead (gcp extra)")
     submit.set_defaults(func=run_submit)
 
     sched = subparsers.add_parser(
-        "schedule", help="schedule the pipeline on Kubeflow Pipelines (cron), list/pause/resume schedules",
-        description="Without an action: create a recurring run (max 1 concurrent run, no catch-up).",
+        "schedule", help="schedule the pipeline on Kubeflow Pipelines or Vertex AI (cron), list/pause/resume",
+        description="Without an action: create (or move to this code) the recurring run NAME on the pipeline "
+        "version of this commit (max 1 concurrent run, no catch-up).",
     )
     _add_argument_flags(sched, default_profile="full")
     _add_build_flags(sched)
     _add_kfp_flags(sched, host_required=False)
+    _add_vertex_flags(sched, "create a Vertex AI PipelineJobSchedule instead (gcp extra)")
     sched.add_argument("--cron", default=None, help='standard 5-field cron in UTC, e.g. "0 3 * * *"')
-    sched.add_argument("--name", default="interest-nightly", help="recurring run name (default interest-nightly)")
+    sched.add_argument("--name", default="interest-nightly",
+                       help="schedule name (default interest-nightly); an existing one of that name is moved here")
     actions = sched.add_subparsers(dest="schedule_action", metavar="ACTION")
     listing = actions.add_parser("list", help="list recurring runs")
     _add_kfp_flags(listing, host_required=False, suppress=True)
@@ -81,17 +83,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         _add_kfp_flags(action, host_required=False, suppress=True)
     sched.set_defaults(func=run_schedule)
 
-    board = subparsers.add_parser("tensorboard", help="TensorBoard on 127.0.0.1 over every variant of a run",
-                                  description="Start TensorBoard over every variant's logs of an `interest run`.")
-    board.add_argument("run_dir", metavar="RUN_DIR", help="a run directory printed by `interest run`")
+    board = subparsers.add_parser(
+        "tensorboard", help="TensorBoard over every variant of a run: local, on object storage, or on Kubeflow",
+        description="Serve every variant's TensorBoard logs on 127.0.0.1: of an `interest run` directory, or of a "
+        "gs:// / s3:// / minio:// prefix (a cluster run's <pipeline root>/runs/<run id>/tensorboard), mirrored "
+        "through the same storage settings as the pipeline. With --kubeflow: create a Kubeflow Tensorboard over a "
+        "cluster run's logs and print its URL.")
+    board.add_argument("source", metavar="RUN_DIR|URI", nargs="?", help="a run directory or a gs:// / s3:// prefix")
     board.add_argument("--port", type=int, default=6006, help="port on 127.0.0.1 (default 6006)")
+    board.add_argument("--reload-seconds", type=float, default=30.0,
+                       help="object storage: mirror new events this often (default 30)")
+    board.add_argument("--kubeflow", metavar="RUN_ID", default=None,
+                       help="create a Kubeflow Tensorboard (tensorboard.kubeflow.org) over this run's logs")
+    board.add_argument("--pipeline-root", default=None, help="--kubeflow: the run's pipeline root (gs://, s3://)")
+    board.add_argument("--namespace", default=None, help="--kubeflow: the Kubeflow profile namespace")
+    board.add_argument("--dashboard", default=None,
+                       help="--kubeflow: the central dashboard URL, to print the Tensorboard's full URL")
     board.set_defaults(func=run_tensorboard)
 
 
 def _add_build_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image", default=IMAGE, help=f"container image of every task (default {IMAGE})")
+    parser.add_argument("--image", default=IMAGE,
+                        help=f"container image of every task (default {IMAGE}, what `make image` tags; a cluster "
+                        "needs it pushed to a registry: REGISTRY/interest-pipeline:TAG)")
     parser.add_argument("--parallelism", type=int, default=0,
                         help="variants trained at once on the cluster (default 0: all)")
+    parser.add_argument("--s3-endpoint", default="",
+                        help="S3-compatible endpoint every task uses (AWS_ENDPOINT_URL), e.g. Kubeflow's MinIO "
+                        "http://minio-service.kubeflow:9000 for a minio:// pipeline root")
+    parser.add_argument("--s3-secret", default="",
+                        help="Kubernetes Secret with the S3 keys (accesskey, secretkey), e.g. mlpipeline-minio-artifact")
+
+
+def _add_vertex_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--vertex", action="store_true", help=what)
+    parser.add_argument("--project", default=None, help="--vertex: Google Cloud project")
+    parser.add_argument("--region", default=None, help="--vertex: region, e.g. us-central1")
+    parser.add_argument("--service-account", default=None,
+                        help="who the run's tasks run as: a Kubernetes service account on Kubeflow, a Google "
+                        "service account with --vertex")
 
 
 def _add_argument_flags(parser: argparse.ArgumentParser, default_profile: str) -> None:
@@ -120,6 +150,12 @@ def _add_kfp_flags(parser: argparse.ArgumentParser, host_required: bool, suppres
     parser.add_argument("--host", required=host_required, default=default,
                         help="Kubeflow Pipelines API endpoint, e.g. http://localhost:8080")
     parser.add_argument("--namespace", default=default, help="Kubeflow namespace (multi-user deployments)")
+    parser.add_argument("--token", default=default,
+                        help="bearer token for an authenticated endpoint (IAP: gcloud auth print-identity-token "
+                        "--audiences=CLIENT_ID)")
+    parser.add_argument("--cookies", default=default,
+                        help="Cookie header of a logged-in session for Dex / oauth2-proxy, e.g. "
+                        "'authservice_session=...'")
     if not suppress:
         parser.add_argument("--experiment", default=kubeflow_runner.DEFAULT_EXPERIMENT,
                             help=f"experiment name (default {kubeflow_runner.DEFAULT_EXPERIMENT})")
@@ -140,10 +176,11 @@ def pipeline_arguments(args: argparse.Namespace, default_registry: str | None, r
                                      "max_steps": args.steps, "patience": 0}
     arguments.update(pipeline_args.parse_params(args.param))
     require(bool(arguments["registry"]), "--registry", "is required: a directory or gs://bucket/prefix")
+    if remote:
+        check_cluster_arguments(arguments, args.pipeline_root)
     for name in ("dataset", "registry"):
         value = arguments[name]
         if isinstance(value, str) and value not in DATASETS and "://" not in value:
-            require(not remote, f"--{name}", f"{value!r} is a path on this machine; a cluster run needs a URI (gs://...)")
             arguments[name] = str(Path(value).resolve())  # task subprocesses may run elsewhere
     return pipeline_args.validate_arguments(arguments)
 
@@ -176,8 +213,33 @@ def _set_variants(arguments: dict[str, Any], args: argparse.Namespace) -> None:
         arguments["variants"] = [VariantSpec(s.name, s.preset, s.set, seed).to_json() for s in specs for seed in seeds]
 
 
+def _compile_for_cluster(args: argparse.Namespace, output: str | Path) -> Path:
+    return compile_pipeline(output, image=args.image, parallelism=args.parallelism, for_cluster=True,
+                            s3_endpoint=args.s3_endpoint, s3_secret=args.s3_secret)
+
+
+def _endpoint(args: argparse.Namespace) -> kubeflow_runner.Endpoint:
+    require(bool(args.host), "--host", "is required: the Kubeflow Pipelines API endpoint (or use --vertex)")
+    return kubeflow_runner.Endpoint(args.host, args.namespace, args.token, args.cookies)
+
+
+def _check_kubeflow_store(args: argparse.Namespace) -> None:
+    """The tasks write checkpoints and the run's record below the pipeline root themselves, so they must reach
+    it: Kubeflow's default root is MinIO (minio://mlpipeline/v2/artifacts), whose endpoint they are told only
+    through --s3-endpoint (its keys: --s3-secret)."""
+    root = args.pipeline_root or ""
+    require(bool(root) or bool(args.s3_endpoint), "--pipeline-root",
+            "is required (gs://, s3://), or --s3-endpoint for Kubeflow's default MinIO root")
+    require(not root.startswith("minio://") or bool(args.s3_endpoint), "--s3-endpoint",
+            f"is required with the pipeline root {root!r}, e.g. http://minio-service.kubeflow:9000")
+
+
+def _vertex_target(args: argparse.Namespace) -> vertex_runner.VertexTarget:
+    return vertex_runner.VertexTarget(args.project, args.region, args.pipeline_root or "", args.service_account)
+
+
 def run_compile(args: argparse.Namespace) -> int:
-    path = compile_pipeline(args.output, image=args.image, parallelism=args.parallelism)
+    path = _compile_for_cluster(args, args.output)
     print(path)
     return 0
 
@@ -252,51 +314,85 @@ def print_summary(run: local_runner.LocalRun) -> None:
     print(f"log:             {run.log}")
 
 
+def _check_build_flags(args: argparse.Namespace) -> None:
+    check_cluster_image(args.image)
+    require(not args.s3_endpoint or args.s3_endpoint.startswith(("http://", "https://")), "--s3-endpoint",
+            f"must be an http(s):// URL, got {args.s3_endpoint!r}")
+
+
 def run_submit(args: argparse.Namespace) -> int:
+    _check_build_flags(args)
+    target = _vertex_target(args) if args.vertex else None
+    endpoint = None if args.vertex else _endpoint(args)
+    if endpoint:
+        _check_kubeflow_store(args)
     arguments = pipeline_arguments(args, default_registry=None, remote=True)
+    caching = False if args.no_cache else None
     with tempfile.TemporaryDirectory(prefix="interest-compile-") as tmp:
-        package = compile_pipeline(Path(tmp, "pipeline.yaml"), image=args.image, parallelism=args.parallelism)
-        caching = False if args.no_cache else None
-        if args.vertex:
-            require(bool(args.project), "--project", "is required with --vertex")
-            require(bool(args.region), "--region", "is required with --vertex")
-            require(bool(args.pipeline_root), "--pipeline-root", "is required with --vertex (gs://bucket/path)")
-            name = vertex_runner.submit_vertex(package, arguments, args.project, args.region, args.pipeline_root,
-                                        enable_caching=caching, service_account=args.service_account)
+        package = _compile_for_cluster(args, Path(tmp, "pipeline.yaml"))
+        if target:
+            name = vertex_runner.submit_vertex(target, package, arguments, enable_caching=caching)
             print(f"submitted Vertex AI PipelineJob {name}")
             return 0
-        require(bool(args.host), "--host", "is required (or use --vertex)")
-        run_id = kubeflow_runner.submit(args.host, package, arguments, experiment=args.experiment, run_name=args.run_name,
-                               pipeline_root=args.pipeline_root, enable_caching=caching, namespace=args.namespace)
-    print(f"submitted run {run_id}")
+        run_id, version = kubeflow_runner.submit(endpoint, package, arguments, experiment=args.experiment,
+                                                 run_name=args.run_name, pipeline_root=args.pipeline_root,
+                                                 enable_caching=caching, service_account=args.service_account)
+    print(f"submitted run {run_id} of {kubeflow_runner.DEFAULT_PIPELINE} version {version}")
     return 0
 
 
 def run_schedule(args: argparse.Namespace) -> int:
-    require(bool(args.host), "--host", "is required: the Kubeflow Pipelines API endpoint")
-    if args.schedule_action == "list":
-        rows = kubeflow_runner.list_schedules(args.host, args.namespace)
-        print(f"{'id':38s} {'name':24s} {'cron':16s} {'mode':8s}")
-        for row in rows:
-            print(f"{row['id']:38s} {row['name']:24s} {row['cron'] or '-':16s} {row['mode']}")
-        return 0
-    if args.schedule_action in ("pause", "resume"):
-        kubeflow_runner.set_schedule_enabled(args.host, args.recurring_run_id, args.schedule_action == "resume", args.namespace)
+    if args.schedule_action in ("list", "pause", "resume"):
+        endpoint = _endpoint(args)
+        if args.schedule_action == "list":
+            rows = kubeflow_runner.list_schedules(endpoint)
+            print(f"{'id':38s} {'name':24s} {'cron':16s} {'mode':8s} version")
+            for row in rows:
+                print(f"{row['id']:38s} {row['name']:24s} {row['cron'] or '-':16s} {row['mode']:8s} "
+                      f"{row['version_id'] or '-'}")
+            return 0
+        kubeflow_runner.set_schedule_enabled(endpoint, args.recurring_run_id, args.schedule_action == "resume")
         print(f"{args.schedule_action}d {args.recurring_run_id}")
         return 0
     require(bool(args.cron), "--cron", 'is required to create a schedule, e.g. --cron "0 3 * * *"')
+    _check_build_flags(args)
+    target = _vertex_target(args) if args.vertex else None
+    endpoint = None if args.vertex else _endpoint(args)
+    if endpoint:
+        _check_kubeflow_store(args)
+    # A bad cron fails before anything is compiled.
+    vertex_runner.check_cron(args.cron) if target else kubeflow_runner.kfp_cron(args.cron)
     arguments = pipeline_arguments(args, default_registry=None, remote=True)
     with tempfile.TemporaryDirectory(prefix="interest-compile-") as tmp:
-        package = compile_pipeline(Path(tmp, "pipeline.yaml"), image=args.image, parallelism=args.parallelism)
-        recurring_id = kubeflow_runner.schedule(args.host, package, arguments, cron=args.cron, name=args.name,
-                                       experiment=args.experiment, pipeline_root=args.pipeline_root,
-                                       namespace=args.namespace)
-    print(f"scheduled recurring run {recurring_id} ({args.cron}, at most one run at a time, no catch-up)")
+        package = _compile_for_cluster(args, Path(tmp, "pipeline.yaml"))
+        if target:
+            name, replaced = vertex_runner.schedule_vertex(target, package, arguments, cron=args.cron, name=args.name)
+            print(f"scheduled Vertex AI PipelineJobSchedule {name} ({args.cron}, at most one run at a time)"
+                  + (f"; replaced {', '.join(replaced)}" if replaced else ""))
+            return 0
+        done = kubeflow_runner.schedule(endpoint, package, arguments, cron=args.cron, name=args.name,
+                                        experiment=args.experiment, pipeline_root=args.pipeline_root,
+                                        service_account=args.service_account)
+    moved = f"; moved from recurring run {', '.join(done.replaced)}" if done.replaced else ""
+    print(f"scheduled recurring run {done.recurring_run_id} on version {done.version} ({args.cron}, at most one "
+          f"run at a time, no catch-up){moved}")
     return 0
 
 
 def run_tensorboard(args: argparse.Namespace) -> int:
-    cmd = local_runner.tensorboard_command(args.run_dir, args.port)
+    from pipelines import tensorboard
+
+    if args.kubeflow:
+        require(bool(args.pipeline_root), "--pipeline-root", "is required with --kubeflow: the run's pipeline root")
+        require(bool(args.namespace), "--namespace", "is required with --kubeflow: the Kubeflow profile namespace")
+        name, logspath = tensorboard.create_kubeflow_tensorboard(args.kubeflow, args.pipeline_root, args.namespace)
+        print(f"created Tensorboard {args.namespace}/{name} over {logspath}")
+        print(tensorboard.kubeflow_url(args.dashboard, args.namespace, name))
+        return 0
+    require(bool(args.source), "RUN_DIR|URI", "is required (or --kubeflow RUN_ID)")
+    if "://" in args.source:
+        return tensorboard.serve_object_store(args.source, args.port, args.reload_seconds)
+    cmd = local_runner.tensorboard_command(args.source, args.port)
     print(f"TensorBoard on http://127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
     # Become TensorBoard (no child left running when this process is stopped).
     os.execv(cmd[0], cmd)

@@ -1,4 +1,5 @@
-"""The compiled pipeline YAML (KFP IR): the DAG's shape, task settings and image, as a cluster would read them."""
+"""The compiled pipeline YAML (KFP IR) and its Kubernetes platform spec: the DAG's shape, task settings, retries,
+exit handler, limits, GPU scheduling and image, as a cluster would read them; and the form kfp.local runs."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import pytest
 import yaml
 
 from components.image import IMAGE
-from pipelines.pipeline import compile_pipeline
+from pipelines.pipeline import RETRY, compile_pipeline
 
 CUSTOM_IMAGE = "registry.example.com/team/interest-pipeline:3f2a9c1"
 STEPS = {
+    "record-run": "Record run",
     "preprocess": "Preprocess events",
     "train": "Train variant",
     "evaluate": "Evaluate variant",
@@ -21,21 +23,37 @@ STEPS = {
 
 
 @pytest.fixture(scope="module")
-def spec(tmp_path_factory):
-    path = compile_pipeline(tmp_path_factory.mktemp("compiled") / "pipeline.yaml", image=CUSTOM_IMAGE, parallelism=3)
-    return yaml.safe_load(path.read_text())
+def compiled(tmp_path_factory):
+    """(pipeline spec, Kubernetes platform spec) compiled for a cluster, with MinIO settings."""
+    path = compile_pipeline(tmp_path_factory.mktemp("compiled") / "pipeline.yaml", image=CUSTOM_IMAGE, parallelism=3,
+                            for_cluster=True, s3_endpoint="http://minio-service.kubeflow:9000",
+                            s3_secret="mlpipeline-minio-artifact")
+    spec, platform = yaml.safe_load_all(path.read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+@pytest.fixture(scope="module")
+def spec(compiled):
+    return compiled[0]
 
 
 def all_tasks(spec) -> dict[str, dict]:
-    """Every task of every DAG (root, loop body, condition body), by task name."""
+    """Every task of every DAG (root, exit handler, loop body, condition body), by task name."""
     tasks = dict(spec["root"]["dag"]["tasks"])
     for component in spec["components"].values():
         tasks.update(component.get("dag", {}).get("tasks", {}))
     return tasks
 
 
+def main_dag(spec) -> dict[str, dict]:
+    """The tasks the exit handler wraps (the root DAG itself in the local form)."""
+    root = spec["root"]["dag"]["tasks"]
+    handler = root.get("exit-handler-1")
+    return spec["components"][handler["componentRef"]["name"]]["dag"]["tasks"] if handler else root
+
+
 def loop_task(spec) -> dict:
-    loops = [t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t]
+    loops = [t for t in main_dag(spec).values() if "parameterIterator" in t]
     assert len(loops) == 1
     return loops[0]
 
@@ -43,7 +61,8 @@ def loop_task(spec) -> dict:
 def test_loop_over_variants_with_parallelism(spec):
     loop = loop_task(spec)
     assert loop["parameterIterator"]["items"] == {"inputParameter": "pipelinechannel--variants"}
-    assert loop["inputs"]["parameters"]["pipelinechannel--variants"] == {"componentInputParameter": "variants"}
+    assert loop["inputs"]["parameters"]["pipelinechannel--variants"] == {
+        "componentInputParameter": "pipelinechannel--variants"}  # through the exit handler's DAG
     assert loop["iteratorPolicy"] == {"parallelismLimit": 3}
     body = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
     assert set(body) == {"train", "evaluate"}
@@ -53,7 +72,7 @@ def test_loop_over_variants_with_parallelism(spec):
 
 
 def test_gate_collects_every_variant_after_the_loop(spec):
-    root = spec["root"]["dag"]["tasks"]
+    root = main_dag(spec)
     loop_name = next(name for name, t in root.items() if "parameterIterator" in t)
     gate = root["select-and-gate"]
     assert sorted(gate["dependentTasks"]) == sorted([loop_name, "evaluate-champion"])
@@ -70,7 +89,7 @@ def test_gate_collects_every_variant_after_the_loop(spec):
 
 
 def test_push_runs_only_when_blessed_and_report_always(spec):
-    root = spec["root"]["dag"]["tasks"]
+    root = main_dag(spec)
     conditions = [t for t in root.values() if "triggerPolicy" in t]
     assert len(conditions) == 1
     condition = conditions[0]
@@ -89,16 +108,86 @@ def test_display_names(spec):
     assert {name: tasks[name]["taskInfo"]["name"] for name in STEPS} == STEPS
 
 
-def test_every_task_runs_the_given_image_with_resources(spec):
+def test_every_task_runs_the_given_image_with_limits_as_well_as_requests(spec):
+    """Vertex AI sizes a task's machine from its limits; on Kubernetes a limit keeps a task to its share."""
     executors = spec["deploymentSpec"]["executors"]
     assert len(executors) == len(STEPS)
     for name, executor in executors.items():
         container = executor["container"]
         assert container["image"] == CUSTOM_IMAGE, name
-        assert container["resources"]["resourceCpuRequest"], name
-        assert container["resources"]["resourceMemoryRequest"], name
+        resources = container["resources"]
+        assert resources["resourceCpuRequest"] and resources["resourceMemoryRequest"], name
+        assert resources["resourceCpuLimit"] == resources["resourceCpuRequest"], name
+        assert resources["resourceMemoryLimit"] == resources["resourceMemoryRequest"], name
         # install_kfp_package=False: the image already has kfp; no pip install at task start.
         assert "pip install" not in " ".join(container["command"]), name
+        # Every task reaches Kubeflow's MinIO (a minio:// pipeline root) the way S3 clients find an endpoint.
+        assert {"name": "AWS_ENDPOINT_URL", "value": "http://minio-service.kubeflow:9000"} in container["env"], name
+
+
+def test_train_and_evaluate_are_retried_with_a_long_backoff(spec):
+    tasks = all_tasks(spec)
+    retried = {name for name, task in tasks.items() if "retryPolicy" in task}
+    assert retried == {"train", "evaluate"}
+    for name in retried:
+        assert tasks[name]["retryPolicy"] == {"maxRetryCount": 3, "backoffDuration": "900s", "backoffFactor": 2.0,
+                                              "backoffMaxDuration": "21600s"}
+    from core.rundir import DEFAULT_LEASE_SECONDS
+
+    # The first retry comes after a dead attempt's checkpoint lock has expired.
+    assert int(RETRY["backoff_duration"].rstrip("s")) >= DEFAULT_LEASE_SECONDS
+
+
+def test_an_exit_handler_records_the_run_whatever_happened(spec):
+    root = spec["root"]["dag"]["tasks"]
+    assert set(root) == {"exit-handler-1", "record-run"}
+    record = root["record-run"]
+    assert record["triggerPolicy"] == {"strategy": "ALL_UPSTREAM_TASKS_COMPLETED"}
+    assert record["dependentTasks"] == ["exit-handler-1"]
+    assert record["inputs"]["parameters"]["status"] == {"taskFinalStatus": {"producerTask": "exit-handler-1"}}
+    assert set(main_dag(spec)) >= {"preprocess", "select-and-gate", "report"}
+    assert "outputDefinitions" not in spec["root"]  # KFP: no pipeline outputs from inside an exit handler
+
+
+def test_train_and_evaluate_find_the_runs_own_place_through_placeholders(spec):
+    """A retried train task gets the same checkpoint URI: <pipeline root>/runs/<run id>/checkpoints/<variant>."""
+    tasks = all_tasks(spec)
+    for name in ("train", "evaluate", "record-run"):
+        parameters = tasks[name]["inputs"]["parameters"]
+        assert parameters["pipeline_root"] == {"runtimeValue": {"constant": "{{$.pipeline_root}}"}}, name
+        assert parameters["run_id"] == {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}}, name
+
+
+def test_train_pods_tolerate_the_gpu_pool_and_get_a_memory_backed_dev_shm(compiled):
+    _, platform = compiled
+    train = platform["exec-train"]
+    assert train["tolerations"] == [{"tolerationJson": {"componentInputParameter": "pipelinechannel--gpu_tolerations"}}]
+    assert train["nodeSelector"] == {
+        "nodeSelectorJson": {"componentInputParameter": "pipelinechannel--gpu_node_selector"}}
+    assert train["emptyDirMounts"] == [{"medium": "Memory", "mountPath": "/dev/shm", "volumeName": "dshm"}]
+    for name, executor in platform.items():
+        assert executor["secretAsEnv"] == [{
+            "keyToEnv": [{"envVar": "AWS_ACCESS_KEY_ID", "secretKey": "accesskey"},
+                         {"envVar": "AWS_SECRET_ACCESS_KEY", "secretKey": "secretkey"}],
+            "optional": False, "secretName": "mlpipeline-minio-artifact",
+            "secretNameParameter": {"runtimeValue": {"constant": "mlpipeline-minio-artifact"}}}], name
+        if name != "exec-train":
+            assert not {"tolerations", "nodeSelector", "emptyDirMounts"} & set(executor), name
+    # The loop's DAG declares the parameters its platform settings read.
+    loop = next(c for n, c in compiled[0]["components"].items() if n.startswith("comp-for-loop"))
+    assert {"pipelinechannel--gpu_tolerations", "pipelinechannel--gpu_node_selector"} <= set(
+        loop["inputDefinitions"]["parameters"])
+
+
+def test_the_local_form_keeps_outputs_and_no_retries(tmp_path):
+    """kfp.local sleeps through retry backoffs and a pipeline inside an exit handler has no outputs: `interest
+    run` compiles the same DAG without both (and kfp.local ignores the platform spec it still carries)."""
+    spec, platform = yaml.safe_load_all(compile_pipeline(tmp_path / "local.yaml").read_text())
+    assert "exit-handler-1" not in spec["root"]["dag"]["tasks"] and "record-run" not in all_tasks(spec)
+    assert not any("retryPolicy" in t for t in all_tasks(spec).values())
+    assert {"report_html", "blessing", "evaluations"} <= set(spec["root"]["outputDefinitions"]["artifacts"])
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert executors["exec-train"]["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
 
 
 def test_train_resources_and_accelerators_come_from_parameters(spec):
@@ -143,7 +232,7 @@ def test_caching_off_only_where_reuse_would_be_wrong(spec):
     tasks = all_tasks(spec)
     cached = {name: tasks[name].get("cachingOptions", {}).get("enableCache", False) for name in STEPS}
     assert cached == {"preprocess": False, "train": True, "evaluate": True, "evaluate-champion": False,
-                      "select-and-gate": False, "push": False, "report": True}
+                      "select-and-gate": False, "push": False, "report": True, "record-run": False}
 
 
 def test_parameters_registry_required_rest_defaulted(spec):
@@ -151,17 +240,17 @@ def test_parameters_registry_required_rest_defaulted(spec):
     assert "defaultValue" not in params["registry"] and not params["registry"].get("isOptional")
     assert params["accelerator_count"]["parameterType"] == "NUMBER_INTEGER"
     assert params["variants"]["parameterType"] == "LIST"
-    assert "baseline" in [v["name"] for v in params["variants"]["defaultValue"]]
-    assert {"report_html", "report_markdown", "comparison", "blessing", "candidate", "tensorboard",
-            "evaluations"} == set(
-        spec["root"]["outputDefinitions"]["artifacts"])
+    assert "baseline" in [variant["name"] for variant in params["variants"]["defaultValue"]]
+    assert params["gpu_tolerations"] == {"defaultValue": [], "isOptional": True, "parameterType": "LIST"}
+    assert params["gpu_node_selector"] == {"defaultValue": {}, "isOptional": True, "parameterType": "STRUCT"}
 
 
-def test_default_image_is_the_package_version(tmp_path):
-    from importlib.metadata import version
+def test_default_image_is_tagged_with_the_commit(tmp_path):
+    from core.lineage import code_version
 
-    assert IMAGE == f"interest-pipeline:{version('interest-pipeline')}"
-    spec = yaml.safe_load(compile_pipeline(tmp_path / "p.yaml").read_text())
+    commit = code_version()
+    assert IMAGE == f"interest-pipeline:{commit[:12]}{'-dirty' if commit.endswith('-dirty') else ''}"
+    spec, _ = yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml").read_text())
     assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {IMAGE}
 
 

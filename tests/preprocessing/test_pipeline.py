@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from core.configs import ConfigError
 from preprocessing import transforms
 from preprocessing.config import PreprocessConfig
-from preprocessing.pipeline import PreprocessError, build, pipeline_options, run
+from preprocessing.pipeline import PreprocessError, build, pipeline_options, remote_runner, run
 from preprocessing.schema import SEQUENCE_SCHEMA
 from preprocessing.sources import list_sources
 from preprocessing.transforms import NAMESPACE
@@ -299,3 +299,13 @@ def test_beam_counters_agree_with_stats(tmp_path):
         "filtered_min_item_count": 1, "filtered_min_user_events": 1,
     }
     assert (stats["input_rows"], stats["interactions"]) == (10, 4)  # "rare" goes, then "b" has one event left
+
+
+@pytest.mark.parametrize("beam_args, remote", [
+    ((), None), (("--runner=DirectRunner",), None), (("--runner", "PrismRunner"), None),
+    (("--runner=DataflowRunner", "--project=p", "--region=r"), "DataflowRunner"),
+    (("--runner", "FlinkRunner"), "FlinkRunner"),
+])
+def test_which_runners_write_the_artifacts_uri(beam_args, remote):
+    """A runner whose workers are other machines cannot write a task's local path (components/preprocess.py)."""
+    assert remote_runner(beam_args) == remote

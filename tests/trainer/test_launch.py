@@ -1,10 +1,13 @@
 """Multi-node training specs: the rendered PyTorchJob and Vertex worker pools against their schema fields, and
-`run_pytorchjob` creating and watching a job through the real kubernetes client against a local HTTP server that
-serves the custom-objects endpoints of the Kubernetes API (no cluster runs here)."""
+`run_pytorchjob` creating, watching and (when cancelled or past its deadline) deleting a job through the real
+kubernetes client against a local HTTP server that serves the custom-objects endpoints of the Kubernetes API (no
+cluster runs here). `run_vertex` runs against a recording stand-in of the aiplatform SDK: no Vertex AI API can run
+here, and the gcp extra is not installed in the test environment."""
 
 from __future__ import annotations
 
 import json
+import re
 import shlex
 
 import pytest
@@ -20,8 +23,11 @@ JOB = cluster.ClusterJob(
                  overrides=overrides_from(("d_model=128",), {"time_budget_seconds": 600.0, "max_steps": 5000,
                                                              "epochs": None, "schedule": "cosine"})),
 )
+TAINTED_POOL = ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)
 GPU = cluster.ClusterConfig(launcher="pytorchjob", nodes=3, accelerator_type="nvidia.com/gpu", gpus_per_node=4,
-                            cpu="8", memory="32Gi", namespace="team")
+                            cpu="8", memory="32Gi", namespace="team", tolerations=TAINTED_POOL,
+                            node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"},
+                            service_account="trainer", timeout_seconds=7200, ttl_seconds_after_finished=600)
 
 
 def script(command: list[str]) -> list[str]:
@@ -57,17 +63,26 @@ def test_pytorchjob_manifest():
     manifest = cluster.render_pytorchjob(JOB, GPU, "team")
     assert manifest["apiVersion"] == "kubeflow.org/v1" and manifest["kind"] == "PyTorchJob"
     assert manifest["metadata"]["name"] == JOB.name and manifest["metadata"]["namespace"] == "team"
+    assert manifest["spec"]["runPolicy"] == {"cleanPodPolicy": "None", "backoffLimit": 3,
+                                             "activeDeadlineSeconds": 7200, "ttlSecondsAfterFinished": 600}
     specs = manifest["spec"]["pytorchReplicaSpecs"]
     assert set(specs) == {"Master", "Worker"}
     assert specs["Master"]["replicas"] == 1 and specs["Worker"]["replicas"] == 2
     for spec in specs.values():
         assert spec["restartPolicy"] == "OnFailure"
-        (container,) = spec["template"]["spec"]["containers"]
+        assert spec["template"]["metadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}
+        pod = spec["template"]["spec"]
+        (container,) = pod["containers"]
         assert container["name"] == "pytorch"
         assert container["image"] == JOB.image
         assert container["command"] == cluster.node_command(JOB, GPU)
         assert container["resources"] == {"requests": {"cpu": "8", "memory": "32Gi"},
-                                          "limits": {"nvidia.com/gpu": 4}}
+                                          "limits": {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": 4}}
+        assert container["volumeMounts"] == [{"name": "dshm", "mountPath": "/dev/shm"}]
+        assert pod["volumes"] == [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
+        assert pod["tolerations"] == list(TAINTED_POOL)
+        assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+        assert pod["serviceAccountName"] == "trainer"
     json.dumps(manifest)  # it travels as JSON
 
 
@@ -75,12 +90,17 @@ def test_single_node_cpu_job_has_no_workers_and_no_gpu_limit():
     cpu = cluster.ClusterConfig(launcher="pytorchjob", nodes=1)
     specs = cluster.render_pytorchjob(JOB, cpu, "ns")["spec"]["pytorchReplicaSpecs"]
     assert set(specs) == {"Master"}
-    assert "limits" not in specs["Master"]["template"]["spec"]["containers"][0]["resources"]
+    pod = specs["Master"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"] == {"cpu": "4", "memory": "16Gi"}
+    assert not {"tolerations", "nodeSelector", "serviceAccountName"} & set(pod)
     assert "--nproc-per-node=1" in script(cluster.node_command(JOB, cpu))
 
 
+VERTEX = dict(launcher="vertex", staging_bucket="gs://staging-bucket")
+
+
 def test_vertex_worker_pools():
-    vertex = cluster.ClusterConfig(launcher="vertex", nodes=3, accelerator_type="NVIDIA_L4", gpus_per_node=2,
+    vertex = cluster.ClusterConfig(**VERTEX, nodes=3, accelerator_type="NVIDIA_L4", gpus_per_node=2,
                                    machine_type="g2-standard-24")
     pools = cluster.render_vertex_worker_pools(JOB, vertex)
     assert [p["replica_count"] for p in pools] == [1, 2]
@@ -90,8 +110,34 @@ def test_vertex_worker_pools():
         container = pool["container_spec"]
         assert container["image_uri"] == JOB.image
         assert [*container["command"], *container["args"]] == cluster.node_command(JOB, vertex)
-    single = cluster.render_vertex_worker_pools(JOB, cluster.ClusterConfig(launcher="vertex"))
+    single = cluster.render_vertex_worker_pools(JOB, cluster.ClusterConfig(**VERTEX))
     assert len(single) == 1 and single[0]["machine_spec"] == {"machine_type": "n1-standard-8"}
+
+
+@pytest.mark.parametrize("accelerator, gpus, machine", [
+    ("NVIDIA_L4", 1, "g2-standard-4"), ("NVIDIA_L4", 4, "g2-standard-48"), ("NVIDIA_TESLA_A100", 8, "a2-highgpu-8g"),
+    ("NVIDIA_H100_80GB", 8, "a3-highgpu-8g"), ("NVIDIA_TESLA_T4", 2, "n1-standard-8"),
+])
+def test_vertex_picks_a_machine_that_takes_the_gpus(accelerator, gpus, machine):
+    config = cluster.ClusterConfig(**VERTEX, accelerator_type=accelerator, gpus_per_node=gpus)
+    assert cluster.vertex_machine_type(config) == machine
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"accelerator_type": "NVIDIA_L4", "gpus_per_node": 1, "machine_type": "n1-standard-8"},
+     "cluster.machine_type: 'n1-standard-8' cannot take 1 x NVIDIA_L4; use g2-standard-4 or"),
+    ({"accelerator_type": "NVIDIA_L4", "gpus_per_node": 3}, "cluster.gpus_per_node: no machine takes 3 x NVIDIA_L4"),
+    ({"accelerator_type": "NVIDIA_TESLA_T4", "gpus_per_node": 1, "machine_type": "a2-highgpu-1g"},
+     "attaches to N1 machines"),
+    ({"accelerator_type": "nvidia.com/gpu", "gpus_per_node": 1}, "not a Vertex AI GPU"),
+    ({"staging_bucket": ""}, "cluster.staging_bucket: the vertex launcher needs a gs://BUCKET"),
+    ({"staging_bucket": "s3://bucket"}, "cluster.staging_bucket"),
+    ({"vertex_tensorboard": "projects/p/locations/us-central1/tensorboards/42"}, "cluster.service_account"),
+    ({"vertex_tensorboard": "tb-42", "service_account": "sa@p.iam"}, "cluster.vertex_tensorboard"),
+])
+def test_vertex_settings_that_would_fail_inside_aiplatform_fail_here(fields, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        from_dict(cluster.ClusterConfig, {**VERTEX, **fields})
 
 
 @pytest.mark.parametrize("fields, message", [
@@ -121,14 +167,16 @@ def test_cluster_launchers_need_gcs_paths(tmp_path):
 
 
 class FakeKubernetes:
-    """The two custom-object endpoints the launcher uses; a job reports Running for two polls, then ``outcome``."""
+    """The custom-object endpoints the launcher uses; a job reports Running for two polls, then ``outcome``
+    ("Running": never finishes). A DELETE is recorded."""
 
     def __init__(self, outcome: str):
         self.outcome = outcome
         self.created: list[tuple[str, dict]] = []
+        self.deleted: list[tuple[str, str, dict]] = []
         self.polls = 0
 
-    def handle(self, method: str, path: str, body: dict | None) -> tuple[int, dict]:
+    def handle(self, method: str, path: str, query: dict, body: dict | None) -> tuple[int, dict]:
         prefix = "/apis/kubeflow.org/v1/namespaces/"
         if not path.startswith(prefix):
             return 404, {"kind": "Status", "code": 404}
@@ -136,11 +184,14 @@ class FakeKubernetes:
         if method == "POST" and rest == "pytorchjobs":
             self.created.append((namespace, body))
             return 201, body
+        if method == "DELETE" and rest.startswith("pytorchjobs/"):
+            self.deleted.append((namespace, rest.removeprefix("pytorchjobs/"), {**query, **(body or {})}))
+            return 200, {"kind": "Status", "status": "Success"}
         if method == "GET" and rest.startswith("pytorchjobs/"):
             self.polls += 1
             job = dict(self.created[-1][1])
             conditions = [{"type": "Created", "status": "True"}, {"type": "Running", "status": "True"}]
-            if self.polls > 2:
+            if self.polls > 2 and self.outcome != "Running":
                 conditions += [{"type": "Running", "status": "False"},
                                {"type": self.outcome, "status": "True", "reason": f"PyTorchJob{self.outcome}"}]
             return 200, {**job, "status": {"conditions": conditions}}
@@ -153,7 +204,7 @@ def kubernetes_api(request):
 
     from kubernetes import client
 
-    with serve_json(lambda method, path, query, body: state.handle(method, path, body)) as url:
+    with serve_json(state.handle) as url:
         yield client.CustomObjectsApi(client.ApiClient(client.Configuration(host=url))), state
 
 
@@ -167,6 +218,7 @@ def test_pytorchjob_is_created_and_waited_for(kubernetes_api):
     assert state.created == [("team", cluster.render_pytorchjob(JOB, FAST_POLL, "team"))]
     assert state.polls == 3
     assert cluster.job_condition(final["status"]) == "Succeeded"
+    assert state.deleted == []  # a finished job stays for its logs until ttlSecondsAfterFinished
 
 
 @pytest.mark.parametrize("kubernetes_api", ["Failed"], indirect=True)
@@ -174,6 +226,116 @@ def test_failed_pytorchjob_fails_the_task(kubernetes_api):
     api, state = kubernetes_api
     with pytest.raises(RuntimeError, match="PyTorchJob team/interest-swiglu-00042 failed"):
         cluster.run_pytorchjob(JOB, FAST_POLL, api=api)
+    assert state.deleted == []
+
+
+@pytest.mark.parametrize("kubernetes_api", ["Running"], indirect=True)
+def test_a_job_past_its_deadline_is_deleted(kubernetes_api):
+    api, state = kubernetes_api
+    deadline = cluster.ClusterConfig(launcher="pytorchjob", namespace="team", poll_seconds=0.01, timeout_seconds=1)
+    with pytest.raises(TimeoutError, match="not finished after 1s"):
+        cluster.run_pytorchjob(JOB, deadline, api=api)
+    assert [(ns, name) for ns, name, _ in state.deleted] == [("team", JOB.name)]
+    assert state.deleted[0][2]["propagationPolicy"] == ["Background"]  # its pods go too
+
+
+CANCELLED_TASK = """
+import sys
+from kubernetes import client
+from tests.trainer.test_launch import JOB
+from trainer import launch
+api = client.CustomObjectsApi(client.ApiClient(client.Configuration(host=sys.argv[1])))
+launch.run_pytorchjob(JOB, launch.ClusterConfig(launcher="pytorchjob", namespace="team", poll_seconds=0.05), api=api)
+"""
+
+
+@pytest.mark.parametrize("kubernetes_api", ["Running"], indirect=True)
+def test_a_cancelled_task_deletes_its_job(kubernetes_api):
+    """KFP cancels a run by deleting its pods: the waiting task gets SIGTERM and deletes the PyTorchJob it
+    created before it exits, instead of leaving GPUs training for nobody."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    api, state = kubernetes_api
+    task = subprocess.Popen([sys.executable, "-c", CANCELLED_TASK, api.api_client.configuration.host],
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    deadline = time.monotonic() + 60
+    while state.polls < 2 and time.monotonic() < deadline and task.poll() is None:
+        time.sleep(0.05)
+    assert state.polls >= 2 and state.deleted == [], task.poll()
+    task.send_signal(signal.SIGTERM)
+    _, err = task.communicate(timeout=30)
+    assert task.returncode != 0 and "TaskCancelled: got SIGTERM" in err, err[-2000:]
+    assert [(ns, name) for ns, name, _ in state.deleted] == [("team", JOB.name)]
+
+
+class RecordingAiplatform:
+    """Stands in for google.cloud.aiplatform (no Vertex AI API runs here): records what the launcher asks for;
+    ``run`` raises ``fail_with`` when set, as a cancelled or failed wait would."""
+
+    def __init__(self, fail_with: BaseException | None = None):
+        self.calls: list[tuple[str, dict]] = []
+        fake = self
+
+        class CustomJob:
+            def __init__(self, **kwargs):
+                fake.calls.append(("CustomJob", kwargs))
+
+            def run(self, **kwargs):
+                fake.calls.append(("run", kwargs))
+                if fail_with is not None:
+                    raise fail_with
+
+            def cancel(self):
+                fake.calls.append(("cancel", {}))
+
+        self.CustomJob = CustomJob
+
+    def init(self, **kwargs):
+        self.calls.append(("init", kwargs))
+
+    def upload_tb_log(self, **kwargs):
+        self.calls.append(("upload_tb_log", kwargs))
+
+
+@pytest.mark.parametrize("fail_with", [None, cluster.TaskCancelled("got SIGTERM")])
+def test_vertex_job_settings_and_cancel(monkeypatch, fail_with):
+    import sys
+
+    fake = RecordingAiplatform(fail_with)
+    monkeypatch.setitem(sys.modules, "google.cloud.aiplatform", fake)
+    config = cluster.ClusterConfig(**VERTEX, accelerator_type="NVIDIA_L4", gpus_per_node=1, project="p",
+                                   vertex_tensorboard="projects/p/locations/us-central1/tensorboards/7",
+                                   service_account="trainer@p.iam.gserviceaccount.com", timeout_seconds=3600)
+    if fail_with is None:
+        cluster.run_vertex(JOB, config)
+    else:
+        with pytest.raises(cluster.TaskCancelled):
+            cluster.run_vertex(JOB, config)
+    calls = dict(fake.calls)
+    assert calls["init"] == {"project": "p", "location": "us-central1", "staging_bucket": "gs://staging-bucket"}
+    assert calls["CustomJob"]["base_output_dir"] == JOB.job.output
+    assert calls["CustomJob"]["worker_pool_specs"][0]["machine_spec"]["machine_type"] == "g2-standard-4"
+    assert calls["run"] == {"service_account": "trainer@p.iam.gserviceaccount.com", "timeout": 3600,
+                            "tensorboard": "projects/p/locations/us-central1/tensorboards/7", "sync": True}
+    assert ("cancel" in calls) is (fail_with is not None)
+
+
+def test_a_task_given_gpus_without_cuda_fails_at_once(tmp_path, monkeypatch):
+    """On an image with a CPU build of torch (this one), a train task given GPUs refuses to start instead of
+    training on the CPU for hours."""
+    import torch
+
+    if torch.cuda.is_available():  # the same check, on a machine that has GPUs: ask for one more than it has
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    job = cluster.ClusterJob(name="gpu", image="i", job=TrainJob(data=str(tmp_path), output=str(tmp_path / "m")))
+    with pytest.raises(ConfigError, match=r"given 1 GPU\(s\) but torch .* sees 0 CUDA device"):
+        cluster.train_on(cluster.ClusterConfig(), job, str(tmp_path / "m"), local_gpus=1)
+    assert not (tmp_path / "m").exists()
+    cluster.check_accelerators(0)  # no GPUs asked for: nothing to check
 
 
 def free_port() -> int:
@@ -233,13 +395,14 @@ def test_node_command_trains_one_model_across_two_nodes(tiny_data, tmp_path):
 
 @pytest.mark.slow
 def test_local_launcher_runs_one_process_per_gpu(tiny_data, tmp_path):
-    """A train task with accelerator_count=2 runs torchrun with 2 processes (here on CPU: gloo)."""
+    """A train task with accelerator_count=2 runs torchrun with 2 processes (here on CPU: gloo, called past the
+    CUDA check)."""
     job = cluster.ClusterJob(name="two-gpus", image="unused", job=TrainJob(
         data=str(tiny_data), output=str(tmp_path / "model"), preset="baseline",
         overrides=overrides_from(("d_model=16", "n_layer=1", "n_head=1", "max_len=8"),
                                  {"max_steps": 2, "batch_size": 8, "eval_every_steps": 2,
                                   "checkpoint_every_steps": 2, "log_every_steps": 1})))
-    cluster.train_on(cluster.ClusterConfig(), job, job.job.output, local_gpus=2)
+    cluster.run_local(job.job, gpus=2)  # train_on would refuse 2 GPUs on this CPU machine
     summary = json.loads((tmp_path / "model" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 2
 
@@ -261,3 +424,15 @@ def test_a_failing_torchrun_launch_is_one_line(tiny_data, tmp_path):
     assert "Traceback" not in proc.stderr
     log = errors[0].rsplit("full log: ", 1)[1].rstrip(")")
     assert "batch_size" in open(log).read()
+
+
+def test_logs_of_a_pipeline_train_task_go_to_the_named_vertex_tensorboard(monkeypatch, tmp_path):
+    import sys
+
+    fake = RecordingAiplatform()
+    monkeypatch.setitem(sys.modules, "google.cloud.aiplatform", fake)
+    config = cluster.ClusterConfig(vertex_tensorboard="projects/p/locations/europe-west4/tensorboards/7")
+    name = cluster.upload_to_vertex_tensorboard(config, str(tmp_path), experiment="Interest_Pipeline-20260101.12")
+    assert name == "interest-pipeline-20260101-12"  # [a-z0-9-]: what Vertex accepts as an experiment name
+    assert fake.calls == [("upload_tb_log", {"tensorboard_id": "7", "tensorboard_experiment_name": name,
+                                             "logdir": str(tmp_path), "project": "p", "location": "europe-west4"})]
