@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from components.image import image_tag
 from core.configs import require
 
 DEFAULT_EXPERIMENT = "interest"
@@ -54,6 +53,8 @@ def kfp_client(endpoint: Endpoint):
 def version_name(package: str | Path) -> str:
     """``<commit>-<digest>``: the code's image tag and the compiled spec's first 8 sha256 hex digits (the same
     commit compiled with other flags is another version)."""
+    from components.image import image_tag
+
     return f"{image_tag()}-{hashlib.sha256(Path(package).read_bytes()).hexdigest()[:8]}"
 
 
@@ -74,7 +75,7 @@ def publish_version(client, package: str | Path, pipeline: str = DEFAULT_PIPELIN
     if found.pipeline_versions:
         return pipeline_id, found.pipeline_versions[0].pipeline_version_id, name
     version = client.upload_pipeline_version(str(package), pipeline_version_name=name, pipeline_id=pipeline_id,
-                                             description=f"compiled from commit {image_tag()}")
+                                             description=f"compiled from commit {name.rsplit('-', 1)[0]}")
     return pipeline_id, version.pipeline_version_id, name
 
 

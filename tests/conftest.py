@@ -160,3 +160,14 @@ def ml100k() -> Path:
         pytest.fail(f"no verified ml-100k in {root}: run `make test`, or `interest data fetch --dataset ml-100k "
                     f"--cache {root}` first")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _restore_print():
+    """kfp.local swaps builtins.print for an indenting one around each task and, under ParallelFor, can leave it
+    swapped (PLATFORM.md); a test that runs kfp.local in-process must not indent every later test's output."""
+    import builtins
+
+    original = builtins.print
+    yield
+    builtins.print = original

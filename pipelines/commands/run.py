@@ -16,18 +16,21 @@ import argparse
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from components.image import IMAGE, check_cluster_image
 from core.configs import ConfigError, require
 from pipelines import arguments as pipeline_args
-from pipelines import kubeflow_runner, local_runner, vertex_runner
-from pipelines.pipeline import compile_pipeline
+from pipelines import kubeflow_runner, vertex_runner
 from pipelines.profiles import PROFILES, get_profile
 from pipelines.remote import check_cluster_arguments
 from preprocessing.datasets import DATASETS
 from trainer import grids
 from trainer.variants import VariantSpec, parse_variants
+
+if TYPE_CHECKING:
+    from pipelines import local_runner
+# The DAG, its components (whose image tag asks git for the commit) and kfp.local load only in the commands that
+# need them: `interest train` and `interest --help` start in a fraction of a second.
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -103,9 +106,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_build_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image", default=IMAGE,
-                        help=f"container image of every task (default {IMAGE}, what `make image` tags; a cluster "
-                        "needs it pushed to a registry: REGISTRY/interest-pipeline:TAG)")
+    parser.add_argument("--image", default=None,
+                        help="container image of every task (default interest-pipeline:<12 hex digits of the "
+                        "commit>, what `make image` tags; a cluster needs it pushed to a registry: "
+                        "REGISTRY/interest-pipeline:TAG)")
     parser.add_argument("--parallelism", type=int, default=0,
                         help="variants trained at once on the cluster (default 0: all)")
     parser.add_argument("--s3-endpoint", default="",
@@ -213,8 +217,17 @@ def _set_variants(arguments: dict[str, Any], args: argparse.Namespace) -> None:
         arguments["variants"] = [VariantSpec(s.name, s.preset, s.set, seed).to_json() for s in specs for seed in seeds]
 
 
+def _image(args: argparse.Namespace) -> str:
+    """--image, or the image `make image` builds from this commit."""
+    from components.image import IMAGE
+
+    return args.image or IMAGE
+
+
 def _compile_for_cluster(args: argparse.Namespace, output: str | Path) -> Path:
-    return compile_pipeline(output, image=args.image, parallelism=args.parallelism, for_cluster=True,
+    from pipelines.pipeline import compile_pipeline
+
+    return compile_pipeline(output, image=_image(args), parallelism=args.parallelism, for_cluster=True,
                             s3_endpoint=args.s3_endpoint, s3_secret=args.s3_secret)
 
 
@@ -245,6 +258,8 @@ def run_compile(args: argparse.Namespace) -> int:
 
 
 def run_run(args: argparse.Namespace) -> int:
+    from pipelines import local_runner
+
     profile = get_profile(args.profile)
     output = Path(args.output)
     arguments = pipeline_arguments(args, default_registry=str(output / "registry"), remote=False)
@@ -315,7 +330,9 @@ def print_summary(run: local_runner.LocalRun) -> None:
 
 
 def _check_build_flags(args: argparse.Namespace) -> None:
-    check_cluster_image(args.image)
+    from components.image import check_cluster_image
+
+    check_cluster_image(_image(args))
     require(not args.s3_endpoint or args.s3_endpoint.startswith(("http://", "https://")), "--s3-endpoint",
             f"must be an http(s):// URL, got {args.s3_endpoint!r}")
 
@@ -380,7 +397,7 @@ def run_schedule(args: argparse.Namespace) -> int:
 
 
 def run_tensorboard(args: argparse.Namespace) -> int:
-    from pipelines import tensorboard
+    from pipelines import local_runner, tensorboard
 
     if args.kubeflow:
         require(bool(args.pipeline_root), "--pipeline-root", "is required with --kubeflow: the run's pipeline root")

@@ -62,21 +62,23 @@ def test_round_trip_listing_and_copy_tree(storage_root, tmp_path):
     assert storage.list_files(copy) == []
 
 
-def test_exclusive_create_and_compare_and_swap(storage_root):
-    """The primitives the locks and the champion pointer stand on: create-if-absent, then write-if-unchanged."""
+def test_create_if_absent_and_compare_and_swap(storage_root):
+    """The primitives the locks and the champion pointer stand on, on object stores: create-if-absent (generation
+    0), then write-if-unchanged. Locally the compare-and-swap is the caller's fcntl lock (core.rundir,
+    release.registry), so a local path has no generations to test."""
     uri = storage.join(storage_root, "pointer.json")
-    assert storage.create_exclusive(uri, b'{"v": 1, "id": "a"}')
-    assert not storage.create_exclusive(uri, b'{"v": 2, "id": "b"}')  # exists: the first writer keeps it
-    assert storage.read_json(uri) == {"v": 1, "id": "a"}
     if not storage.is_remote(uri):
-        return  # locally the compare-and-swap is the caller's fcntl lock (core.rundir, release.registry)
+        with pytest.raises(ValueError, match="not an object-store URI"):
+            storage.write_if_generation(uri, b"{}", 0)
+        return
+    first = storage.write_if_generation(uri, b'{"v": 1, "id": "a"}', 0)
+    with pytest.raises(storage.GenerationMismatch):  # exists: the first writer keeps it
+        storage.write_if_generation(uri, b'{"v": 2, "id": "b"}', 0)
     data, generation = storage.read_with_generation(uri)
-    assert data == b'{"v": 1, "id": "a"}' and generation not in (0, None, "")
+    assert data == b'{"v": 1, "id": "a"}' and generation == first and generation not in (0, None, "")
     newer = storage.write_if_generation(uri, b'{"v": 2, "id": "c"}', generation)
     with pytest.raises(storage.GenerationMismatch):  # a writer that read the old generation loses
         storage.write_if_generation(uri, b'{"v": 3, "id": "d"}', generation)
-    with pytest.raises(storage.GenerationMismatch):  # so does a create of what exists
-        storage.write_if_generation(uri, b'{"v": 3, "id": "e"}', 0)
     with pytest.raises(storage.GenerationMismatch):  # and a delete of a generation that is gone
         storage.delete(uri, generation)
     assert storage.read_with_generation(uri) == (b'{"v": 2, "id": "c"}', newer)

@@ -255,8 +255,9 @@ def test_default_image_is_tagged_with_the_commit(tmp_path):
 
 
 def artifact_source(spec, dag_name: str, task_name: str, input_name: str) -> tuple[str, str]:
-    """(producer task, output key) in the root DAG that feeds ``input_name`` of ``task_name`` in ``dag_name``,
-    followed up through the sub-DAGs (loop body, condition body) that pass it on as a component input."""
+    """(producer task, output key) that feeds ``input_name`` of ``task_name`` in ``dag_name``, followed up through
+    the sub-DAGs (loop body, condition body, exit handler body) that pass it on as a component input, to the DAG
+    where a task produces it."""
     dags = {"root": spec["root"], **{n: c for n, c in spec["components"].items() if "dag" in c}}
     callers = {task["componentRef"]["name"]: (name, task_name_) for name, dag in dags.items()
                for task_name_, task in dag["dag"]["tasks"].items()}
@@ -264,8 +265,9 @@ def artifact_source(spec, dag_name: str, task_name: str, input_name: str) -> tup
     while "componentInputArtifact" in source:
         dag_name, caller = callers[dag_name]
         source = dags[dag_name]["dag"]["tasks"][caller]["inputs"]["artifacts"][source["componentInputArtifact"]]
-    assert dag_name == "root", dag_name
-    return source["taskOutputArtifact"]["producerTask"], source["taskOutputArtifact"]["outputArtifactKey"]
+    producer = source["taskOutputArtifact"]["producerTask"]
+    assert producer in dags[dag_name]["dag"]["tasks"], (dag_name, producer)  # a task of the DAG that was reached
+    return producer, source["taskOutputArtifact"]["outputArtifactKey"]
 
 
 def test_every_consumer_of_the_preprocessed_data_gets_it_from_preprocess(spec):
