@@ -19,6 +19,7 @@ Mlp = Literal["gelu", "swiglu", "geglu"]
 BlockKind = Literal["serial", "parallel"]
 Loss = Literal["full_ce", "sampled_softmax", "bce"]
 Penalty = Literal["none", "l2", "hinge"]
+UserHead = Literal["norm+linear", "norm", "residual"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,15 @@ class ModelConfig:
     # serial: attention then MLP, each with its own norm; parallel: both read one normalized input and are
     # summed (GPT-J/PaLM), one norm per block.
     block: BlockKind = "serial"
+    # What turns the last block's output into the user vectors that are scored (the user embedding is the one at
+    # the last real event; the norm penalty and evaluation's user_norm_* read it). norm+linear: the final norm,
+    # then a bias-free d_model x d_model projection that starts as the identity. Its norm is free, as in the
+    # write-up, while training stays as steady as with the norm alone: the norm still fixes the scale of what
+    # enters the head whatever the residual stream's growth, and one AdamW-decayed matrix carries the norm, so
+    # the penalties act on that scale instead of fighting the residual stream. norm: the final norm alone (the
+    # norm is pinned near sqrt(d_model) * gain: the same for every user, the penalties see a constant);
+    # residual: no final norm (free norm, but the scores then follow the unnormalised residual stream).
+    user_head: UserHead = "norm+linear"
     # Score items with the input item embeddings (True) or with a separate output table (False).
     tie_embeddings: bool = True
     # full_ce: softmax over the whole catalogue; sampled_softmax: num_negatives shared negatives with logQ

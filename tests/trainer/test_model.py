@@ -184,3 +184,38 @@ def test_dropout_switches_act_in_training_only(model_kit, overrides, random):
     with torch.no_grad():
         assert torch.equal(model.train()(batch), model(batch)) != random
         assert torch.equal(model.eval()(batch), model(batch))
+
+
+@pytest.mark.parametrize("user_head,free", [("norm+linear", True), ("residual", True), ("norm", False)])
+def test_user_norm_is_free_unless_the_head_is_the_norm_alone(model_kit, user_head, free):
+    """A few training steps: a free head's user norms move and differ across users; the norm alone pins every
+    user at the same norm (sqrt(d_model) * gain), so its spread stays ~0."""
+    torch.manual_seed(0)
+    cfg = model_kit.tiny(user_head=user_head)
+    model = InterestModel(cfg, 20)
+    batch = model_kit.learnable_batch()
+    with torch.no_grad():
+        before = model.eval().user_embedding(batch).norm(dim=-1)
+    model_kit.train_losses(model, cfg, batch, steps=5)
+    with torch.no_grad():
+        after = model.eval().user_embedding(batch).norm(dim=-1)
+    spread = float(after.std() / after.mean())
+    moved = float((after.mean() - before.mean()).abs() / before.mean())
+    if free:
+        assert spread > 2e-2 and moved > 2e-2, (spread, moved)
+    else:
+        assert spread < 5e-3, spread
+
+
+def test_default_head_starts_as_the_norm_alone(model_kit):
+    """norm+linear's projection starts as the identity: a fresh model scores exactly like the norm-only head."""
+    torch.manual_seed(0)
+    projected = InterestModel(model_kit.tiny(), model_kit.num_items).eval()
+    torch.manual_seed(0)
+    normed = InterestModel(model_kit.tiny(user_head="norm"), model_kit.num_items).eval()
+    state = {k.replace("user_head.norm.", "user_head."): v for k, v in projected.state_dict().items()
+             if k != "user_head.proj.weight"}
+    normed.load_state_dict(state)
+    batch = model_kit.make_batch([6, 3], T=6)
+    with torch.no_grad():
+        assert torch.allclose(projected.user_embedding(batch), normed.user_embedding(batch), atol=1e-6)
