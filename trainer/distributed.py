@@ -51,10 +51,6 @@ class Distributed:
         total = self.all_sum(torch.stack([local.detach().float().cpu(), torch.tensor(float(values.numel()))]))
         return (local - local.detach() + total[0].to(local)) / total[1].item()
 
-    def agree(self, flag: bool) -> bool:
-        """True on every rank when it is True on any rank, so all ranks take the same branch."""
-        return bool(self.all_sum(torch.tensor([float(flag)]))[0] > 0)
-
     def gather(self, tensor: Tensor) -> list[Tensor]:
         """Every rank's ``tensor`` (same shape and dtype on all ranks), in rank order, on the CPU."""
         if not self.active:
