@@ -444,6 +444,9 @@ class Trainer:
         note = f"{notes[stopped]()}: {where}"
         if stopped == "early_stopping" and cfg.schedule != "constant" and last > floor * 1.01:
             note += "; the decaying schedule was cut short"
+        if not len(self.valid):
+            note += (f"; the data has no validation targets (protocol {self.seqs.protocol!r}): nothing was selected "
+                     "or stopped early on, the last weights are exported")
         return note
 
     # ---------------------------------------------------------------- export
@@ -475,6 +478,7 @@ class Trainer:
             "stopped": stopped,
             "stop_note": self._stop_note(stopped),
             "final_lr": p.last_lr,
+            "protocol": self.seqs.protocol,
             "total_steps": self.total_steps,
             "tokens": p.tokens,
             "skipped_steps": p.skipped_steps,

@@ -113,10 +113,11 @@ def test_interest_evaluate_writes_metrics_and_per_user_rows(finished, tiny_data,
                      "--output", str(tmp_path)]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert set(metrics) == {"recall@1", "recall@5", "recall@10", "recall@20", "recall@50", "ndcg@10", "mrr",
-                            "coverage@10", "users", "params", "users_per_second", "split",
+                            "coverage@10", "users", "params", "users_per_second", "split", "protocol", "items",
                             *(f"{kind}_norm_{s}" for kind in ("user", "item") for s in ("mean", "std", "p50", "p95",
                                                                                           "max"))}
     assert metrics["split"] == "test" and metrics["users"] == 48
+    assert metrics["protocol"] == "ours" and metrics["items"] == 40
     per_user = pq.read_table(tmp_path / "per_user.parquet").to_pydict()
     assert {"user_index", "rank", "recall@10", "ndcg@10", "rr"} <= set(per_user)
     assert len(per_user["rank"]) == 48 and min(per_user["rank"]) >= 1
