@@ -168,11 +168,16 @@ class TrainBatch(NamedTuple):
 
 
 class TrainingSet:
-    """One training example per user with at least two training events (one input, one target)."""
+    """One training example per user with at least two training events (one input, one target).
 
-    def __init__(self, seqs: Sequences, max_len: int):
+    ``width_multiple``: a batch's width (its longest row) is rounded up to a multiple of this, capped at max_len,
+    so a run sees a handful of shapes instead of one per length (torch.compile and GPU kernels pick static
+    shapes; 1: every batch exactly as wide as its longest row, the least padding).
+    """
+
+    def __init__(self, seqs: Sequences, max_len: int, width_multiple: int = 1):
         keep = seqs.train_end >= 2
-        self.seqs = seqs
+        self.seqs, self.max_len, self.width_multiple = seqs, max_len, width_multiple
         self.length = torch.clamp(seqs.train_end[keep] - 1, max=max_len)  # (E,)
         # Inputs end at event train_end - 2 (its target is train_end - 1, the last training event).
         self.start = seqs.offsets[keep] + seqs.train_end[keep] - 1 - self.length  # (E,)
@@ -207,7 +212,8 @@ class TrainingSet:
         """This rank's share (rows ``rank::world_size``) of the global batch ``examples``."""
         length = self.length[examples]
         mine = examples[rank::world_size]
-        inputs, rows = gather(self.seqs, self.start[mine], self.length[mine], width=int(length.max()))
+        width = min(self.max_len, -(-int(length.max()) // self.width_multiple) * self.width_multiple)
+        inputs, rows = gather(self.seqs, self.start[mine], self.length[mine], width=width)
         targets = torch.where(rows > 0, self.seqs.columns["items"][rows + 1].long(), 0)
         return TrainBatch(inputs, targets, int(self.length[mine].sum()), int(length.sum()), int(examples.numel()))
 

@@ -216,7 +216,7 @@ class Trainer:
         if cfg.batch_size < ddp.world_size:
             raise ConfigError(f"batch_size: {cfg.batch_size} is smaller than the {ddp.world_size} processes")
         self.seqs = load_sequences(data_dir)
-        self.data = TrainingSet(self.seqs, model_cfg.max_len)
+        self.data = TrainingSet(self.seqs, model_cfg.max_len, cfg.batch_width_multiple)
         self.steps_per_epoch = self.data.steps_per_epoch(cfg.batch_size)
         if self.steps_per_epoch < 1:
             raise ConfigError(f"batch_size: {cfg.batch_size} exceeds the {len(self.data)} training sequences "
