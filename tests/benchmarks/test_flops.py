@@ -12,11 +12,14 @@ from trainer.model_config import ModelConfig
 
 def test_baseline_formula_by_hand():
     shape = ModelShape.of(ModelConfig(), num_items=3416)
-    assert shape == ModelShape(d_model=64, n_layer=2, ff_dim=256, gated=False, scored_items=3416)
-    # per layer 2 * (4 * 64^2 + 2 * 64 * 256) = 98,304; two layers; output 2 * 64 * 3416 = 437,248
-    assert shape.forward_flops_per_token() == 2 * 98_304 + 437_248
+    assert shape == ModelShape(d_model=64, n_layer=2, ff_dim=256, gated=False, scored_items=3416,
+                               user_projection=True)
+    # per layer 2 * (4 * 64^2 + 2 * 64 * 256) = 98,304; two layers; user head 2 * 64^2 = 8,192;
+    # output 2 * 64 * 3416 = 437,248
+    assert shape.forward_flops_per_token() == 2 * 98_304 + 8_192 + 437_248
     # two sequences of 1 and 3 real tokens: 4 tokens, 1 + 6 causal pairs, 2 * 2 * 64 FLOPs per pair and layer
-    assert train_flops(shape, [1, 3]) == 3 * (4 * 633_856 + 7 * 2 * 256)
+    assert train_flops(shape, [1, 3]) == 3 * (4 * 642_048 + 7 * 2 * 256)
+    assert not ModelShape.of(ModelConfig(user_head="norm"), num_items=3416).user_projection
 
 
 @pytest.mark.parametrize("loss, scored", [("full_ce", 100), ("sampled_softmax", 33), ("bce", 2)])
