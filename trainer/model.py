@@ -11,7 +11,7 @@ Every architecture choice of the seed write-up is a ``ModelConfig`` switch, reso
   serial | parallel residual arrangement. Attention is one fused QKV projection and
   ``F.scaled_dot_product_attention(is_causal=True)`` with no mask; without attention-weight dropout (the
   default) it stays a fused kernel.
-- user tower output (``user_head``): the final norm, then (default) an unnormalised projection, so the user
+- user tower output (``user_head``): the final norm, by default times a learned per-user scale, so the user
   embedding's norm is free as in the write-up; the output at the last real position is the user embedding (the
   seed's ``user_values``); items are scored by a dot product with the (tied or separate) item embedding table.
 
@@ -280,9 +280,24 @@ class ProjectedNorm(nn.Module):
         return self.proj(self.norm(x))
 
 
+class ScaledNorm(nn.Module):
+    """The final norm times a per-user scale exp(w . norm(x) + b) that starts at 1 (w = b = 0): the direction is
+    the norm's, so ranking learns as with the norm alone, while each user's norm is learned."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm = NORMS[cfg.norm](cfg)
+        self.log_scale = nn.Linear(cfg.d_model, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.norm(x)
+        return h * self.log_scale(h).exp()
+
+
 # user_head choice -> what turns the last block's residual stream into the scored vectors
 USER_HEADS: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "norm+linear": ProjectedNorm,
+    "norm*scale": ScaledNorm,
     "norm": lambda cfg: NORMS[cfg.norm](cfg),
     "residual": lambda cfg: nn.Identity(),
 }
@@ -321,6 +336,8 @@ class InterestModel(nn.Module):
                 nn.init.zeros_(module.weight[module.padding_idx])
         elif isinstance(module, ProjectedNorm):  # visited after its Linear child (apply is post-order)
             nn.init.eye_(module.proj.weight)
+        elif isinstance(module, ScaledNorm):
+            nn.init.zeros_(module.log_scale.weight)
 
     def _right_aligned(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """Left-padded batch -> the user tower's outputs (B, T, D) with each row's events first, and the

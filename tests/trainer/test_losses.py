@@ -165,7 +165,8 @@ def test_penalty_gradient_reaches_the_user_tower(model_kit, penalty):
     model = InterestModel(cfg, model_kit.num_items)
     batch = model_kit.make_batch([5, 4, 2], T=5)
     loss_terms(model, model(batch), model_kit.next_item_targets(batch["items"]), cfg).penalty.backward()
-    for name in ("user_head.proj.weight", "user_head.norm.weight", "blocks.0.mlp.fc.weight", "item_embedding.weight"):
+    for name in ("user_head.log_scale.weight", "user_head.log_scale.bias", "user_head.norm.weight",
+                 "blocks.0.mlp.fc.weight", "item_embedding.weight"):
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
 
@@ -183,5 +184,5 @@ def test_hinge_is_zero_below_tau_and_positive_above(model_kit):
         value = embedding_penalty(model.user_embedding(batch), hinge)
         value.backward()
         assert value.item() == pytest.approx(expected, rel=1e-4)
-        moved = model.user_head.proj.weight.grad.abs().sum()
+        moved = model.user_head.log_scale.weight.grad.abs().sum()
         assert (moved > 0) == (expected > 0)

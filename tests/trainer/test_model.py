@@ -186,7 +186,8 @@ def test_dropout_switches_act_in_training_only(model_kit, overrides, random):
         assert torch.equal(model.eval()(batch), model(batch))
 
 
-@pytest.mark.parametrize("user_head,free", [("norm+linear", True), ("residual", True), ("norm", False)])
+@pytest.mark.parametrize("user_head,free", [("norm*scale", True), ("norm+linear", True), ("residual", True),
+                                           ("norm", False)])
 def test_user_norm_is_free_unless_the_head_is_the_norm_alone(model_kit, user_head, free):
     """A few training steps: a free head's user norms move and differ across users; the norm alone pins every
     user at the same norm (sqrt(d_model) * gain), so its spread stays ~0."""
@@ -207,15 +208,17 @@ def test_user_norm_is_free_unless_the_head_is_the_norm_alone(model_kit, user_hea
         assert spread < 5e-3, spread
 
 
-def test_default_head_starts_as_the_norm_alone(model_kit):
-    """norm+linear's projection starts as the identity: a fresh model scores exactly like the norm-only head."""
+@pytest.mark.parametrize("user_head", ["norm*scale", "norm+linear"])
+def test_free_norm_heads_start_as_the_norm_alone(model_kit, user_head):
+    """The scale starts at 1 and the projection as the identity: a fresh model scores exactly like the norm-only
+    head with the same weights."""
     torch.manual_seed(0)
-    projected = InterestModel(model_kit.tiny(), model_kit.num_items).eval()
+    free = InterestModel(model_kit.tiny(user_head=user_head), model_kit.num_items).eval()
     torch.manual_seed(0)
     normed = InterestModel(model_kit.tiny(user_head="norm"), model_kit.num_items).eval()
-    state = {k.replace("user_head.norm.", "user_head."): v for k, v in projected.state_dict().items()
-             if k != "user_head.proj.weight"}
+    state = {k.replace("user_head.norm.", "user_head."): v for k, v in free.state_dict().items()
+             if not k.startswith(("user_head.proj.", "user_head.log_scale."))}
     normed.load_state_dict(state)
     batch = model_kit.make_batch([6, 3], T=6)
     with torch.no_grad():
-        assert torch.allclose(projected.user_embedding(batch), normed.user_embedding(batch), atol=1e-6)
+        assert torch.allclose(free.user_embedding(batch), normed.user_embedding(batch), atol=1e-6)
