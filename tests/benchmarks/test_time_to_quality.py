@@ -7,7 +7,7 @@ from benchmarks import time_to_quality
 from tests.support.data import write_preprocessed
 
 TINY = ["--set", "d_model=16", "--set", "n_layer=1", "--set", "n_head=2", "--set", "max_len=12", "--set",
-        "batch_size=6", "--set", "lr=0.003", "--set", "log_every_steps=5"]
+        "batch_size=6", "--set", "lr=0.003", "--set", "log_every_steps=5", "--set", "patience=0"]
 
 
 def test_both_protocols_are_trained_in_segments_and_plotted(tmp_path):
