@@ -1,10 +1,11 @@
 """Training throughput per preset against the reference SASRec, in one process, on MovieLens-1M.
 
     .venv/bin/python -m benchmarks.train_bench                       # every preset; benchmarks/results/train.json
-    .venv/bin/python -m benchmarks.train_bench --presets baseline --steps 16 --rounds 3 --data DATA_DIR
+    .venv/bin/python -m benchmarks.train_bench --presets baseline --rounds 3 --data DATA_DIR
 
 What counts is THE TRAINER'S OWN figure: each round runs ``trainer.train.train`` for ``--steps`` real optimizer
-steps on the real ML-1M training data (``--data``, a preprocessed directory, else the cached one, else built
+steps (default: one epoch, so the batches are an epoch's mix of short and long ones; the reference pads every
+row to max_len, so a sample of short batches would flatter the ratio) on the real ML-1M training data (``--data``, a preprocessed directory, else the cached one, else built
 from the cached events: benchmarks/ml1m.py) and reads its ``summary.json`` tokens/s: real (non-padding) target
 tokens over the time of data loading, the step (``trainer.step.train_step``) and logging, validation and
 checkpoints excluded. The reported figure is the MEDIAN of ``--rounds`` rounds (not a best case).
@@ -236,7 +237,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", default=None, help="preprocessed ML-1M directory (default: the cached one, "
                                                      "else built from the cached events)")
     parser.add_argument("--batch-size", type=int, default=128, help="sequences per global batch")
-    parser.add_argument("--steps", type=int, default=16, help="real optimizer steps per round and model")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="real optimizer steps per round and model (default 0: one epoch, every batch once, so "
+                        "the mix of short and long batches is an epoch's; fewer steps sample it)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over all models; the median counts")
     parser.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
                         help="TrainConfig.amp for ours and the reference alike (auto: fp32 on CPU, bf16 on GPU); "
@@ -246,12 +249,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output", default=RESULT, help="where the JSON result goes")
     args = parser.parse_args(argv)
     names = preset_names(args.presets)
-    if min(args.steps, args.rounds) < 1:
-        raise SystemExit("--steps and --rounds: must be >= 1")
+    if args.steps < 0 or args.rounds < 1:
+        raise SystemExit("--steps: must be >= 0 (0: one epoch); --rounds: must be >= 1")
     device = torch.device(args.device)
     seed_everything(args.seed)
     data_dir = args.data or ml1m.preprocessed()
     seqs = load_sequences(data_dir)
+    steps_per_epoch = TrainingSet(seqs, resolve_configs(names[0])[0].max_len).steps_per_epoch(args.batch_size)
+    if steps_per_epoch < 1:
+        raise SystemExit(f"--batch-size: {args.batch_size} exceeds the training sequences")
+    args.steps = args.steps or steps_per_epoch
     configs = {name: bench_train_config(name, args.steps, args.amp, args.batch_size) for name in names}
     reference_cfg, first_train_cfg = configs[names[0]]
     for name, (cfg, _) in configs.items():

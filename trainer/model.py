@@ -182,6 +182,32 @@ def apply_rope(x: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
 
+# ---------------------------------------------------------------- dropout
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` whose CPU mask comes from 16-bit slices of full-range 64-bit random words (four per draw).
+
+    On CPU the stock mask (``bernoulli_``) is drawn one value at a time when MKL's generator is not used (it is
+    not on AMD CPUs): 11 ms per (128, 200, 64) batch against 1.2 ms here, about 9% of an ML-1M step over five
+    dropouts. The drop probability is ``p`` rounded to a multiple of 1/65536. Other devices use the fused kernel.
+    """
+
+    def __init__(self, p: float):
+        super().__init__(p)
+        self.threshold = round(p * 65536) - 32768  # int16 values below it are dropped
+        self.scale = 1.0 / (1.0 - p) if p < 1 else 0.0
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if x.device.type != "cpu":
+            return super().forward(x)
+        n = x.numel()
+        words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)  # every bit random
+        keep = words.view(torch.int16)[:n].view_as(x) >= self.threshold
+        return (x * keep).mul_(self.scale)
+
+
 # ---------------------------------------------------------------- attention, MLPs, norms
 
 class CausalSelfAttention(nn.Module):
@@ -191,7 +217,7 @@ class CausalSelfAttention(nn.Module):
         self.attention_dropout = cfg.attention_dropout
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)  # fused: one matmul for q, k, v
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
-        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.resid_dropout = Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None) -> Tensor:
         """x (B, T, D) RIGHT-padded: a real query's causal keys are all real, so no mask is needed."""
@@ -210,7 +236,7 @@ class GeluMLP(nn.Module):
         super().__init__()
         self.fc = nn.Linear(cfg.d_model, cfg.ff_dim, bias=cfg.bias)
         self.proj = nn.Linear(cfg.ff_dim, cfg.d_model, bias=cfg.bias)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.dropout(self.proj(F.gelu(self.fc(x))))
@@ -224,7 +250,7 @@ class GatedMLP(nn.Module):
         self.activation = activation
         self.fc = nn.Linear(cfg.d_model, 2 * cfg.ff_dim, bias=cfg.bias)
         self.proj = nn.Linear(cfg.ff_dim, cfg.d_model, bias=cfg.bias)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         gate, up = self.fc(x).chunk(2, dim=-1)
@@ -314,7 +340,7 @@ class InterestModel(nn.Module):
         self.num_items = num_items
         self.item_embedding = nn.Embedding(num_items + 1, cfg.d_model, padding_idx=0)
         self.input_features = build_input_features(cfg)
-        self.input_dropout = nn.Dropout(cfg.dropout)
+        self.input_dropout = Dropout(cfg.dropout)
         self.rotary = RotaryEmbedding(cfg.head_dim, cfg.max_len) if cfg.uses_rope else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.user_head = USER_HEADS[cfg.user_head](cfg)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer.model import MLPS, InterestModel, RotaryEmbedding, apply_rope
+from trainer.model import MLPS, Dropout, InterestModel, RotaryEmbedding, apply_rope
 from trainer.model_config import ModelConfig
 
 POSITION_CHOICES = ("learned", "rope", "rope+learned", "sinusoidal", "none")
@@ -222,3 +222,20 @@ def test_free_norm_heads_start_as_the_norm_alone(model_kit, user_head):
     batch = model_kit.make_batch([6, 3], T=6)
     with torch.no_grad():
         assert torch.allclose(free.user_embedding(batch), normed.user_embedding(batch), atol=1e-6)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.2, 0.5])
+def test_dropout_drops_p_and_rescales_the_rest_like_nn_dropout(p):
+    """The 16-bit mask: the dropped share is p (to within sampling noise of 10^6 values), kept values are scaled
+    by 1 / (1 - p), the gradient flows exactly through the kept ones, and eval mode is the identity."""
+    torch.manual_seed(0)
+    dropout = Dropout(p).train()
+    x = torch.ones(1000, 1000, requires_grad=True)
+    y = dropout(x)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - p) < 5 * (p * (1 - p) / 1e6) ** 0.5 + 1 / 65536
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / (1 - p)))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())
+    assert torch.equal(dropout.eval()(x), x)
+    assert not torch.equal(Dropout(p).train()(x), Dropout(p).train()(x))  # a fresh mask every call
