@@ -36,6 +36,9 @@ from trainer.model_config import ModelConfig
 Batch = dict[str, Tensor]
 
 INIT_STD = 0.02
+# norm*scale: user norms stay within this factor of the final norm's (sqrt(d_model) * gain: 8 at d_model 64, so
+# up to 512; the write-up's norms were about 340).
+MAX_USER_SCALE = 64.0
 ROPE_BASE = 10000.0
 # Absolute time is normalized to [0, 1] over the data set: periods from the whole span down to 1e-4 of it
 # (about 3 hours over MovieLens-1M's 3 years).
@@ -307,17 +310,21 @@ class ProjectedNorm(nn.Module):
 
 
 class ScaledNorm(nn.Module):
-    """The final norm times a per-user scale exp(w . norm(x) + b) that starts at 1 (w = b = 0): the direction is
-    the norm's, so ranking learns as with the norm alone, while each user's norm is learned."""
+    """The final norm times a per-user scale that starts at 1: exp(c tanh(z / c)) with z = w . norm(x) + b
+    (w = b = 0 at first) and c = ln(MAX_USER_SCALE). The direction is the norm's, so ranking learns as with the
+    norm alone, while each user's norm is learned. Near 1 the scale is exp(z); the tanh keeps it within
+    1/MAX_USER_SCALE .. MAX_USER_SCALE of the norm's, so a saturated softmax cannot push it up without bound (on
+    a tiny set trained to zero loss at lr 1e-2 an unbounded exp(z) ran away to 60x and the loss jumped back)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.norm = NORMS[cfg.norm](cfg)
         self.log_scale = nn.Linear(cfg.d_model, 1)
+        self.bound = math.log(MAX_USER_SCALE)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.norm(x)
-        return h * self.log_scale(h).exp()
+        return h * (self.bound * torch.tanh(self.log_scale(h) / self.bound)).exp()
 
 
 # user_head choice -> what turns the last block's residual stream into the scored vectors
