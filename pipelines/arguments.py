@@ -12,7 +12,7 @@ from pipelines.profiles import Profile
 
 # KFP parameter type -> the Python values it accepts (bool is an int in Python: refused separately).
 KFP_TYPES = {"String": str, "Integer": int, "Float": (int, float), "Boolean": bool, "Dict": dict,
-             "List[String]": list}
+             "List[String]": list, "List": list}
 
 
 def pipeline_parameters() -> dict[str, tuple[str, Any]]:
