@@ -6,7 +6,8 @@ The FLOP formula (matmuls only; a multiply-add counts 2 FLOPs), per REAL (non-pa
     attention scores, values 2 * 2 * D * c          (q.k over c keys, then the weighted sum of c values)
     MLP                      2 * 2 * D * F          (GeLU: up and down; gated: 2 * 3 * D * F, gate/up/down)
 
-plus, once per token, the output projection 2 * D * S, where S is the number of scored items per position
+plus, once per token, the user head's linear layer 2 * D * H (``user_head``: H = D for norm+linear, 1 for
+norm*scale, 0 otherwise) and the output projection 2 * D * S, where S is the number of scored items per position
 (full_ce: the N-item catalogue; sampled_softmax: the negatives plus the positive; bce: 2). ``c`` is the
 number of keys a causal query sees among its own sequence's real tokens, so a sequence of n real tokens has
 n (n + 1) / 2 query-key pairs. Training (forward + backward) = 3 x the forward FLOPs. Padding, embeddings,
@@ -40,18 +41,20 @@ class ModelShape:
     ff_dim: int  # F: MLP hidden width
     gated: bool  # gated MLP (SwiGLU/GeGLU): three D x F matrices instead of two
     scored_items: int  # S: logits computed per real token by the loss
+    head_width: int = 0  # H: outputs of the user head's linear layer (ModelConfig.user_head)
 
     @classmethod
     def of(cls, cfg: ModelConfig, num_items: int) -> ModelShape:
         """The shape of ``InterestModel(cfg, num_items)`` trained with ``cfg.loss``."""
         scored = {"full_ce": num_items, "sampled_softmax": cfg.num_negatives + 1, "bce": 2}[cfg.loss]
-        return cls(cfg.d_model, cfg.n_layer, cfg.ff_dim, cfg.mlp != "gelu", scored)
+        head_width = {"norm+linear": cfg.d_model, "norm*scale": 1}.get(cfg.user_head, 0)
+        return cls(cfg.d_model, cfg.n_layer, cfg.ff_dim, cfg.mlp != "gelu", scored, head_width)
 
     def forward_flops_per_token(self) -> int:
         """Forward FLOPs per real token that do not depend on the sequence length."""
         D, F = self.d_model, self.ff_dim
         per_layer = 2 * 4 * D * D + 2 * (3 if self.gated else 2) * D * F
-        return self.n_layer * per_layer + 2 * D * self.scored_items
+        return self.n_layer * per_layer + 2 * D * self.head_width + 2 * D * self.scored_items
 
     def forward_attention_flops_per_pair(self) -> int:
         """Forward FLOPs per causal (query, key) pair of real tokens, all layers."""

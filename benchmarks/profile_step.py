@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
     seqs = ml1m.load(args.data)
     train_cfg = TrainConfig(batch_size=args.batch_size)
     configs = {name: resolve_configs(name)[0] for name in names}
-    data = TrainingSet(seqs, configs[names[0]].max_len)
+    data = TrainingSet(seqs, configs[names[0]].max_len, train_cfg.batch_width_multiple)
     profiled = spread_batches(data, args.batch_size, args.steps, args.seed)
     warmup = epoch_batches(data, args.batch_size, args.warmup, args.seed + 1)
     steps = {name: OurStep(cfg, data, train_cfg, device) for name, cfg in configs.items()}

@@ -34,6 +34,13 @@ def markdown_table(train: dict[str, Any] | None = None, preprocess: dict[str, An
         notes.append(f"MFU: model FLOP/s (real tokens only, benchmarks/flops.py) / dense {peak['dtype']} matmul "
                      f"peak {peak['flops_per_second'] / 1e9:,.0f} GFLOP/s measured in the same run on "
                      f"{train['device']} with {train['threads']} threads.")
+        if "steps" in train:
+            step_alone = ", ".join(f"`{name}` {row['step']['tokens_per_second']:,.0f} tokens/s (trainer / step "
+                                   f"{row['trainer_vs_step']:.2f})" for name, row in train["presets"].items())
+            load = ", ".join(f"{x:.1f}" for x in train.get("load_average", ()))
+            notes.append(f"Ours: the trainer's own tokens/s (data, step, logging) over {train['steps']} real steps, "
+                         f"median of {train['rounds']} rounds; the reference: the same batches, median of the "
+                         f"same rounds. train_step alone on those batches: {step_alone}. Load average {load}.")
     if preprocess:
         rows.append(f"| preprocessing ({preprocess.get('description', 'ML-1M')}) | "
                     f"{_rate(preprocess['rows_per_second'], 'rows/s')} | | | |")

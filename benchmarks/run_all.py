@@ -1,7 +1,7 @@
 """``make bench``: preprocessing, training and evaluation benchmarks in one run, then one Markdown table.
 
     .venv/bin/python -m benchmarks.run_all                 # writes benchmarks/results/{preprocess,train,eval}.json
-    .venv/bin/python -m benchmarks.run_all --train-args "--presets baseline --steps 4"
+    .venv/bin/python -m benchmarks.run_all --train-args "--presets baseline --steps 8 --rounds 2"
 
 Each benchmark is its module's ``main(argv)``, which writes its own JSON and returns the same dict; the table
 (benchmarks/report.py) is also written to benchmarks/results/summary.md.

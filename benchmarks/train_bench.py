@@ -1,32 +1,39 @@
-"""Training throughput per preset against the reference SASRec, in one process, on MovieLens-1M batches.
+"""Training throughput per preset against the reference SASRec, in one process, on MovieLens-1M.
 
     .venv/bin/python -m benchmarks.train_bench                       # every preset; benchmarks/results/train.json
-    .venv/bin/python -m benchmarks.train_bench --presets baseline,swiglu --batches 4 --repeats 2 --data DATA_DIR
+    .venv/bin/python -m benchmarks.train_bench --presets baseline --rounds 3 --data DATA_DIR
 
-Both models train on the SAME global batches of 128 real ML-1M training sequences (from ``--data``, a
-preprocessed directory, else the cached one, else built from the cached events: benchmarks/ml1m.py). Ours runs
-the trainer's own step, ``trainer.step.train_step`` (forward, ``loss_terms`` with logits only at target positions,
-backward, clipping, the AdamW of ``build_optimizer``) on ``TrainingSet.batch`` (bucketed, padded to the batch's
-longest row). The reference (benchmarks/reference_sasrec.py) pads every row to max_len and computes
-logits at every position. Each step includes building its batch.
+What counts is THE TRAINER'S OWN figure: each round runs ``trainer.train.train`` for ``--steps`` real optimizer
+steps (default: one epoch, so the batches are an epoch's mix of short and long ones; the reference pads every
+row to max_len, so a sample of short batches would flatter the ratio) on the real ML-1M training data (``--data``, a preprocessed directory, else the cached one, else built
+from the cached events: benchmarks/ml1m.py) and reads its ``summary.json`` tokens/s: real (non-padding) target
+tokens over the time of data loading, the step (``trainer.step.train_step``) and logging, validation and
+checkpoints excluded. The reported figure is the MEDIAN of ``--rounds`` rounds (not a best case).
 
-The timed batches are spread evenly over the widths of an epoch's bucketed batches (short to max_len), so their
-mix is an epoch's. ``--repeats`` rounds step every model (the reference and each preset) through them, and each
-batch's FASTEST step counts: other processes on a shared machine only ever add time, so the minimum is the
-figure that does not depend on them (as ``timeit`` does), and rounds spread each model's samples over the whole
-run; the matmul peak is the fastest product of the rounds. Reported per preset: real (non-padding) target tokens per second,
-model FLOP/s (benchmarks/flops.py states the formula), MFU = model FLOP/s / the dense matmul peak measured in
-this run, and ours / reference tokens/s.
+Next to it, in the same run and on the same batches (the trainer's first ``--steps`` batches of epoch 0):
+- ``step``: the same ``train_step`` on those batches without the trainer around it (median of rounds); the
+  trainer's figure should be within 10% of it (what the loop adds: the DataLoader, the scheduler, bookkeeping,
+  logging);
+- the reference (benchmarks/reference_sasrec.py: every row padded to max_len, logits at every position, plain
+  AdamW), median of rounds; ours / reference is the trainer's tokens/s over the reference's;
+- the dense matmul peak (benchmarks/flops.py, the fastest product of this run, in the dtype the matmuls run in:
+  fp32, or bf16 under ``--amp bf16``) and MFU = model FLOP/s / that peak.
+
+Rounds visit every model in turn, so a burst of load from other processes on a shared machine lands on all of
+them alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import os
 import platform
+import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,14 +46,14 @@ from benchmarks import ml1m
 from benchmarks.flops import ModelShape, matmul_peak, train_flops
 from benchmarks.reference_sasrec import ReferenceSASRec
 from core import storage
-from trainer.data import TrainingSet, gather
+from trainer.data import TrainingSet, gather, load_sequences
 from trainer.distributed import Distributed
 from trainer.job import resolve_configs
 from trainer.model import InterestModel
 from trainer.model_config import ModelConfig
 from trainer.presets import PRESETS
 from trainer.step import StepContext, autocast, train_step
-from trainer.train import build_optimizer, seed_everything, uses_bf16
+from trainer.train import build_optimizer, seed_everything, train, uses_bf16
 from trainer.train_config import TrainConfig
 
 log = logging.getLogger("benchmarks.train")
@@ -196,6 +203,31 @@ def preset_names(text: str) -> list[str]:
     return names
 
 
+def bench_train_config(preset: str, steps: int, amp: str, batch_size: int) -> tuple[ModelConfig, TrainConfig]:
+    """The preset's configs for a benchmark round: ``steps`` optimizer steps, validation and a checkpoint only at
+    the end (both outside the timed loop), everything else as the preset trains."""
+    model_cfg, train_cfg = resolve_configs(preset)
+    return model_cfg, dataclasses.replace(train_cfg, batch_size=batch_size, epochs=None, max_steps=steps,
+                                          eval_every_steps=steps, checkpoint_every_steps=steps, patience=0,
+                                          time_budget_seconds=None, amp=amp)
+
+
+def trainer_round(data_dir: str, preset: str, model_cfg: ModelConfig, train_cfg: TrainConfig) -> dict:
+    """One real training run of ``train_cfg.max_steps`` steps into a throw-away directory; its summary."""
+    with tempfile.TemporaryDirectory(prefix="train-bench-") as out:
+        return train(data_dir, out, model_cfg, train_cfg, name=preset, restart=True)
+
+
+def timed_steps(step: Step, batches: list[Tensor], device: torch.device) -> tuple[float, int]:
+    """Seconds and real tokens of stepping once through ``batches`` (batch building included)."""
+    _sync(device)
+    start, tokens = time.perf_counter(), 0
+    for examples in batches:
+        tokens += step(examples)
+    _sync(device)
+    return time.perf_counter() - start, tokens
+
+
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     measured, same_as = distinct_presets()
@@ -205,81 +237,112 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", default=None, help="preprocessed ML-1M directory (default: the cached one, "
                                                      "else built from the cached events)")
     parser.add_argument("--batch-size", type=int, default=128, help="sequences per global batch")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model before timing")
-    parser.add_argument("--batches", type=int, default=6, help="timed batches, spread over an epoch's widths")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="rounds over all models, one step per timed batch each; the fastest step counts")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the weights and the batch order")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="real optimizer steps per round and model (default 0: one epoch, every batch once, so "
+                        "the mix of short and long batches is an epoch's; fewer steps sample it)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over all models; the median counts")
+    parser.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
+                        help="TrainConfig.amp for ours and the reference alike (auto: fp32 on CPU, bf16 on GPU); "
+                        "the matmul peak is measured in the same dtype")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the reference's weights")
     parser.add_argument("--device", default="cpu", help="torch device")
     parser.add_argument("--output", default=RESULT, help="where the JSON result goes")
     args = parser.parse_args(argv)
     names = preset_names(args.presets)
-    if min(args.batches, args.repeats) < 1 or args.warmup < 0:
-        raise SystemExit("--batches and --repeats: must be >= 1; --warmup: must be >= 0")
+    if args.steps < 0 or args.rounds < 1:
+        raise SystemExit("--steps: must be >= 0 (0: one epoch); --rounds: must be >= 1")
     device = torch.device(args.device)
     seed_everything(args.seed)
-
-    train_cfg = TrainConfig(batch_size=args.batch_size)
-    seqs = ml1m.load(args.data)
-    configs = {name: resolve_configs(name)[0] for name in names}
-    reference_cfg = configs[names[0]]
-    for name, cfg in configs.items():
+    data_dir = args.data or ml1m.preprocessed()
+    seqs = load_sequences(data_dir)
+    steps_per_epoch = TrainingSet(seqs, resolve_configs(names[0])[0].max_len).steps_per_epoch(args.batch_size)
+    if steps_per_epoch < 1:
+        raise SystemExit(f"--batch-size: {args.batch_size} exceeds the training sequences")
+    args.steps = args.steps or steps_per_epoch
+    configs = {name: bench_train_config(name, args.steps, args.amp, args.batch_size) for name in names}
+    reference_cfg, first_train_cfg = configs[names[0]]
+    for name, (cfg, _) in configs.items():
         if (cfg.d_model, cfg.n_layer, cfg.n_head, cfg.max_len) != (
                 reference_cfg.d_model, reference_cfg.n_layer, reference_cfg.n_head, reference_cfg.max_len):
             raise SystemExit(f"--presets: {name} has other sizes than {names[0]}; benchmark them in separate runs")
     max_len = reference_cfg.max_len
-    data = TrainingSet(seqs, max_len)
-    timed = spread_batches(data, args.batch_size, args.batches, args.seed)
-    warmup = epoch_batches(data, args.batch_size, args.warmup, args.seed + 1)
+    bf16 = uses_bf16(first_train_cfg, device)
+    data = TrainingSet(seqs, max_len, first_train_cfg.batch_width_multiple)
+    # The trainer's own first batches: epoch 0 of its seed (every preset trains with the default seed).
+    batches = data.epoch_batches(args.batch_size, first_train_cfg.bucket_batches, first_train_cfg.seed, 0)[:args.steps]
+    if len(batches) < args.steps:
+        raise SystemExit(f"--steps: an epoch has only {len(batches)} batches of {args.batch_size}")
+    tokens = int(sum(int(data.length[b].sum()) for b in batches))
     padded_share = 1 - float(data.length.sum()) / (len(data) * max_len)
-    log.info("ML-1M: %d training sequences, %d items, %.0f%% of a max_len-padded batch is padding",
-             len(data), seqs.num_items, 100 * padded_share)
+    log.info("ML-1M: %d training sequences, %d items; %d steps of %d real tokens on average", len(data),
+             seqs.num_items, args.steps, tokens // args.steps)
 
-    models = {"reference": (ReferenceStep, reference_cfg,
-                            ModelShape(reference_cfg.d_model, reference_cfg.n_layer, 4 * reference_cfg.d_model,
-                                       False, seqs.num_items))}
-    models.update({name: (OurStep, cfg, ModelShape.of(cfg, seqs.num_items)) for name, cfg in configs.items()})
-    steps, meters = {}, {}
-    for name, (make, cfg, shape) in models.items():
-        torch.manual_seed(args.seed)
-        steps[name], meters[name] = make(cfg, data, train_cfg, device), Meter(timed, data, shape)
-        for examples in warmup:
-            steps[name](examples)
-    # Rounds over all models: a burst of load from another process slows one round of a few models, and the
-    # next rounds measure them again; each batch keeps its fastest step, the peak its fastest product.
+    shapes = {"reference": ModelShape(reference_cfg.d_model, reference_cfg.n_layer, 4 * reference_cfg.d_model,
+                                      False, seqs.num_items)}
+    shapes.update({name: ModelShape.of(cfg, seqs.num_items) for name, (cfg, _) in configs.items()})
+    flops = {name: sum(train_flops(shape, data.length[b].tolist()) for b in batches) for name, shape in shapes.items()}
+    steps: dict[str, Step] = {"reference": ReferenceStep(reference_cfg, data, first_train_cfg, device)}
+    steps.update({name: OurStep(cfg, data, train_cfg, device) for name, (cfg, train_cfg) in configs.items()})
+    for step in steps.values():  # untimed: thread pools, allocator, first-call kernels
+        timed_steps(step, batches[:2], device)
+    trainer_round(data_dir, names[0], *bench_train_config(names[0], 2, args.amp, args.batch_size))
+
+    seconds: dict[str, list[float]] = {name: [] for name in steps}
+    trainer_rates: dict[str, list[float]] = {name: [] for name in names}
     peaks = []
-    for round_index in range(args.repeats):
-        peaks.append(matmul_peak(device))
+    peak_dtype = torch.bfloat16 if bf16 else torch.float32
+    for round_index in range(args.rounds):
+        peaks.append(matmul_peak(device, peak_dtype))
         for name, step in steps.items():
-            meters[name].run(step, device)
-        log.info("round %d of %d: %s", round_index + 1, args.repeats, ", ".join(
-            f"{name} {m.tokens / m.seconds:,.0f}" for name, m in meters.items()))
-    peaks.append(matmul_peak(device))
+            elapsed, stepped = timed_steps(step, batches, device)
+            if stepped != tokens:
+                raise RuntimeError(f"{name}: {stepped} tokens stepped, the batches hold {tokens}")
+            seconds[name].append(elapsed)
+            if name in trainer_rates:
+                summary = trainer_round(data_dir, name, *configs[name])
+                if summary["tokens"] != tokens:
+                    raise RuntimeError(f"{name}: the trainer trained on {summary['tokens']} tokens, the bench's "
+                                       f"batches hold {tokens}")
+                trainer_rates[name].append(summary["tokens_per_second"])
+        log.info("round %d of %d: %s", round_index + 1, args.rounds, ", ".join(
+            f"{name} {tokens / seconds[name][-1]:,.0f}" + (f" (trainer {trainer_rates[name][-1]:,.0f})"
+                                                           if name in trainer_rates else "")
+            for name in steps))
+    peaks.append(matmul_peak(device, peak_dtype))
     peak = max(peaks, key=lambda p: p["flops_per_second"])
     log.info("dense %s matmul peak %.0f GFLOP/s", peak["dtype"], peak["flops_per_second"] / 1e9)
 
-    ref = meters.pop("reference").report(peak["flops_per_second"])
+    def rates(tokens_per_second: float, name: str) -> dict[str, float]:
+        flops_per_second = flops[name] / (tokens / tokens_per_second)
+        return {"tokens_per_second": tokens_per_second, "flops_per_second": flops_per_second,
+                "mfu": flops_per_second / peak["flops_per_second"]}
+
+    step_median = {name: tokens / statistics.median(values) for name, values in seconds.items()}
+    ref = {**rates(step_median["reference"], "reference"), "rounds": [tokens / s for s in seconds["reference"]]}
     presets = {}
-    for name, meter in meters.items():
-        row = meter.report(peak["flops_per_second"])
-        row["ratio_vs_reference"] = row["tokens_per_second"] / ref["tokens_per_second"]
-        presets[name] = row
+    for name in names:
+        trainer_rate = statistics.median(trainer_rates[name])
+        presets[name] = {
+            **rates(trainer_rate, name),
+            "ratio_vs_reference": trainer_rate / ref["tokens_per_second"],
+            "trainer_rounds": trainer_rates[name],
+            "step": {**rates(step_median[name], name), "rounds": [tokens / s for s in seconds[name]]},
+            "trainer_vs_step": trainer_rate / step_median[name],
+        }
     result = {
         "benchmark": "train",
         "command": " ".join(["python -m benchmarks.train_bench", *argv]),
         "device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "platform": platform.platform(), "load_average": os.getloadavg(),
+        "platform": platform.platform(), "load_average": os.getloadavg(), "bf16": bf16,
         "peak": {**peak, "rounds": [p["flops_per_second"] for p in peaks]},
-        "data": {"source": args.data or "ml-1m (benchmarks/ml1m.py)", "sequences": len(data),
-                 "items": seqs.num_items, "max_len": max_len, "batch_size": args.batch_size,
-                 "padding_share_at_max_len": padded_share,
-                 "timed_batch_widths": [int(data.length[b].max()) for b in timed],
-                 "timed_tokens_per_batch": ref["tokens"] / len(timed)},
-        "warmup_steps": args.warmup, "repeats": args.repeats,
+        "data": {"source": data_dir, "sequences": len(data), "items": seqs.num_items, "max_len": max_len,
+                 "batch_size": args.batch_size, "padding_share_at_max_len": padded_share,
+                 "batch_widths": [int(data.length[b].max()) for b in batches], "tokens_per_step": tokens / args.steps},
+        "steps": args.steps, "rounds": args.rounds,
         "reference": ref,
         "presets": presets,
         "same_model_as": {k: v for k, v in same_as.items() if v in presets},
-        "targets": {"ratio_baseline": 2.0, "ratio_every_preset": 1.5, "mfu": 0.25},
+        "targets": {"ratio_baseline": 6.0, "mfu": 0.35, "trainer_vs_step": 0.9},
     }
     storage.write_json(args.output, result)
     return result

@@ -11,12 +11,13 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from core.configs import check_literals, require
+from core.protocols import PROTOCOLS, ProtocolName
 
 Format = Literal["auto", "csv", "tsv", "parquet"]
-Split = Literal["leave_one_out", "temporal"]
+Split = Literal["leave_one_out", "temporal", "last_event"]
 TimestampUnit = Literal["s", "ms", "us"]
 
 # Column roles -> names in the events contract (what `interest data fetch` writes).
@@ -33,6 +34,9 @@ LIMITS = {"min_item_count": 10**9, "min_user_events": 10**9, "num_shards": 10_00
 
 @dataclass(frozen=True)
 class PreprocessConfig:
+    # Evaluation protocol the data is made for (core/protocols.py, docs/protocols.md): it resolves min_item_count,
+    # min_user_events and split when they are unset; 'generative-recommenders' refuses other values of them.
+    protocol: ProtocolName = "ours"
     # Input format; auto: from the file extension (.csv, .tsv/.tab/.inter, .parquet/.pq; .gz/.bz2 allowed).
     format: Format = "auto"
     # Column role -> column name in the input (header name for CSV/TSV, field name for Parquet). Roles: user,
@@ -43,13 +47,17 @@ class PreprocessConfig:
     header: bool = True
     # Keep only events rated >= this (explicit -> implicit feedback); None keeps every event.
     min_rating: float | None = None
-    # Drop items with fewer events than this (counted after deduplication), then ...
-    min_item_count: int = 5
-    # ... drop users with fewer remaining events than this (one pass, as the usual ML-1M statistics).
-    min_user_events: int = 3
+    # Drop items with fewer events than this (counted after deduplication), then ... (None: the protocol's:
+    # ours 5, generative-recommenders 1, i.e. every rated item)
+    min_item_count: int | None = None
+    # ... drop users with fewer remaining events than this (one pass, as the usual ML-1M statistics; None: the
+    # protocol's: ours 3, generative-recommenders 1, no filter).
+    min_user_events: int | None = None
     # leave_one_out: last event = test target, second last = validation target; temporal: the first event at
-    # or after `cutoff` is the test target, the last one before it the validation target.
-    split: Split = "leave_one_out"
+    # or after `cutoff` is the test target, the last one before it the validation target; last_event: the last
+    # event is the test target and every earlier one trains (no validation target). None: the protocol's
+    # (ours leave_one_out, generative-recommenders last_event).
+    split: Split | None = None
     # Global cutoff in seconds since the epoch (UTC); required by split='temporal', refused otherwise.
     cutoff: int | None = None
     # Unit of numeric timestamps in the input (s, ms or us); outputs are always seconds. Fractions are floored.
@@ -70,6 +78,7 @@ class PreprocessConfig:
 
     def __post_init__(self) -> None:
         check_literals(self)
+        self._resolve_protocol()
         unknown = sorted(set(self.columns) - set(DEFAULT_COLUMNS))
         require(not unknown, "PreprocessConfig.columns",
                 f"unknown role {unknown[0] if unknown else ''!r}; roles are {', '.join(DEFAULT_COLUMNS)}")
@@ -101,6 +110,20 @@ class PreprocessConfig:
             value = getattr(self, name)
             require(value is None or 0 <= value <= LATEST_TIMESTAMP, f"PreprocessConfig.{name}",
                     f"must be seconds since the epoch in [0, {LATEST_TIMESTAMP}] (the year 3000), got {value}")
+
+    def _resolve_protocol(self) -> None:
+        """Unset protocol fields take the protocol's values; a fixed protocol refuses other values."""
+        protocol = PROTOCOLS[self.protocol]
+        for name, wanted in protocol.preprocess.items():
+            value = getattr(self, name)
+            if value is None:
+                object.__setattr__(self, name, wanted)
+            elif protocol.fixed and value != wanted:
+                require(False, f"PreprocessConfig.{name}",
+                        f"protocol {self.protocol!r} needs {wanted!r} (or leave it unset), got {value!r}")
+        allowed = get_args(Split)
+        require(self.split in allowed, "PreprocessConfig.split",
+                f"{self.split!r} is not allowed; choose one of {', '.join(repr(a) for a in allowed)}")
 
     @property
     def roles(self) -> tuple[str, ...]:

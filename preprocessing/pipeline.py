@@ -84,7 +84,8 @@ def run(input: str, output: str, config: PreprocessConfig, beam_args: Sequence[s
                 build(pipeline, sources, staging.path, cfg)
             seconds = time.monotonic() - start
             stats = storage.read_json(staging.join(contract.STATS))
-            storage.write_json(staging.join(contract.SPLIT), {"method": cfg.split, "cutoff": cfg.cutoff})
+            storage.write_json(staging.join(contract.SPLIT),
+                               {"method": cfg.split, "cutoff": cfg.cutoff, "protocol": cfg.protocol})
             _log_stages(stats, seconds)
             try:
                 check_usable(stats, staging.rejected_path(), cfg.min_item_count, cfg.min_user_events)

@@ -137,15 +137,17 @@ def assign_split(seqs: pa.Table, method: str, cutoff: int | None) -> pa.Table:
 
     leave_one_out: valid_end = len - 1; temporal: valid_end = events before ``cutoff``. train_end =
     valid_end - 1, but never below 0 (a user with one event, or none before the cutoff, has no validation target).
+    last_event: valid_end = train_end = len - 1: the last event is the test target, every earlier one trains and
+    no user has a validation target (the generative-recommenders protocol).
     """
     offsets, t = _flat(seqs.column("timestamp").combine_chunks())
     length = np.diff(offsets)
-    if method == "leave_one_out":
+    if method in ("leave_one_out", "last_event"):
         valid_end = length - 1
     else:
         before = np.concatenate([[0], np.cumsum(t < cutoff)])
         valid_end = before[offsets[1:]] - before[offsets[:-1]]
-    train_end = np.maximum(valid_end - 1, 0)
+    train_end = np.maximum(valid_end - (0 if method == "last_event" else 1), 0)
     seqs = seqs.append_column("train_end", pa.array(train_end.astype(np.int32)))
     seqs = seqs.append_column("valid_end", pa.array(valid_end.astype(np.int32)))
     return seqs.select(SEQUENCE_SCHEMA.names).cast(SEQUENCE_SCHEMA)

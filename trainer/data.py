@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from core import contract, rundir, storage
+from core import contract, protocols, rundir, storage
 from core.configs import ConfigError
 
 # Model input key -> (contract column, dtype stored in memory).
@@ -58,6 +58,7 @@ class Sequences:
     data_digest: str = ""  # sha256 of vocab.json and stats.json: checkpoints resume only on the same data
     lineage: dict = field(default_factory=dict)  # fingerprint.json, and the timestamp range of normalization
     user_id: np.ndarray | None = None  # (U,) the users' ids, in user_index order (evaluation pairs users by id)
+    protocol: str = protocols.DEFAULT  # the evaluation protocol the data was made for (split.json)
 
     @property
     def num_users(self) -> int:
@@ -87,6 +88,9 @@ def load_sequences(data_dir: str) -> Sequences:
     vocab_bytes, stats_bytes = storage.read_bytes(data.path(contract.VOCAB)), storage.read_bytes(data.path(contract.STATS))
     vocab, stats = json.loads(vocab_bytes), json.loads(stats_bytes)
     fingerprint = data.optional_path(contract.FINGERPRINT)
+    split = data.optional_path(contract.SPLIT)
+    # Data made before protocols were named is ours.
+    protocol = (storage.read_json(split) if split else {}).get("protocol", protocols.DEFAULT)
     lineage = {"fingerprint": storage.read_json(fingerprint) if fingerprint else None,
                "timestamp_min": stats.get("timestamp_min"), "timestamp_max": stats.get("timestamp_max")}
     num_items = len(vocab["items"])
@@ -129,7 +133,8 @@ def load_sequences(data_dir: str) -> Sequences:
     offsets = 1 + torch.cumsum(length, 0) - length
     return Sequences(ints("user_index"), offsets, length, train_end, valid_end, columns, num_items, vocab,
                      hashlib.sha256(vocab_bytes + b"\0" + stats_bytes).hexdigest(), lineage,
-                     table.column("user_id").to_numpy(zero_copy_only=False).astype(str))
+                     table.column("user_id").to_numpy(zero_copy_only=False).astype(str),
+                     protocols.get_protocol(protocol).name)
 
 
 def gather(seqs: Sequences, start: Tensor, length: Tensor, width: int | None = None) -> tuple[dict[str, Tensor], Tensor]:
@@ -165,11 +170,16 @@ class TrainBatch(NamedTuple):
 
 
 class TrainingSet:
-    """One training example per user with at least two training events (one input, one target)."""
+    """One training example per user with at least two training events (one input, one target).
 
-    def __init__(self, seqs: Sequences, max_len: int):
+    ``width_multiple``: a batch's width (its longest row) is rounded up to a multiple of this, capped at max_len,
+    so a run sees a handful of shapes instead of one per length (torch.compile and GPU kernels pick static
+    shapes; 1: every batch exactly as wide as its longest row, the least padding).
+    """
+
+    def __init__(self, seqs: Sequences, max_len: int, width_multiple: int = 1):
         keep = seqs.train_end >= 2
-        self.seqs = seqs
+        self.seqs, self.max_len, self.width_multiple = seqs, max_len, width_multiple
         self.length = torch.clamp(seqs.train_end[keep] - 1, max=max_len)  # (E,)
         # Inputs end at event train_end - 2 (its target is train_end - 1, the last training event).
         self.start = seqs.offsets[keep] + seqs.train_end[keep] - 1 - self.length  # (E,)
@@ -204,7 +214,8 @@ class TrainingSet:
         """This rank's share (rows ``rank::world_size``) of the global batch ``examples``."""
         length = self.length[examples]
         mine = examples[rank::world_size]
-        inputs, rows = gather(self.seqs, self.start[mine], self.length[mine], width=int(length.max()))
+        width = min(self.max_len, -(-int(length.max()) // self.width_multiple) * self.width_multiple)
+        inputs, rows = gather(self.seqs, self.start[mine], self.length[mine], width=width)
         targets = torch.where(rows > 0, self.seqs.columns["items"][rows + 1].long(), 0)
         return TrainBatch(inputs, targets, int(self.length[mine].sum()), int(length.sum()), int(examples.numel()))
 
@@ -270,11 +281,14 @@ class EvalSet:
         """(M,) the item each user interacts with next."""
         return self.seqs.columns["items"][self.seqs.offsets[self.user] + self.end].long()
 
-    def history(self) -> tuple[Tensor, Tensor]:
-        """Every item seen before each target (the whole history, not only the last max_len) as CSR
-        ``(indptr, indices)``, the form ``trainer.metrics.full_ranking_metrics`` masks with."""
-        indptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(self.end, 0)])
-        return indptr, self.seqs.columns["items"][span_rows(self.seqs.offsets[self.user], self.end)].long()
+    def history(self, mask: protocols.HistoryMask = "history") -> tuple[Tensor, Tensor]:
+        """The items masked at ranking time, as CSR ``(indptr, indices)`` (the form
+        ``trainer.metrics.full_ranking_metrics`` masks with): every item seen before each target ('history'),
+        or only those of the model's input, the last max_len events before it ('input_window')."""
+        length = self.end if mask == "history" else torch.clamp(self.end, max=self.max_len)
+        indptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(length, 0)])
+        start = self.seqs.offsets[self.user] + self.end - length
+        return indptr, self.seqs.columns["items"][span_rows(start, length)].long()
 
     def input_batches(self, batch_size: int):
         """Yield ``(positions, inputs)``: model inputs for the last ``max_len`` history events of up to
@@ -282,6 +296,6 @@ class EvalSet:
         length = torch.clamp(self.end, max=self.max_len)
         start = self.seqs.offsets[self.user] + self.end - length
         order = torch.argsort(length, stable=True)
-        for chunk in order.split(batch_size):
+        for chunk in order.split(batch_size) if len(self) else ():  # no users (a split without targets): no batch
             inputs, _ = gather(self.seqs, start[chunk], length[chunk])
             yield chunk, inputs

@@ -41,9 +41,15 @@ class Distributed:
         dist.all_reduce(total, op=dist.ReduceOp.SUM)
         return total.cpu()
 
-    def agree(self, flag: bool) -> bool:
-        """True on every rank when it is True on any rank, so all ranks take the same branch."""
-        return bool(self.all_sum(torch.tensor([float(flag)]))[0] > 0)
+    def global_mean(self, values: Tensor) -> Tensor:
+        """The mean of ``values`` (n,) over every rank's (a collective), differentiable: its value is the global
+        mean and its gradient flows into this rank's ``values`` only. Backpropagating ``world_size`` times a loss
+        built on it on every rank, then averaging gradients as DDP does, gives the gradient of the global loss."""
+        local = values.sum()
+        if not self.active:
+            return local / values.numel()
+        total = self.all_sum(torch.stack([local.detach().float().cpu(), torch.tensor(float(values.numel()))]))
+        return (local - local.detach() + total[0].to(local)) / total[1].item()
 
     def gather(self, tensor: Tensor) -> list[Tensor]:
         """Every rank's ``tensor`` (same shape and dtype on all ranks), in rank order, on the CPU."""

@@ -2,7 +2,8 @@
 training and ``interest evaluate``.
 
 User embeddings come from each user's last ``max_len`` events before the target; ``trainer.metrics`` ranks
-every item against them with the whole history masked. ``evaluate`` writes ``metrics.json`` and
+every item against them with the earlier items masked as the data's evaluation protocol says (core/protocols.py:
+the whole history, or only the input window); metrics.json names the protocol. ``evaluate`` writes ``metrics.json`` and
 ``per_user.parquet`` as docs/contracts.md ("Evaluation output") describes.
 
 A model may be evaluated on data whose catalogue differs from the one it was trained on (the production champion
@@ -23,8 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from core import contract, rundir, storage
-from core.configs import from_dict
+from core import contract, protocols, rundir, storage
+from core.configs import ConfigError, from_dict
 from trainer.data import EvalSet, Sequences, load_sequences
 from trainer.metrics import DEFAULT_KS, TOP_ITEMS, full_ranking_metrics, norm_stats, summarize
 from trainer.model import InterestModel
@@ -103,12 +104,15 @@ def evaluate_model(model: InterestModel, eval_set: EvalSet, batch_size: int = 51
         model_items = model.item_embeddings().detach().float()
         items = catalogue.item_embeddings(model_items) if catalogue else model_items
         unseen = catalogue.unseen.to(device) if catalogue else None
-        per_user = full_ranking_metrics(users, items, eval_set.targets.to(device), eval_set.history(),
-                                        DEFAULT_KS, batch_size, excluded=unseen)
+        protocol = protocols.get_protocol(eval_set.seqs.protocol)
+        per_user = full_ranking_metrics(users, items, eval_set.targets.to(device), eval_set.history(protocol.mask),
+                                        DEFAULT_KS, batch_size, excluded=unseen,
+                                        keep_target=protocol.target_stays_candidate)
     finally:
         model.train(was_training)
     metrics = {**summarize(per_user, eval_set.seqs.num_items), **norm_stats(users, "user_norm"),
-               **norm_stats(model_items[1:], "item_norm")}
+               **norm_stats(model_items[1:], "item_norm"), "protocol": protocol.name,
+               "items": eval_set.seqs.num_items}
     if catalogue is not None:
         metrics["unseen_items"] = int(catalogue.unseen[1:].sum())
     return per_user, metrics
@@ -146,17 +150,25 @@ def load_model(model_dir: str, device: torch.device) -> LoadedModel:
 
 
 def evaluate(model_dir: str, data_dir: str, split: str = "test", output_dir: str | None = None,
-             batch_size: int = 512) -> dict:
+             batch_size: int = 512, protocol: str | None = None) -> dict:
     """Evaluate the model of ``model_dir`` on ``split`` ('valid' or 'test') of ``data_dir``; returns metrics.json's
     content and, when ``output_dir`` is given, publishes metrics.json and per_user.parquet there (its writer lock
-    is taken first, so a second writer fails before any work)."""
+    is taken first, so a second writer fails before any work).
+
+    ``protocol`` (core/protocols.py) is the data's own (split.json) when None; another one is refused, since the
+    data's items, users and targets were chosen for its protocol (preprocess again with ``--protocol``)."""
     publishing = (rundir.writing(output_dir, contract.EVALUATION_KIND) if output_dir is not None
                   else contextlib.nullcontext())
     with publishing as staging:
+        seqs = load_sequences(data_dir)
+        if protocol is not None and protocols.get_protocol(protocol).name != seqs.protocol:
+            raise ConfigError(f"--protocol: {data_dir} was preprocessed for protocol {seqs.protocol!r}, not "
+                              f"{protocol!r}; evaluate it with --protocol {seqs.protocol}, or preprocess the events "
+                              f"with `interest preprocess --protocol {protocol}`")
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         loaded = load_model(model_dir, device)
         model = loaded.model
-        seqs = renormalize_time(load_sequences(data_dir), loaded.lineage)
+        seqs = renormalize_time(seqs, loaded.lineage)
         catalogue = Catalogue.match(loaded.vocab["items"], seqs.vocab["items"])
         eval_set = EvalSet.build(seqs, split, model.cfg.max_len)
         started = time.perf_counter()

@@ -3,6 +3,11 @@
 Logits are computed only at positions that have a target: the hidden rows are gathered first, then projected
 onto the catalogue, which skips the padded half of a left-padded batch (the output projection is the largest
 matmul of the model).
+
+The penalty reads the user embeddings, one per sequence of the batch (the model's output at the last real event:
+what ``InterestModel.user_embedding`` returns and evaluation's user_norm_* describe), and averages their norms over
+the GLOBAL batch: under DDP ``batch_mean`` is ``Distributed.global_mean``, whose value is the mean over every rank
+and whose gradient reaches this rank's user tower.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from trainer.model_config import ModelConfig
 
 class LossTerms(NamedTuple):
     task: Tensor  # next-item loss, mean over positions with a target
-    penalty: Tensor  # embedding_penalty of the same positions' hidden states (0 for penalty 'none')
+    penalty: Tensor  # embedding_penalty of the batch's user embeddings (0 for penalty 'none')
 
     @property
     def total(self) -> Tensor:
@@ -141,28 +146,44 @@ def task_loss(model: InterestModel, hidden: Tensor, targets: Tensor, cfg: ModelC
     return LOSSES[cfg.loss](model, rows, wanted, cfg, item_frequencies)
 
 
-def _l2(norms: Tensor, cfg: ModelConfig) -> Tensor:
-    return cfg.penalty_lambda * norms.mean()
+BatchMean = Callable[[Tensor], Tensor]  # (n,) values of this rank's users -> their mean over the global batch
 
 
-def _hinge(norms: Tensor, cfg: ModelConfig) -> Tensor:
-    return cfg.penalty_lambda * torch.clamp(norms.mean() - cfg.penalty_tau, min=0.0) ** 2
+def local_mean(values: Tensor) -> Tensor:
+    """The batch mean of one process (the whole batch is here)."""
+    return values.mean()
+
+
+def _l2(mean_norm: Tensor, cfg: ModelConfig) -> Tensor:
+    return cfg.penalty_lambda * mean_norm
+
+
+def _hinge(mean_norm: Tensor, cfg: ModelConfig) -> Tensor:
+    return cfg.penalty_lambda * torch.clamp(mean_norm - cfg.penalty_tau, min=0.0) ** 2
 
 
 PENALTIES: dict[str, Callable[[Tensor, ModelConfig], Tensor]] = {"l2": _l2, "hinge": _hinge}
 
 
-def embedding_penalty(user_values: Tensor, cfg: ModelConfig) -> Tensor:
-    """The seed's norm penalty on user embeddings (..., D): l2 ``lambda * mean ||u||``,
-    hinge ``lambda * clamp(mean ||u|| - tau, min=0) ** 2``; a zero scalar for 'none'."""
+def embedding_penalty(user_values: Tensor, cfg: ModelConfig, batch_mean: BatchMean = local_mean) -> Tensor:
+    """The seed's norm penalty on user embeddings ``user_values`` (B, D), one per user, with
+    ``norm = torch.norm(user_values, p=2, dim=-1)`` averaged over the global batch by ``batch_mean``:
+    l2 ``lambda * norm.mean()``, hinge ``lambda * clamp(norm.mean() - tau, min=0) ** 2``; 0 for 'none'."""
     if cfg.penalty == "none":
         return user_values.new_zeros(())
-    return PENALTIES[cfg.penalty](torch.norm(user_values, p=2, dim=-1), cfg)
+    return PENALTIES[cfg.penalty](batch_mean(torch.norm(user_values.float(), p=2, dim=-1)), cfg)
+
+
+def user_vectors(hidden: Tensor) -> Tensor:
+    """(B, T, D) left-padded model outputs -> (B, D) user embeddings: the last column is each row's last real
+    event (``InterestModel.user_embedding`` of the same batch)."""
+    return hidden[:, -1]
 
 
 def loss_terms(model: InterestModel, hidden: Tensor, targets: Tensor, cfg: ModelConfig,
-               item_frequencies: Tensor | None = None) -> LossTerms:
-    """Task loss and penalty from one gather of the positions with a target; optimize ``.total``."""
+               item_frequencies: Tensor | None = None, batch_mean: BatchMean = local_mean) -> LossTerms:
+    """Task loss from one gather of the positions with a target, and the penalty of the batch's user embeddings
+    (``batch_mean``: their mean over the global batch); optimize ``.total``."""
     rows, wanted = _at_targets(hidden, targets)
     return LossTerms(task=LOSSES[cfg.loss](model, rows, wanted, cfg, item_frequencies),
-                     penalty=embedding_penalty(rows, cfg))
+                     penalty=embedding_penalty(user_vectors(hidden), cfg, batch_mean))

@@ -2,8 +2,10 @@
 and the benchmarks. Pure tensor code: it gets embeddings, never a model or a data set.
 
 Like HSTU and gSASRec, every user is scored against *every* real item (``user_emb @ item_emb.T``, in batches of
-users), with no sampled negatives. Candidates are items 1..N minus the user's history; the padding row 0 is never
-a candidate, and the target stays a candidate even when it also occurs in the history (re-consumption).
+users), with no sampled negatives. Candidates are items 1..N minus the masked history (the whole history, or only
+the model's input window: ``core.protocols``); the padding row 0 is never a candidate. The target stays a
+candidate even when it also occurs in the masked history (re-consumption) unless ``keep_target`` is False, as in
+the generative-recommenders evaluation, where such a target is masked and counts as a miss (rank N + 1).
 
 Ranks and ties: ``rank`` = the number of candidates whose score is >= the target's score, the target included.
 Every tie counts against the target, so a model that gives all items the same score ranks its targets last, not
@@ -69,7 +71,7 @@ def _max_norm(emb: Tensor) -> float:
 @torch.no_grad()
 def full_ranking_metrics(user_emb: Tensor, item_emb: Tensor, targets: Tensor, history: tuple[Tensor, Tensor],
                          ks: Sequence[int] = DEFAULT_KS, batch_size: int = 1024,
-                         excluded: Tensor | None = None) -> dict[str, Tensor]:
+                         excluded: Tensor | None = None, keep_target: bool = True) -> dict[str, Tensor]:
     """Per-user full-catalogue metrics, on the CPU, in user order.
 
     user_emb (U,D), item_emb (N+1,D) with row 0 = padding, targets (U,) in 1..N, history = ``(indptr, indices)``;
@@ -104,12 +106,17 @@ def full_ranking_metrics(user_emb: Tensor, item_emb: Tensor, targets: Tensor, hi
         scores[:, 0] = float("-inf")
         seen_rows = torch.repeat_interleave(rows, indptr[start + 1:stop + 1] - indptr[start:stop])
         scores[seen_rows, indices[indptr[start]:indptr[stop]]] = float("-inf")
-        scores[rows, batch_targets] = target_scores
+        if keep_target:
+            scores[rows, batch_targets] = target_scores
+        else:  # a target among the masked items is no candidate: a miss at every cut-off
+            masked_target = torch.isneginf(scores[rows, batch_targets]) & ~torch.isneginf(target_scores)
         rank = (scores >= target_scores.unsqueeze(1)).sum(1)
         # A target scored -inf would also tie with the masked items: every candidate outranks it, it comes last.
         for row in (target_scores == float("-inf")).nonzero().flatten().tolist():
             seen = set(indices[indptr[start + row]:indptr[start + row + 1]].tolist()) - {0, int(batch_targets[row])}
             rank[row] = num_items - len(seen)
+        if not keep_target:
+            rank[masked_target] = num_items + 1
         ranks.append(rank.cpu())
         top_scores, top = scores.topk(min(TOP_N, scores.shape[1]), dim=1)
         top = top.masked_fill(top_scores == float("-inf"), 0)

@@ -5,11 +5,17 @@
   ``min_lr_ratio * lr`` at the last step (the seed: 5% warm-up, max steps = total steps, floor 1% of the peak).
 - ``cosine_restarts``: the same warm-up, then cosine cycles of ``restart_period_steps`` that each restart at the
   peak LR (SGDR); the seed found it strong early and weaker at the end.
+
+The horizon follows the run's real length (``RunSchedule``): a run bounded by steps or epochs steps the scheduler
+once per optimizer step over ``total_steps``; a run with a time budget cannot know how many steps fit, so its
+scheduler spans ``PROGRESS_TICKS`` ticks and is advanced, after every step, to the share of the run done: the
+larger of steps / total_steps and training seconds / budget. Either way the last step runs at the floor.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import (
@@ -51,3 +57,42 @@ def build_scheduler(optimizer: Optimizer, cfg: TrainConfig, total_steps: int) ->
     # Step t < warmup runs at lr * (t + 1) / (warmup + 1): never zero, reaching the peak as the decay starts.
     ramp = LinearLR(optimizer, start_factor=1.0 / (warmup + 1), end_factor=1.0, total_iters=warmup)
     return SequentialLR(optimizer, schedulers=[ramp, decay], milestones=[warmup])
+
+
+# Resolution of a time-budgeted schedule: its scheduler spans this many ticks of progress (0.01% each).
+PROGRESS_TICKS = 10_000
+
+
+@dataclass
+class RunSchedule:
+    """The LR scheduler of one run, stepped by steps or by progress (see the module docstring)."""
+
+    scheduler: LRScheduler
+    total_steps: int  # the step horizon (epochs or max_steps)
+    time_budget_seconds: float | None  # None: the schedule counts steps
+
+    @classmethod
+    def build(cls, optimizer: Optimizer, cfg: TrainConfig, total_steps: int) -> RunSchedule:
+        horizon = PROGRESS_TICKS if cfg.time_budget_seconds is not None else total_steps
+        return cls(build_scheduler(optimizer, cfg, horizon), total_steps, cfg.time_budget_seconds)
+
+    def position(self, step: int, train_seconds: float) -> int:
+        """Where the scheduler belongs after ``step`` steps and ``train_seconds`` of training."""
+        if self.time_budget_seconds is None:
+            return step
+        done = max(step / self.total_steps, train_seconds / self.time_budget_seconds)
+        return min(PROGRESS_TICKS - 1, int(done * PROGRESS_TICKS))
+
+    def advance(self, position: int) -> None:
+        """Step the scheduler up to ``position`` (never back): the next optimizer step runs at its LR."""
+        while self.scheduler.last_epoch < position:
+            self.scheduler.step()
+
+    @property
+    def lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+    def done(self) -> float:
+        """Share of the schedule behind the run (1.0: the last step ran at the end of it)."""
+        horizon = PROGRESS_TICKS if self.time_budget_seconds is not None else self.total_steps
+        return min(1.0, (self.scheduler.last_epoch + 1) / horizon)

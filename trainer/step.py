@@ -51,9 +51,10 @@ def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMana
 def train_step(ctx: StepContext, batch: TrainBatch) -> StepResult:
     """Forward, backward and update on this rank's share of one global batch (a collective under DDP).
 
-    Each rank weights its loss by its share of the batch's target tokens, so the DDP-averaged gradient is the
-    gradient of the global mean loss for any world size. A NaN/Inf loss on any rank, or a non-finite gradient
-    norm, skips the update on every rank alike and says why in ``non_finite``.
+    Each rank weights its task loss by its share of the batch's target tokens, so the DDP-averaged gradient is the
+    gradient of the global mean loss for any world size; the penalty is already global (``Distributed.global_mean``
+    of the user norms), each rank's copy carrying the gradient of its own users. A NaN/Inf loss on any rank, or a
+    non-finite gradient norm, skips the update on every rank alike and says why in ``non_finite``.
     """
     device, ddp = ctx.ddp.device, ctx.ddp
     with record_function("data"):
@@ -63,19 +64,21 @@ def train_step(ctx: StepContext, batch: TrainBatch) -> StepResult:
         with record_function("forward"):
             hidden = ctx.forward(inputs)
         with record_function("loss"):
-            terms = loss_terms(ctx.model, hidden, targets, ctx.model_cfg, ctx.item_frequencies)
+            terms = loss_terms(ctx.model, hidden, targets, ctx.model_cfg, ctx.item_frequencies, ddp.global_mean)
     total = terms.total.float()
-    # One collective per step: the token-weighted loss sums for logging and whether any rank saw a NaN/Inf,
-    # so every rank takes the same branch below (a rank skipping backward alone would hang DDP).
-    local = torch.stack([terms.task.detach().float() * batch.tokens, terms.penalty.detach().float() * batch.tokens,
-                         (~torch.isfinite(total.detach())).float()])
+    # One collective per step: the token-weighted task loss sum for logging and whether any rank saw a NaN/Inf,
+    # so every rank takes the same branch below (a rank skipping backward alone would hang DDP). The penalty is
+    # the same global value on every rank.
+    local = torch.stack([terms.task.detach().float() * batch.tokens, (~torch.isfinite(total.detach())).float()])
     sums = ddp.all_sum(local.cpu())
-    loss, penalty = (sums[:2] / batch.global_tokens).tolist()
-    if sums[2] > 0:
+    loss, penalty = float(sums[0] / batch.global_tokens), float(terms.penalty.detach())
+    if sums[1] > 0:
         return StepResult(loss, penalty, math.nan, f"loss is {loss}")
     with record_function("backward"):
-        # This rank's share of the global mean; DDP averages gradients over ranks, hence the world size.
-        (total * (batch.tokens * ddp.world_size / batch.global_tokens)).backward()
+        # This rank's share of the global mean task loss, and its users' part of the global penalty; DDP averages
+        # gradients over ranks, hence the world size.
+        world = ddp.world_size
+        (terms.task.float() * (batch.tokens * world / batch.global_tokens) + terms.penalty.float() * world).backward()
     with record_function("optimizer"):
         grad_norm = float(torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), ctx.grad_clip or math.inf))
         if not math.isfinite(grad_norm):  # the same on every rank: gradients are already averaged

@@ -56,13 +56,15 @@ from trainer.job import TrainJob, worker_main
 from trainer.model import InterestModel
 from trainer.model_config import ModelConfig
 from trainer.monitor import Monitor
-from trainer.schedules import build_scheduler
+from trainer.schedules import RunSchedule
 from trainer.step import StepContext, StepResult, train_step
 from trainer.train_config import RESUMABLE_CHANGES, TrainConfig
 
 log = logging.getLogger("trainer")
 
 BEST_MODEL = "best-model.pt"  # in checkpoints/: the weights of the best validation so far
+# Why a run stops (summary.json "stopped"), in the order they are checked.
+STOP_REASONS = ("max_steps", "epochs", "time_budget", "paused", "early_stopping")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -84,6 +86,7 @@ class Progress:
     bad_evals: int = 0  # validations since the best one (early stopping)
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: list[int] = field(default_factory=list)  # steps this run resumed at
+    last_lr: float | None = None  # the LR the last step ran at
     init_from: dict[str, Any] | None = None  # the warm start's source (trainer.warm_start), None: fresh weights
 
 
@@ -125,6 +128,12 @@ def check_resumable(saved: dict[str, Any], model_cfg: ModelConfig, train_cfg: Tr
             "with the same --data to resume, --restart to start over on this data, or use a new --output")
     now = {"model": to_dict(model_cfg), "train": to_dict(train_cfg)}
     before = {"model": json.loads(saved["model_config"]), "train": json.loads(saved["train_config"])}
+    if train_cfg.schedule != "constant" and (
+            (before["train"].get("time_budget_seconds") is None) != (train_cfg.time_budget_seconds is None)):
+        counts = "time" if train_cfg.time_budget_seconds is None else "steps"
+        raise ConfigError(f"--time-budget: the {train_cfg.schedule} schedule in {where} counts {counts} "
+                          "(trainer/schedules.py RunSchedule); resume with a time budget if it had one, without if "
+                          "not, or --restart")
     for section in ("model", "train"):
         for key in sorted(set(now[section]) | set(before[section])):
             if section == "train" and key in RESUMABLE_CHANGES:
@@ -207,7 +216,7 @@ class Trainer:
         if cfg.batch_size < ddp.world_size:
             raise ConfigError(f"batch_size: {cfg.batch_size} is smaller than the {ddp.world_size} processes")
         self.seqs = load_sequences(data_dir)
-        self.data = TrainingSet(self.seqs, model_cfg.max_len)
+        self.data = TrainingSet(self.seqs, model_cfg.max_len, cfg.batch_width_multiple)
         self.steps_per_epoch = self.data.steps_per_epoch(cfg.batch_size)
         if self.steps_per_epoch < 1:
             raise ConfigError(f"batch_size: {cfg.batch_size} exceeds the {len(self.data)} training sequences "
@@ -226,7 +235,7 @@ class Trainer:
         self.model.to(self.device)
         torch.manual_seed(cfg.seed + ddp.rank)  # then each rank its own dropout stream
         self.optimizer = build_optimizer(self.model, cfg, self.device)
-        self.scheduler = build_scheduler(self.optimizer, cfg, self.total_steps)
+        self.schedule = RunSchedule.build(self.optimizer, cfg, self.total_steps)
         self.bf16 = uses_bf16(cfg, self.device)
         self.last_checkpoint: tuple[int, str] | None = None  # (step, uri)
         self._resume()
@@ -258,7 +267,7 @@ class Trainer:
         check_resumable(state, self.model_cfg, self.cfg, self.seqs.data_digest, self.checkpoints)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        self.schedule.scheduler.load_state_dict(state["scheduler"])
         self.progress = Progress(**state["progress"])
         self.progress.resumed_from.append(self.progress.step)
         rng = state["rng"]
@@ -283,7 +292,7 @@ class Trainer:
             "step": self.progress.step,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "scheduler": self.schedule.scheduler.state_dict(),
             "rng": rng,
             "model_config": json.dumps(to_dict(self.model_cfg)),
             "train_config": json.dumps(to_dict(self.cfg)),
@@ -338,7 +347,7 @@ class Trainer:
         recall, ndcg = metrics["recall@10"], metrics["ndcg@10"]
         p.history.append({"step": p.step, "wall_seconds": round(p.train_seconds, 3),
                           "train_loss": window.mean("loss"), "penalty": window.mean("penalty"),
-                          "lr": self.scheduler.get_last_lr()[0], "valid_recall@10": recall, "valid_ndcg@10": ndcg,
+                          "lr": p.last_lr, "valid_recall@10": recall, "valid_ndcg@10": ndcg,
                           "user_norm_mean": metrics["user_norm_mean"]})
         self.monitor.valid(p.step, p.train_seconds, metrics)
         if recall > p.best_recall:
@@ -349,18 +358,23 @@ class Trainer:
 
     # ---------------------------------------------------------------- the loop
 
-    def _stop_reason(self) -> str | None:
-        """Why the run stops now, decided by rank 0 (its clock, its validations) for every rank."""
+    def _agree(self) -> str | None:
+        """Whether the run stops now and where the LR schedule stands, decided by rank 0 (its clock, its
+        validations) and shared in one collective, so every rank stops together and steps at the same LR.
+        Advances the schedule for the next step."""
         p, cfg = self.progress, self.cfg
         reasons = [
             (p.step >= self.total_steps, "max_steps" if cfg.max_steps == self.total_steps else "epochs"),
             (cfg.time_budget_seconds is not None and p.train_seconds >= cfg.time_budget_seconds, "time_budget"),
+            (cfg.pause_after_seconds is not None and p.train_seconds >= cfg.pause_after_seconds, "paused"),
             (cfg.patience > 0 and p.bad_evals >= cfg.patience, "early_stopping"),
         ]
         reason = next((why for hit, why in reasons if hit), None)
-        if not self.ddp.agree(self.ddp.is_main and reason is not None):
-            return None
-        return reason or "stopped by rank 0"
+        mine = [STOP_REASONS.index(reason) + 1 if reason else 0, self.schedule.position(p.step, p.train_seconds)]
+        code, position = (int(v) for v in self.ddp.all_sum(
+            torch.tensor(mine if self.ddp.is_main else [0, 0], dtype=torch.float64)).tolist())
+        self.schedule.advance(position)
+        return STOP_REASONS[code - 1] if code else None
 
     def run(self) -> dict[str, Any]:
         try:
@@ -373,7 +387,7 @@ class Trainer:
         cfg, p = self.cfg, self.progress
         loop_started = time.monotonic() - p.train_seconds
         log_window, eval_window = Window(), Window()
-        stopped = self._stop_reason()
+        stopped = self._agree()
         while stopped is None:
             epoch, first_batch = divmod(p.step, self.steps_per_epoch)
             loader = epoch_loader(self.data, cfg.batch_size, cfg.bucket_batches, cfg.seed, epoch, first_batch,
@@ -381,24 +395,26 @@ class Trainer:
                                   pin_memory=self.device.type == "cuda")
             step_started = time.monotonic()
             for batch in loader:
+                p.last_lr = self.schedule.lr
                 result = self._step(batch)
-                self.scheduler.step()
                 p.step += 1
-                now = time.monotonic()
-                p.step_seconds += now - step_started
                 p.tokens += batch.global_tokens
-                p.train_seconds = now - loop_started
+                stepped = time.monotonic()
                 for window in (log_window, eval_window):
-                    window.add(result, batch.global_tokens, now - step_started)
+                    window.add(result, batch.global_tokens, stepped - step_started)
                 if self.monitor and (p.step % cfg.log_every_steps == 0 or p.step == self.total_steps):
-                    self.monitor.train(p.step, log_window.mean("loss"), log_window.mean("penalty"),
-                                       self.scheduler.get_last_lr()[0], log_window.mean("grad_norm"),
+                    self.monitor.train(p.step, log_window.mean("loss"), log_window.mean("penalty"), p.last_lr,
+                                       log_window.mean("grad_norm"),
                                        log_window.tokens / max(log_window.seconds, 1e-9), log_window.steps)
                     log_window = Window()
+                # Data, step and logging count towards tokens/s; validation and checkpoints do not.
+                now = time.monotonic()
+                p.step_seconds += now - step_started
+                p.train_seconds = now - loop_started
                 validated = p.step % cfg.eval_every_steps == 0
                 if validated:
                     eval_window = self._validate(eval_window, loop_started)
-                stopped = self._stop_reason()
+                stopped = self._agree()
                 if stopped and not validated:  # the last weights are always validated
                     eval_window = self._validate(eval_window, loop_started)
                 if p.step % cfg.checkpoint_every_steps == 0 or stopped:
@@ -407,6 +423,31 @@ class Trainer:
                     break
                 step_started = time.monotonic()
         return self._export(stopped) if self.ddp.is_main else {}
+
+    def _stop_note(self, stopped: str) -> str:
+        """What stopped the run and where its LR schedule stood: an early stop is never silent about cutting a
+        decaying schedule short."""
+        p, cfg = self.progress, self.cfg
+        floor = cfg.lr * (cfg.min_lr_ratio if cfg.schedule != "constant" else 1.0)
+        last = p.last_lr if p.last_lr is not None else self.schedule.lr
+        where = (f"the last step ran at LR {last:.3g} ({cfg.schedule} schedule, floor {floor:.3g}, "
+                 f"{self.schedule.done():.0%} of it done)")
+        notes = {
+            "epochs": lambda: f"all {self.total_steps:,} steps of {cfg.epochs} epochs ran",
+            "max_steps": lambda: f"all {self.total_steps:,} steps (max_steps) ran",
+            "time_budget": lambda: f"the time budget of {cfg.time_budget_seconds:g} s ended after {p.step:,} steps; "
+                                   "the schedule followed the budget",
+            "paused": lambda: f"paused after {p.train_seconds:.0f} s (pause_after_seconds); rerunning resumes",
+            "early_stopping": lambda: f"early stopping after {cfg.patience} validations without a better "
+                                      f"Recall@10, at step {p.step:,}",
+        }
+        note = f"{notes[stopped]()}: {where}"
+        if stopped == "early_stopping" and cfg.schedule != "constant" and last > floor * 1.01:
+            note += "; the decaying schedule was cut short"
+        if not len(self.valid):
+            note += (f"; the data has no validation targets (protocol {self.seqs.protocol!r}): nothing was selected "
+                     "or stopped early on, the last weights are exported")
+        return note
 
     # ---------------------------------------------------------------- export
 
@@ -435,6 +476,9 @@ class Trainer:
                      "valid_ndcg@10": p.best_ndcg if validated else None},
             "history": p.history,
             "stopped": stopped,
+            "stop_note": self._stop_note(stopped),
+            "final_lr": p.last_lr,
+            "protocol": self.seqs.protocol,
             "total_steps": self.total_steps,
             "tokens": p.tokens,
             "skipped_steps": p.skipped_steps,
@@ -454,8 +498,8 @@ class Trainer:
             storage.write_json(staging.join(contract.VOCAB), self.seqs.vocab)
             storage.write_json(staging.join(contract.LINEAGE), self._lineage())
             storage.write_json(staging.join(contract.SUMMARY), summary)
-        log.info("done after %d steps (%s): best valid recall@10 %.4f at step %s; wrote %s", p.step, stopped,
-                 max(p.best_recall, 0.0), p.best_step, out)
+        log.info("done after %d steps (%s): best valid recall@10 %.4f at step %s; wrote %s", p.step,
+                 summary["stop_note"], max(p.best_recall, 0.0), p.best_step, out)
         return summary
 
 

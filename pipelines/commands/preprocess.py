@@ -6,16 +6,18 @@ import argparse
 import datetime
 import json
 import logging
-import typing
+from typing import get_args
 
 from core import configs
 from core.configs import ConfigError
-from preprocessing.config import PreprocessConfig, TimestampUnit
+from core.protocols import PROTOCOLS
+from preprocessing.config import PreprocessConfig, Split, TimestampUnit
 
 EXAMPLES = """examples:
   interest preprocess --input ~/.cache/interest-pipeline/ml-1m.parquet --output runs/ml1m-prep
   interest preprocess --input 'logs/*.csv' --output prep --columns user=uid,item=sku,timestamp=ts --timestamp-unit ms
   interest preprocess --input events.tsv --output prep --split temporal --cutoff 2003-01-01 --set min_item_count=10
+  interest preprocess --input ~/.cache/interest-pipeline/ml-1m.parquet --output runs/ml1m-gr --protocol generative-recommenders
   interest preprocess --input 'gs://b/logs/*.csv.gz' --output gs://b/prep -- --runner=DataflowRunner \\
       --project=P --region=us-central1 --temp_location=gs://b/tmp
 """
@@ -42,9 +44,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", help="PreprocessConfig as a JSON/YAML file (local or gs://)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a PreprocessConfig field, e.g. --set min_item_count=10 (repeatable)")
-    parser.add_argument("--split", choices=["leave_one_out", "temporal"], help="how to split (default leave_one_out)")
+    parser.add_argument("--protocol", choices=list(PROTOCOLS),
+                        help="evaluation protocol the data is made for (default ours; docs/protocols.md): "
+                        + "; ".join(f"{p.name}: {p.note}" for p in PROTOCOLS.values()))
+    parser.add_argument("--split", choices=list(get_args(Split)),
+                        help="how to split (default: the protocol's, leave_one_out for ours)")
     parser.add_argument("--cutoff", help="temporal split cutoff: seconds since the epoch or an ISO date/time (UTC)")
-    parser.add_argument("--timestamp-unit", choices=typing.get_args(TimestampUnit),
+    parser.add_argument("--timestamp-unit", choices=get_args(TimestampUnit),
                         help="unit of input timestamps (default s)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier run's files in --output")
     parser.set_defaults(func=run_preprocess)
@@ -67,7 +73,8 @@ def config_from_args(args: argparse.Namespace) -> PreprocessConfig:
     data = configs.read_config_file(args.config) if args.config else {}
     if args.columns:
         data["columns"] = {**data.get("columns", {}), **parse_columns(args.columns)}
-    for key, value in (("format", args.format), ("split", args.split), ("timestamp_unit", args.timestamp_unit),
+    for key, value in (("format", args.format), ("protocol", args.protocol), ("split", args.split),
+                       ("timestamp_unit", args.timestamp_unit),
                        ("cutoff", parse_cutoff(args.cutoff) if args.cutoff else None)):
         if value is not None:
             data[key] = value

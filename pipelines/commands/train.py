@@ -13,6 +13,7 @@ import json
 import logging
 
 from core.configs import require
+from core.protocols import PROTOCOLS
 from release.registry import REFERENCE_PREFIX, resolve
 from trainer import job as train_job
 
@@ -41,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--split", default="test", choices=("valid", "test"), help="which targets (default test)")
     evaluate.add_argument("--output", required=True, help="where metrics.json and per_user.parquet go")
     evaluate.add_argument("--batch-size", type=int, default=512, help="users per batch (default 512)")
+    evaluate.add_argument("--protocol", choices=list(PROTOCOLS),
+                          help="evaluation protocol (docs/protocols.md); default and only allowed value: the one the "
+                          "data was preprocessed for (its split.json); recorded in metrics.json")
     evaluate.set_defaults(func=run_evaluate)
 
 
@@ -78,6 +82,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     require(args.batch_size >= 1, "--batch-size", f"must be >= 1, got {args.batch_size}")
     from trainer.evaluate import evaluate
 
-    metrics = evaluate(resolve(args.model), args.data, args.split, args.output, args.batch_size)
+    metrics = evaluate(resolve(args.model), args.data, args.split, args.output, args.batch_size, args.protocol)
     print(json.dumps(metrics, indent=2))
     return 0

@@ -12,11 +12,14 @@ from trainer.model_config import ModelConfig
 
 def test_baseline_formula_by_hand():
     shape = ModelShape.of(ModelConfig(), num_items=3416)
-    assert shape == ModelShape(d_model=64, n_layer=2, ff_dim=256, gated=False, scored_items=3416)
-    # per layer 2 * (4 * 64^2 + 2 * 64 * 256) = 98,304; two layers; output 2 * 64 * 3416 = 437,248
-    assert shape.forward_flops_per_token() == 2 * 98_304 + 437_248
+    assert shape == ModelShape(d_model=64, n_layer=2, ff_dim=256, gated=False, scored_items=3416, head_width=1)
+    # per layer 2 * (4 * 64^2 + 2 * 64 * 256) = 98,304; two layers; user head's scale 2 * 64 = 128;
+    # output 2 * 64 * 3416 = 437,248
+    assert shape.forward_flops_per_token() == 2 * 98_304 + 128 + 437_248
     # two sequences of 1 and 3 real tokens: 4 tokens, 1 + 6 causal pairs, 2 * 2 * 64 FLOPs per pair and layer
-    assert train_flops(shape, [1, 3]) == 3 * (4 * 633_856 + 7 * 2 * 256)
+    assert train_flops(shape, [1, 3]) == 3 * (4 * 633_984 + 7 * 2 * 256)
+    assert ModelShape.of(ModelConfig(user_head="norm+linear"), num_items=3416).head_width == 64
+    assert ModelShape.of(ModelConfig(user_head="norm"), num_items=3416).head_width == 0
 
 
 @pytest.mark.parametrize("loss, scored", [("full_ce", 100), ("sampled_softmax", 33), ("bce", 2)])
@@ -24,10 +27,11 @@ def test_scored_items_follow_the_loss(loss, scored):
     assert ModelShape.of(ModelConfig(loss=loss, num_negatives=32), num_items=100).scored_items == scored
 
 
-@pytest.mark.parametrize("mlp", ["gelu", "swiglu"])
-def test_linear_flops_match_torch_count_of_the_real_model(mlp):
+@pytest.mark.parametrize(("mlp", "user_head"), [("gelu", "norm*scale"), ("swiglu", "norm*scale"),
+                                                ("gelu", "norm+linear"), ("gelu", "norm")])
+def test_linear_flops_match_torch_count_of_the_real_model(mlp, user_head):
     """torch's FlopCounterMode over InterestModel + task_loss: its mm FLOPs are the formula without attention."""
-    cfg = ModelConfig(time_encoding="none", mlp=mlp, dropout=0.0)
+    cfg = ModelConfig(time_encoding="none", mlp=mlp, dropout=0.0, user_head=user_head)
     model = InterestModel(cfg, num_items=50)
     n = 7
     items, targets = torch.randint(1, 51, (1, n)), torch.randint(1, 51, (1, n))

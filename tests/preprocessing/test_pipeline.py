@@ -109,7 +109,7 @@ def test_matches_an_independent_reference_on_two_files(tmp_path):
     assert_accounted(stats, got["dead"])
     assert got["dead"] == [{"source": str(tmp_path / "b.csv"), "line": len(lines["b.csv"]), "raw": "u1,i1,not-a-time",
                             "reason": "timestamp_not_numeric"}]
-    assert got["split"] == {"method": "leave_one_out", "cutoff": None}
+    assert got["split"] == {"method": "leave_one_out", "cutoff": None, "protocol": "ours"}
     assert got["config"]["min_item_count"] == 3 and got["config"]["max_timestamp"] == NOW
 
 
@@ -172,7 +172,7 @@ def test_parquet_input_temporal_split_and_no_leftovers(tmp_path, monkeypatch):
     got = read_output(out)
     assert [(s["user_id"], s["train_end"], s["valid_end"]) for s in got["sequences"].to_pylist()] == [
         ("a", 1, 2), ("b", 1, 2)]
-    assert got["split"] == {"method": "temporal", "cutoff": 26}
+    assert got["split"] == {"method": "temporal", "cutoff": 26, "protocol": "ours"}
     assert (stats["timestamp_min"], stats["timestamp_max"], stats["users"], stats["items"]) == (10, 40, 2, 2)
     assert got["names"] == ["_SUCCESS.json", "dead_letter-00000-of-00001.jsonl", "fingerprint.json",
                             "preprocess_config.json", *[f"sequences-0000{k}-of-00004.parquet" for k in range(4)],

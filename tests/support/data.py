@@ -20,11 +20,13 @@ NUM_ITEMS = 40
 
 
 def write_preprocessed(directory: Path, num_users: int = NUM_USERS, num_items: int = NUM_ITEMS, seed: int = 0,
-                       nan_user: int | None = None, item_prefix: str = "i") -> Path:
+                       nan_user: int | None = None, item_prefix: str = "i", last_event: bool = False) -> Path:
     """Write sequences, vocab, split and stats files per the contract (leave-one-out split).
 
     ``nan_user``: that user's normalized timestamps are NaN (bad upstream data that makes the loss NaN);
-    ``item_prefix``: the item ids are ``<prefix>1 .. <prefix>N`` (another prefix: other items, same count).
+    ``item_prefix``: the item ids are ``<prefix>1 .. <prefix>N`` (another prefix: other items, same count);
+    ``last_event``: the generative-recommenders protocol's split (test target = last event, no validation target)
+    and its split.json; otherwise a split.json written before protocols were recorded (read as ours).
     """
     rng = np.random.default_rng(seed)
     rows = []
@@ -44,7 +46,7 @@ def write_preprocessed(directory: Path, num_users: int = NUM_USERS, num_items: i
             "timestamp_normalized": norm.tolist(), "seconds_since_prev": gaps.tolist(),
             "log_hours_since_prev": np.log1p(gaps / 3600).astype(np.float32).tolist(),
             "hour_of_day": ((ts // 3600) % 24).tolist(), "day_of_week": (((ts // 86400) + 3) % 7).tolist(),
-            "train_end": length - 2, "valid_end": length - 1,
+            "train_end": length - (1 if last_event else 2), "valid_end": length - 1,
         })
     schema = pa.schema([
         ("user_index", pa.int64()), ("user_id", pa.string()), ("item_index", pa.list_(pa.int32())),
@@ -63,7 +65,9 @@ def write_preprocessed(directory: Path, num_users: int = NUM_USERS, num_items: i
             staging.describe(name, rows=len(part))
         (out / "vocab.json").write_text(json.dumps({"padding_index": 0,
                                                     "items": [f"{item_prefix}{i}" for i in range(1, num_items + 1)]}))
-        (out / "split.json").write_text(json.dumps({"method": "leave_one_out", "cutoff": None}))
+        split = ({"method": "last_event", "cutoff": None, "protocol": "generative-recommenders"} if last_event
+                 else {"method": "leave_one_out", "cutoff": None})
+        (out / "split.json").write_text(json.dumps(split))
         (out / "stats.json").write_text(json.dumps({
             "input_rows": interactions, "dead_letter_rows": 0, "dead_letter_reasons": {}, "duplicate_rows": 0,
             "filtered_rows": 0, "interactions": interactions, "users": num_users, "items": num_items,

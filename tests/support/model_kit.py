@@ -26,6 +26,7 @@ ARCHITECTURE_VARIANTS = [
     {"block": "parallel"},
     {"tie_embeddings": False},
     {"d_ff": 24},
+    *({"user_head": h} for h in ("norm+linear", "norm", "residual")),
 ]
 
 

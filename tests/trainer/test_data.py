@@ -59,6 +59,21 @@ def test_training_batch_is_left_padded_with_targets_shifted_by_one(seqs, rows):
     assert batch.tokens == batch.global_tokens == int((batch.targets > 0).sum())
 
 
+@pytest.mark.parametrize(("multiple", "longest", "width"), [(1, 7, 7), (4, 5, 8), (4, 8, 8), (5, 12, 12),
+                                                        (8, 11, 12)])
+def test_batch_widths_round_up_to_the_multiple_capped_at_max_len(seqs, multiple, longest, width):
+    """Rounding only adds left padding: the same rows, targets and tokens as an exact-width batch."""
+    exact, rounded = TrainingSet(seqs, MAX_LEN), TrainingSet(seqs, MAX_LEN, multiple)
+    examples = torch.nonzero(exact.length <= longest).flatten()
+    examples = examples[torch.argsort(exact.length[examples], descending=True)][:3]
+    assert int(exact.length[examples].max()) == longest
+    a, b = exact.batch(examples), rounded.batch(examples)
+    assert b.inputs["items"].shape[1] == width
+    assert torch.equal(b.inputs["items"][:, width - longest:], a.inputs["items"])
+    assert b.inputs["items"][:, :width - longest].eq(0).all()
+    assert torch.equal(b.targets[:, width - longest:], a.targets) and b.tokens == a.tokens
+
+
 def test_epoch_batches_partition_a_shuffled_epoch_and_depend_only_on_seed_and_epoch(seqs):
     data = TrainingSet(seqs, MAX_LEN)
     batches = data.epoch_batches(batch_size=5, bucket_batches=50, seed=1, epoch=0)

@@ -137,7 +137,9 @@ def test_loss_terms_report_task_and_penalty_apart(model_kit):
     hidden = model(batch)
     terms = loss_terms(model, hidden, targets, cfg)
     assert torch.allclose(terms.task, task_loss(model, hidden, targets, cfg))
-    assert torch.allclose(terms.penalty, embedding_penalty(hidden[targets > 0], cfg))
+    # one user embedding per sequence: the one InterestModel.user_embedding returns (evaluation's user_norm_*)
+    assert torch.allclose(terms.penalty, embedding_penalty(model.user_embedding(batch), cfg))
+    assert terms.penalty == 0.5 * model.user_embedding(batch).norm(dim=-1).mean()
     assert terms.penalty > 0
     assert torch.allclose(terms.total, terms.task + terms.penalty)
 
@@ -154,3 +156,33 @@ def test_l2_penalty_shrinks_user_norms(model_kit):
         with torch.no_grad():
             norms[penalty] = model.eval().user_embedding(batch).norm(dim=-1).mean().item()
     assert norms["l2"] < 0.8 * norms["none"], norms
+
+
+@pytest.mark.parametrize("penalty", ["l2", "hinge"])
+def test_penalty_gradient_reaches_the_user_tower(model_kit, penalty):
+    """The penalty alone moves the head, the blocks and the input embeddings (not only a constant)."""
+    cfg = model_kit.tiny(penalty=penalty, penalty_lambda=1.0, penalty_tau=1.0)
+    model = InterestModel(cfg, model_kit.num_items)
+    batch = model_kit.make_batch([5, 4, 2], T=5)
+    loss_terms(model, model(batch), model_kit.next_item_targets(batch["items"]), cfg).penalty.backward()
+    for name in ("user_head.log_scale.weight", "user_head.log_scale.bias", "user_head.norm.weight",
+                 "blocks.0.mlp.fc.weight", "item_embedding.weight"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_hinge_is_zero_below_tau_and_positive_above(model_kit):
+    """Around the batch's mean user norm: exactly 0 (and no gradient) below it, lambda * excess^2 above."""
+    cfg = model_kit.tiny()
+    model = InterestModel(cfg, model_kit.num_items)
+    batch = model_kit.make_batch([5, 4, 2], T=5)
+    with torch.no_grad():
+        mean_norm = float(model.user_embedding(batch).norm(dim=-1).mean())
+    for tau, expected in ((mean_norm + 1.0, 0.0), (mean_norm - 1.0, 0.1 * 1.0 ** 2)):
+        hinge = model_kit.tiny(penalty="hinge", penalty_lambda=0.1, penalty_tau=tau)
+        model.zero_grad()
+        value = embedding_penalty(model.user_embedding(batch), hinge)
+        value.backward()
+        assert value.item() == pytest.approx(expected, rel=1e-4)
+        moved = model.user_head.log_scale.weight.grad.abs().sum()
+        assert (moved > 0) == (expected > 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer.model import MLPS, InterestModel, RotaryEmbedding, apply_rope
+from trainer.model import MLPS, Dropout, InterestModel, RotaryEmbedding, apply_rope
 from trainer.model_config import ModelConfig
 
 POSITION_CHOICES = ("learned", "rope", "rope+learned", "sinusoidal", "none")
@@ -184,3 +184,58 @@ def test_dropout_switches_act_in_training_only(model_kit, overrides, random):
     with torch.no_grad():
         assert torch.equal(model.train()(batch), model(batch)) != random
         assert torch.equal(model.eval()(batch), model(batch))
+
+
+@pytest.mark.parametrize("user_head,free", [("norm*scale", True), ("norm+linear", True), ("residual", True),
+                                           ("norm", False)])
+def test_user_norm_is_free_unless_the_head_is_the_norm_alone(model_kit, user_head, free):
+    """A few training steps: a free head's user norms move and differ across users; the norm alone pins every
+    user at the same norm (sqrt(d_model) * gain), so its spread stays ~0."""
+    torch.manual_seed(0)
+    cfg = model_kit.tiny(user_head=user_head)
+    model = InterestModel(cfg, 20)
+    batch = model_kit.learnable_batch()
+    with torch.no_grad():
+        before = model.eval().user_embedding(batch).norm(dim=-1)
+    model_kit.train_losses(model, cfg, batch, steps=5)
+    with torch.no_grad():
+        after = model.eval().user_embedding(batch).norm(dim=-1)
+    spread = float(after.std() / after.mean())
+    moved = float((after.mean() - before.mean()).abs() / before.mean())
+    if free:
+        assert spread > 2e-2 and moved > 2e-2, (spread, moved)
+    else:
+        assert spread < 5e-3, spread
+
+
+@pytest.mark.parametrize("user_head", ["norm*scale", "norm+linear"])
+def test_free_norm_heads_start_as_the_norm_alone(model_kit, user_head):
+    """The scale starts at 1 and the projection as the identity: a fresh model scores exactly like the norm-only
+    head with the same weights."""
+    torch.manual_seed(0)
+    free = InterestModel(model_kit.tiny(user_head=user_head), model_kit.num_items).eval()
+    torch.manual_seed(0)
+    normed = InterestModel(model_kit.tiny(user_head="norm"), model_kit.num_items).eval()
+    state = {k.replace("user_head.norm.", "user_head."): v for k, v in free.state_dict().items()
+             if not k.startswith(("user_head.proj.", "user_head.log_scale."))}
+    normed.load_state_dict(state)
+    batch = model_kit.make_batch([6, 3], T=6)
+    with torch.no_grad():
+        assert torch.allclose(free.user_embedding(batch), normed.user_embedding(batch), atol=1e-6)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.2, 0.5])
+def test_dropout_drops_p_and_rescales_the_rest_like_nn_dropout(p):
+    """The 16-bit mask: the dropped share is p (to within sampling noise of 10^6 values), kept values are scaled
+    by 1 / (1 - p), the gradient flows exactly through the kept ones, and eval mode is the identity."""
+    torch.manual_seed(0)
+    dropout = Dropout(p).train()
+    x = torch.ones(1000, 1000, requires_grad=True)
+    y = dropout(x)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - p) < 5 * (p * (1 - p) / 1e6) ** 0.5 + 1 / 65536
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / (1 - p)))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())
+    assert torch.equal(dropout.eval()(x), x)
+    assert not torch.equal(Dropout(p).train()(x), Dropout(p).train()(x))  # a fresh mask every call

@@ -9,7 +9,7 @@ import torch
 
 from core.configs import ConfigError
 from trainer import checkpoint
-from trainer.schedules import build_scheduler
+from trainer.schedules import PROGRESS_TICKS, RunSchedule, build_scheduler
 from trainer.train_config import TrainConfig
 
 TOTAL = 200
@@ -122,3 +122,45 @@ def test_a_run_needs_a_step_horizon():
     with pytest.raises(ConfigError, match="epochs: set epochs or max_steps"):
         TrainConfig(epochs=None, max_steps=None, time_budget_seconds=60)
     assert TrainConfig(epochs=3, max_steps=100).total_steps(steps_per_epoch=10) == 30  # the first limit wins
+
+
+def test_a_time_budgeted_schedule_follows_the_clock_to_its_floor():
+    """Steps of uneven duration (a fake clock): the LR follows the share of the budget used, whatever the step
+    count, and the step that crosses the budget's end runs at the floor."""
+    cfg = TrainConfig(lr=PEAK, schedule="cosine", warmup_fraction=0.05, min_lr_ratio=0.01, epochs=1000,
+                      time_budget_seconds=100.0)
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([param], lr=cfg.lr)
+    schedule = RunSchedule.build(optimizer, cfg, total_steps=1_000_000)
+    seconds, lrs, step = 0.0, {}, 0
+    while seconds < 100.0:
+        lrs[seconds] = schedule.lr
+        optimizer.step()
+        step, seconds = step + 1, seconds + (0.7 if step % 3 else 2.1)
+        schedule.advance(schedule.position(step, seconds))
+    floor = 0.01 * PEAK
+    assert schedule.lr == pytest.approx(floor) and schedule.done() == 1.0
+    for at, lr in lrs.items():  # each step ran at the cosine of the budget share used before it
+        if at >= 5.0 + 0.05:  # after the warm-up (5% of the budget)
+            share = int(at / 100.0 * PROGRESS_TICKS)
+            warmup = 0.05 * PROGRESS_TICKS
+            assert lr == pytest.approx(cosine(share - warmup, PROGRESS_TICKS - warmup - 1, floor), rel=1e-6), at
+    assert max(lrs.values()) == pytest.approx(PEAK, rel=1e-3)
+
+
+def test_a_step_bounded_schedule_counts_steps_exactly_as_before():
+    cfg = TrainConfig(lr=PEAK, schedule="cosine", max_steps=TOTAL)
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([param], lr=cfg.lr)
+    schedule = RunSchedule.build(optimizer, cfg, TOTAL)
+    lrs = []
+    for step in range(1, TOTAL + 1):
+        lrs.append(schedule.lr)
+        optimizer.step()
+        schedule.advance(schedule.position(step, train_seconds=1e9))  # the clock plays no part
+    assert lrs == pytest.approx(lr_curve(cfg), rel=1e-12)
+
+
+def test_restart_periods_in_steps_do_not_mix_with_a_time_budget():
+    with pytest.raises(ConfigError, match="restart_period_steps: a time-budgeted schedule follows time"):
+        TrainConfig(schedule="cosine_restarts", restart_period_steps=10, time_budget_seconds=60)

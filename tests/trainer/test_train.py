@@ -116,10 +116,11 @@ def test_interest_evaluate_writes_metrics_and_per_user_rows(finished, tiny_data,
                      "--output", str(tmp_path)]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert set(metrics) == {"recall@1", "recall@5", "recall@10", "recall@20", "recall@50", "ndcg@10", "mrr",
-                            "coverage@10", "users", "params", "users_per_second", "split",
+                            "coverage@10", "users", "params", "users_per_second", "split", "protocol", "items",
                             *(f"{kind}_norm_{s}" for kind in ("user", "item") for s in ("mean", "std", "p50", "p95",
                                                                                           "max"))}
     assert metrics["split"] == "test" and metrics["users"] == 48
+    assert metrics["protocol"] == "ours" and metrics["items"] == 40
     per_user = pq.read_table(tmp_path / "per_user.parquet").to_pydict()
     assert {"user_index", "rank", "recall@10", "ndcg@10", "rr"} <= set(per_user)
     assert len(per_user["rank"]) == 48 and min(per_user["rank"]) >= 1
@@ -358,6 +359,24 @@ def test_time_budget_stops_early_and_still_validates(tiny_data, tmp_path, kit):
     summary = run(tiny_data, tmp_path, kit, epochs=1000, time_budget_seconds=1.0)
     assert summary["stopped"] == "time_budget" and 0 < summary["steps"] < 7000
     assert summary["train_seconds"] >= 1.0 and summary["history"][-1]["step"] == summary["steps"]
+
+
+def test_a_time_budgeted_cosine_run_ends_at_its_lr_floor(tiny_data, tmp_path, kit):
+    """The schedule spans the budget, not the 7,000 steps of the epoch limit: the last step runs at the floor."""
+    summary = run(tiny_data, tmp_path, kit, epochs=1000, time_budget_seconds=2.0, schedule="cosine",
+                  min_lr_ratio=0.01, eval_every_steps=50)
+    floor = 0.01 * 3e-3
+    assert summary["stopped"] == "time_budget" and summary["steps"] < summary["total_steps"] // 10
+    assert floor <= summary["final_lr"] < 1.05 * floor, summary["stop_note"]
+    assert "time budget" in summary["stop_note"] and "100% of it done" in summary["stop_note"]
+
+
+def test_early_stopping_says_it_cut_a_decaying_schedule_short(tiny_data, tmp_path, kit):
+    """lr so small that Recall@10 never improves: patience 1 stops at the second validation, high on the cosine."""
+    summary = run(tiny_data, tmp_path, kit, lr=1e-9, schedule="cosine", patience=1, eval_every_steps=2)
+    assert summary["stopped"] == "early_stopping" and summary["steps"] == 4
+    assert summary["final_lr"] > 0.5 * 1e-9
+    assert "the decaying schedule was cut short" in summary["stop_note"]
 
 
 def test_train_to_gcs_and_resume_from_there(tiny_data, gcs_bucket, kit):
