@@ -193,13 +193,13 @@ def parse_grid(data: Any, source: str, default_name: str = "grid") -> Grid:
 
 
 def parameter_counts(spec: VariantSpec, num_items: int) -> tuple[int, int]:
-    """(all parameters, non-embedding parameters: the Transformer blocks and the final norm) of ``spec``'s model for
-    a catalogue of ``num_items`` items."""
+    """(all parameters, non-embedding parameters: the Transformer blocks and the user head, i.e. the final norm and
+    its scale) of ``spec``'s model for a catalogue of ``num_items`` items."""
     from trainer.job import resolve_configs
     from trainer.model import InterestModel  # torch: only when counting
 
     model = InterestModel(resolve_configs(spec.preset, spec.overrides())[0], num_items)
-    blocks = sum(p.numel() for module in (model.blocks, model.final_norm) for p in module.parameters())
+    blocks = sum(p.numel() for module in (model.blocks, model.user_head) for p in module.parameters())
     return model.num_parameters(), blocks
 
 

@@ -362,9 +362,11 @@ def test_time_budget_stops_early_and_still_validates(tiny_data, tmp_path, kit):
 
 
 def test_a_time_budgeted_cosine_run_ends_at_its_lr_floor(tiny_data, tmp_path, kit):
-    """The schedule spans the budget, not the 7,000 steps of the epoch limit: the last step runs at the floor."""
+    """The schedule spans the budget, not the 7,000 steps of the epoch limit: the last step runs at the floor.
+    (No validation or checkpoint inside the budget: on a loaded machine one of those can outlast the few
+    milliseconds the last steps take, and the test is about the schedule, not about them.)"""
     summary = run(tiny_data, tmp_path, kit, epochs=1000, time_budget_seconds=2.0, schedule="cosine",
-                  min_lr_ratio=0.01, eval_every_steps=50)
+                  min_lr_ratio=0.01, eval_every_steps=100_000, checkpoint_every_steps=100_000)
     floor = 0.01 * 3e-3
     assert summary["stopped"] == "time_budget" and summary["steps"] < summary["total_steps"] // 10
     assert floor <= summary["final_lr"] < 1.05 * floor, summary["stop_note"]
