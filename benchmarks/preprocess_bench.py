@@ -25,7 +25,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from preprocessing import datasets, storage
+from core import storage
+from preprocessing import datasets
 from preprocessing.config import PreprocessConfig
 from preprocessing.pipeline import DEFAULT_RUNNER, run
 
