@@ -60,8 +60,12 @@ class Distributed:
         dist.all_gather(parts, local)
         return [p.cpu() for p in parts]
 
-    def close(self) -> None:
+    def close(self, barrier: bool = False) -> None:
+        """End the process group this module started. ``barrier`` (after a clean run) first waits for every rank:
+        a rank that tears gloo down while a peer still sends can crash that peer at exit."""
         if self.owns_group and dist.is_initialized():
+            if barrier and self.active:
+                dist.barrier()
             dist.destroy_process_group()
 
 

@@ -156,6 +156,7 @@ def train(data_dir: str, output_dir: str, model_cfg: ModelConfig, train_cfg: Tra
     """
     storage.check_uri(output_dir, "--output")
     ddp = setup()
+    finished = False
     try:
         with contextlib.ExitStack() as locks:
             if ddp.is_main:
@@ -166,9 +167,11 @@ def train(data_dir: str, output_dir: str, model_cfg: ModelConfig, train_cfg: Tra
                 if not storage.is_remote(output_dir):
                     rundir.recover(output_dir, contract.MODEL_WORKING_STATE)
             trainer = Trainer(data_dir, output_dir, name, model_cfg, train_cfg, ddp, checkpoint_dir, restart)
-            return trainer.run()
+            summary = trainer.run()
+        finished = True
+        return summary
     finally:
-        ddp.close()
+        ddp.close(barrier=finished)  # no barrier after a failure: the failed rank's peers may never arrive
 
 
 def train_job(job: TrainJob) -> dict[str, Any]:

@@ -53,6 +53,7 @@ def _rank(rank: int, init: str, tau: float, out: str) -> None:
     try:
         torch.save(one_step(hinge_cfg(tau), rank, 2, Distributed(rank, 2, torch.device("cpu"), False)),
                    f"{out}/rank{rank}.pt")
+        dist.barrier()  # neither rank tears gloo down while the other still sends
     finally:
         dist.destroy_process_group()
 
