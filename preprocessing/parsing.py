@@ -25,8 +25,9 @@ from preprocessing.schema import EVENT_SCHEMA, RATING, REASONS, dead_letter
 
 # Strings Arrow's float cast accepts and nothing else (no spaces, hex, underscores).
 _NUMBER = r"(?i)^[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|nan|inf|infinity)$"
-# C0 controls, DEL and C1 controls: never part of a real id (NUL ends C strings, the others hide in logs).
-_CONTROL = "[\\x00-\\x1f\\x7f-\\x9f]"
+# C0 controls, DEL, C1 controls and the Unicode line/paragraph separators: never part of a real id (NUL ends C
+# strings, the others hide in logs or break lines in JSON-lines readers and str.splitlines).
+_CONTROL = "[\\x00-\\x1f\\x7f-\\x9f\u2028\u2029]"
 UNIT_SECONDS = {"s": 1.0, "ms": 1e3, "us": 1e6}
 # Read in another unit, a timestamp is plausible from here to max_timestamp (older logs in ms/us are rare; a
 # seconds value read as ms lands in January 1970).

@@ -45,7 +45,8 @@ REASONS = {
     "empty_user": "missing or blank user id",
     "empty_item": "missing or blank item id",
     "id_too_long": "a user or item id longer than max_id_chars",
-    "id_control_characters": "a user or item id holding control characters (C0, DEL or C1: NUL, \\x01, \\x7f, ...)",
+    "id_control_characters": "a user or item id holding control characters (C0, DEL, C1, U+2028/U+2029: NUL, "
+                             "\\x01, \\x7f, ...)",
     "timestamp_not_numeric": "missing or non-numeric timestamp",
     "timestamp_not_finite": "NaN or infinite timestamp",
     "timestamp_negative": "timestamp before 1970",

@@ -173,10 +173,11 @@ def test_random_rows_never_crash_and_are_all_accounted_for(lines, crlf, block_by
     assert all(d["reason"] in REASONS for d in dead)
 
 
-@pytest.mark.parametrize("control", ["\x00", "\x01", "\x7f", "\x85"], ids=["NUL", "SOH", "DEL", "NEL"])
+@pytest.mark.parametrize("control", ["\x00", "\x01", "\x7f", "\x85", "\u2028", "\u2029"],
+                         ids=["NUL", "SOH", "DEL", "NEL", "LS", "PS"])
 def test_ids_with_control_characters_are_dead_letters(tmp_path, control):
-    """C0 (NUL, \\x01), DEL and C1 (\\x85, a line break to str.splitlines) inside user or item ids, in CSV on
-    Arrow's fast path, in CSV on the line-by-line path a stray quote forces, and in Parquet."""
+    """C0 (NUL, \\x01), DEL, C1 (\\x85) and U+2028/U+2029 (line breaks to str.splitlines) inside user or item
+    ids, in CSV on Arrow's fast path, in CSV on the line-by-line path a stray quote forces, and in Parquet."""
     rows = [f"u{control}1,i1,5", f'u2,"i{control}2",6']
     for name, extra in (("fast.csv", []), ("slow.csv", ['u3,"unterminated,7'])):
         source = write(tmp_path / name, "\n".join([HEADER, "u0,i0,1", *rows, *extra, "u9,i9,9"]).encode() + b"\n")
