@@ -3,12 +3,14 @@ parametrized over local / gs:// / s3:// for the suites every store must pass ali
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,28 +33,18 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
-@pytest.fixture(scope="session")
-def gcs_emulator():
-    """A real ``gcp-storage-emulator`` on 127.0.0.1 for the whole session; yields its http://host:port.
-
-    Sets STORAGE_EMULATOR_HOST so google-cloud-storage (and Beam's gcsio) talk to it with anonymous
-    credentials, and NO_GCE_CHECK so google.auth does not wait on a metadata server.
-    """
-    exe = shutil.which("gcp-storage-emulator") or str(Path(sys.executable).parent / "gcp-storage-emulator")
-    port = free_port()
-    proc = subprocess.Popen(
-        [exe, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    host = f"http://127.0.0.1:{port}"
-    old = {k: os.environ.get(k) for k in ("STORAGE_EMULATOR_HOST", "NO_GCE_CHECK", "GOOGLE_CLOUD_PROJECT")}
-    os.environ.update(STORAGE_EMULATOR_HOST=host, NO_GCE_CHECK="true", GOOGLE_CLOUD_PROJECT="test")
+@contextlib.contextmanager
+def local_server(command: list[str], port: int, settings: dict[str, str],
+                 clear_clients: Callable[[], None]) -> Iterator[str]:
+    """Run ``command`` (a server on 127.0.0.1:``port``) with ``settings`` in the environment until the block ends;
+    ``clear_clients`` drops cached storage clients on both sides, so none outlives its server or its settings."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    old = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
     try:
         wait_for_port(port)
-        from core import storage
-
-        storage.gcs_client.cache_clear()
-        yield host
+        clear_clients()
+        yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         try:
@@ -64,9 +56,28 @@ def gcs_emulator():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        from core import storage
+        clear_clients()
 
-        storage.gcs_client.cache_clear()
+
+def _executable(name: str) -> str:
+    return shutil.which(name) or str(Path(sys.executable).parent / name)
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    """A real ``gcp-storage-emulator`` on 127.0.0.1 for the whole session; yields its http://host:port.
+
+    Sets STORAGE_EMULATOR_HOST so google-cloud-storage (and Beam's gcsio) talk to it with anonymous
+    credentials, and NO_GCE_CHECK so google.auth does not wait on a metadata server.
+    """
+    from core import storage
+
+    port = free_port()
+    settings = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}", "NO_GCE_CHECK": "true",
+                "GOOGLE_CLOUD_PROJECT": "test"}
+    command = [_executable("gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"]
+    with local_server(command, port, settings, storage.gcs_client.cache_clear) as host:
+        yield host
 
 
 @pytest.fixture
@@ -89,33 +100,14 @@ def s3_server():
     Configured as every S3 client of the ecosystem finds MinIO or another endpoint: ``AWS_ENDPOINT_URL`` and
     static credentials in ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (moto accepts any).
     """
-    exe = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
-    port = free_port()
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    settings = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                "AWS_DEFAULT_REGION": "us-east-1"}
-    old = {k: os.environ.get(k) for k in settings}
-    os.environ.update(settings)
     from core import storage
 
-    try:
-        wait_for_port(port)
-        storage.s3_client.cache_clear()
+    port = free_port()
+    settings = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
+                "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+    command = [_executable("moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    with local_server(command, port, settings, storage.s3_client.cache_clear) as endpoint:
         yield endpoint
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        storage.s3_client.cache_clear()
 
 
 @pytest.fixture
