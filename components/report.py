@@ -1,4 +1,5 @@
-"""Component: the comparison report of every variant (HTML page + Markdown for the KFP UI + comparison.json)."""
+"""Component: the comparison report of every variant (HTML page + Markdown for the KFP UI + comparison.json +
+the plots as PNG files)."""
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Markdown, Model, Output
@@ -15,11 +16,12 @@ def report(
     html: Output[HTML],
     markdown: Output[Markdown],
     comparison: Output[Artifact],
+    plots: Output[Artifact],
 ):
     """Per variant (replicates grouped): Recall@10 with intervals across seeds, the paired difference to the
     baseline with its bootstrap interval and significance, NDCG@10, norms, parameters, steps and time; the penalty
     table, the gate's checks and the training curves (release.report). ``comparison``: comparison.json, the
-    tables' numbers (what ``interest run`` prints)."""
+    tables' numbers (what ``interest run`` prints); ``plots``: the same figures as PNG files."""
     import json
 
     from components.artifacts import load_variants
@@ -31,6 +33,8 @@ def report(
     with open(blessing.path) as f:
         decision = Blessing.from_json(json.load(f), blessing.path)
     variants = load_variants(models, evaluations)
-    write_report(variants, decision, html.path, markdown.path, baseline=baseline_preset, output_json=comparison.path)
+    write_report(variants, decision, html.path, markdown.path, plots.path, baseline=baseline_preset,
+                 output_json=comparison.path, plots_label=plots.uri)
     comparison.metadata["format"] = "release.report comparison.json"
+    plots.metadata["format"] = "directory of PNG plots"
     task.done(f"{len(variants)} runs compared")

@@ -38,6 +38,7 @@ class LocalRun:
     blessing: dict[str, Any]  # blessing.json
     pushed_model: str | None  # the candidate's version directory in the registry, if it was blessed and pushed
     production_model: str | None  # the registry's champion after the run (the pushed one, or the one that stayed)
+    plots: Path | None = None  # the report's figures as PNG files
 
 
 def new_run_dir(output: str | Path, profile: str) -> Path:
@@ -252,6 +253,8 @@ def collect_local_run(run_dir: Path, package: Path, outputs: dict[str, Any], arg
                       (contract.REPORT_COMPARISON, "comparison")):
         reports[key] = run_dir / name
         shutil.copyfile(outputs[key].path, reports[key])
+    plots = run_dir / "plots"
+    shutil.copytree(outputs["report_plots"].path, plots, dirs_exist_ok=True)
 
     def version_dir(pointer: dict) -> str:
         return registry.resolve_path(arguments["registry"], pointer.get("path") or f"{arguments['model_name']}/"
@@ -263,7 +266,7 @@ def collect_local_run(run_dir: Path, package: Path, outputs: dict[str, Any], arg
         log=log or run_dir / LOG_NAME, tensorboard=link_tensorboard_logs(run_dir), recall=recall,
         candidate=blessing_artifact.metadata[VARIANT_KEY], blessed=blessed, blessing=blessing,
         pushed_model=version_dir(pointer) if ours else None,
-        production_model=version_dir(pointer) if pointer else None,
+        production_model=version_dir(pointer) if pointer else None, plots=plots,
     )
 
 

@@ -68,6 +68,7 @@ class Outputs(NamedTuple):
     report_html: HTML  # the comparison page
     report_markdown: Markdown  # the same, rendered by the KFP UI
     comparison: Artifact  # comparison.json: the report's numbers (what `interest run` prints)
+    report_plots: Artifact  # the report's figures as PNG files (recall vs steps and seconds, user norms)
     blessing: Artifact  # blessing.json: every gate check with value, threshold and verdict, every judged file's sha256
     candidate: Model  # the selected variant's model (pushed when blessed)
     tensorboard: list[Artifact]  # one TensorBoard log directory per variant
@@ -204,7 +205,7 @@ def create_pipeline(image: str = IMAGE, parallelism: int = 0, for_cluster: bool 
             return None  # a pipeline with an exit handler returns no outputs; record_run's summary stands in
         return Outputs(
             report_html=summary.outputs["html"], report_markdown=summary.outputs["markdown"],
-            comparison=summary.outputs["comparison"],
+            comparison=summary.outputs["comparison"], report_plots=summary.outputs["plots"],
             blessing=decision.outputs["blessing"], candidate=decision.outputs["candidate"],
             tensorboard=dsl.Collected(trained.outputs["tensorboard"]),
             evaluations=dsl.Collected(evaluated.outputs["evaluation"]),

@@ -355,9 +355,11 @@ def comparison_json(summaries: list[VariantSummary], blessing: Blessing, baselin
 
 
 def write_report(variants: list[Variant], blessing: Blessing, output_html: str, output_markdown: str,
-                 plots_dir: str | None = None, baseline: str = "baseline", output_json: str | None = None) -> None:
+                 plots_dir: str | None = None, baseline: str = "baseline", output_json: str | None = None,
+                 plots_label: str | None = None) -> None:
     """Write the HTML page and the Markdown tables (local paths or gs:// URIs); with ``plots_dir`` also each
-    plot as a PNG file there, with ``output_json`` the tables' numbers. ``baseline`` names the variant differences
+    plot as a PNG file there (the Markdown names it ``plots_label``, e.g. the artifact's URI, or ``plots_dir``),
+    with ``output_json`` the tables' numbers. ``baseline`` names the variant differences
     are measured against; the bootstrap uses the blessing's resamples, seed and confidence."""
     config = blessing.config or {}
     resamples, seed = int(config.get("bootstrap_resamples", 1000)), int(config.get("bootstrap_seed", 0))
@@ -426,7 +428,7 @@ def write_report(variants: list[Variant], blessing: Blessing, output_html: str, 
             markdown += [intro(lambda t: f"`{t}`", lambda t: f"*{t}*"), *notes]
         markdown.append(_markdown_table(head, body))
     markdown += ["## Gate checks", _markdown_table(check_header, check_rows),
-                 "Training curves: see the HTML report" + (f" and the PNG files in `{plots_dir}`." if plots_dir else ".")]
+                 "Training curves: see the HTML report" + (f" and the PNG files in `{plots_label or plots_dir}`." if plots_dir else ".")]
     storage.write_text(output_markdown, "\n\n".join(markdown) + "\n")
     if output_json:
         storage.write_json(output_json, comparison_json(summaries, blessing, baseline, variants))

@@ -322,6 +322,8 @@ def print_summary(run: local_runner.LocalRun) -> None:
     print(f"gate:            {'BLESSED' if run.blessed else 'not blessed'} ({run.candidate})")
     print(f"report:          {run.report_html}")
     print(f"                 {run.report_markdown}")
+    if run.plots:
+        print(f"plots:           {run.plots}")
     print(f"tensorboard:     {run.tensorboard}  (interest tensorboard {run.run_dir})")
     stays = f"; the registry's champion stays {run.production_model}" if run.production_model else ""
     print(f"blessed model:   {run.pushed_model or f'none (not pushed{stays})'}")

@@ -100,7 +100,7 @@ def test_component_interfaces():
                        "blessing": "system.Artifact@0.0.1", "metrics": "system.Metrics@0.0.1"}
     assert io(evaluate_champion)[1] == {"champion_evaluation": "system.Artifact@0.0.1"}
     assert io(report)[1] == {"html": "system.HTML@0.0.1", "markdown": "system.Markdown@0.0.1",
-                             "comparison": "system.Artifact@0.0.1"}
+                             "comparison": "system.Artifact@0.0.1", "plots": "system.Artifact@0.0.1"}
     # Resource field names would be overwritten by KFP's resource placeholders (cpu_request, accelerator_count...).
     reserved = {"cpu_request", "cpu_limit", "memory_request", "memory_limit", "accelerator_type",
                 "accelerator_count", "base_image"}

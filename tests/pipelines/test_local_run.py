@@ -117,6 +117,11 @@ def test_smoke_profile_runs_end_to_end(smoke):
     page = report.read_text()
     assert page.startswith("<!DOCTYPE html>") and all(v in page for v in variants)
     assert all(v in (run_dir / "report.md").read_text() for v in variants)
+    # ... and its figures as PNG files beside it.
+    plots = printed_path(out, "plots:")
+    assert plots == run_dir / "plots"
+    assert {"valid_recall_vs_steps.png", "valid_recall_vs_wallclock.png"} <= {p.name for p in plots.iterdir()}
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in plots.iterdir())
 
     # TensorBoard logs of every variant, read back with EventAccumulator.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
