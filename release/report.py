@@ -428,7 +428,8 @@ def write_report(variants: list[Variant], blessing: Blessing, output_html: str, 
             markdown += [intro(lambda t: f"`{t}`", lambda t: f"*{t}*"), *notes]
         markdown.append(_markdown_table(head, body))
     markdown += ["## Gate checks", _markdown_table(check_header, check_rows),
-                 "Training curves: see the HTML report" + (f" and the PNG files in `{plots_label or plots_dir}`." if plots_dir else ".")]
+                 "Training curves: see the HTML report"
+                 + (f" and the PNG files in `{plots_label or plots_dir}`." if plots_dir else ".")]
     storage.write_text(output_markdown, "\n\n".join(markdown) + "\n")
     if output_json:
         storage.write_json(output_json, comparison_json(summaries, blessing, baseline, variants))
