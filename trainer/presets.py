@@ -51,8 +51,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            train=COSINE),
     Preset("warm-restarts", "warm-up, cosine with warm restarts: strong early, finished below the baseline",
            train={**COSINE, "schedule": "cosine_restarts"}),
-    Preset("best", "our guess from the seed's positive findings (SwiGLU, hybrid time, l2 1e-4; learned positions, "
-                   "LayerNorm kept); to be re-justified by our own measurements",
+    Preset("best", "the seed's positive findings (SwiGLU, hybrid time, l2 1e-4; learned positions, LayerNorm kept); "
+                   "measured: test Recall@10 0.3273 (ours) / 0.3233 (generative-recommenders) after 2,400 s on 2 "
+                   "CPU cores (README, time to quality)",
            {"mlp": "swiglu", "time_encoding": "hybrid", "penalty": "l2", "penalty_lambda": 1e-4}),
 )}
 
