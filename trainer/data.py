@@ -285,16 +285,19 @@ class EvalSet:
         """The items masked at ranking time, as CSR ``(indptr, indices)`` (the form
         ``trainer.metrics.full_ranking_metrics`` masks with): every item seen before each target ('history'),
         or only those of the model's input, the last max_len events before it ('input_window')."""
-        length = self.end if mask == "history" else torch.clamp(self.end, max=self.max_len)
+        start, length = (self.seqs.offsets[self.user], self.end) if mask == "history" else self.input_window()
         indptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(length, 0)])
-        start = self.seqs.offsets[self.user] + self.end - length
         return indptr, self.seqs.columns["items"][span_rows(start, length)].long()
+
+    def input_window(self) -> tuple[Tensor, Tensor]:
+        """(start, length) per user of the model's input: the last ``max_len`` events before the target."""
+        length = torch.clamp(self.end, max=self.max_len)
+        return self.seqs.offsets[self.user] + self.end - length, length
 
     def input_batches(self, batch_size: int):
         """Yield ``(positions, inputs)``: model inputs for the last ``max_len`` history events of up to
         ``batch_size`` users at a time, sorted by length (little padding); ``positions`` index into this set."""
-        length = torch.clamp(self.end, max=self.max_len)
-        start = self.seqs.offsets[self.user] + self.end - length
+        start, length = self.input_window()
         order = torch.argsort(length, stable=True)
         for chunk in order.split(batch_size) if len(self) else ():  # no users (a split without targets): no batch
             inputs, _ = gather(self.seqs, start[chunk], length[chunk])

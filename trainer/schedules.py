@@ -71,9 +71,14 @@ class RunSchedule:
     total_steps: int  # the step horizon (epochs or max_steps)
     time_budget_seconds: float | None  # None: the schedule counts steps
 
+    @staticmethod
+    def horizon_of(total_steps: int, time_budget_seconds: float | None) -> int:
+        """How many scheduler steps the schedule spans: progress ticks under a time budget, else the steps."""
+        return PROGRESS_TICKS if time_budget_seconds is not None else total_steps
+
     @classmethod
     def build(cls, optimizer: Optimizer, cfg: TrainConfig, total_steps: int) -> RunSchedule:
-        horizon = PROGRESS_TICKS if cfg.time_budget_seconds is not None else total_steps
+        horizon = cls.horizon_of(total_steps, cfg.time_budget_seconds)
         return cls(build_scheduler(optimizer, cfg, horizon), total_steps, cfg.time_budget_seconds)
 
     def position(self, step: int, train_seconds: float) -> int:
@@ -94,5 +99,5 @@ class RunSchedule:
 
     def done(self) -> float:
         """Share of the schedule behind the run (1.0: the last step ran at the end of it)."""
-        horizon = PROGRESS_TICKS if self.time_budget_seconds is not None else self.total_steps
+        horizon = self.horizon_of(self.total_steps, self.time_budget_seconds)
         return min(1.0, (self.scheduler.last_epoch + 1) / horizon)
