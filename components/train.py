@@ -81,8 +81,8 @@ def train(
         tag(artifact, name, spec.name, spec.seed)
     model.metadata.update(accelerator=accelerator or "cpu", gpus=gpus,
                           resumed_from=list(summary.get("resumed_from") or []))
-    tensorboard.metadata["format"] = "tensorboard"  # a directory of SummaryWriter event files, one run per variant
-    tensorboard.metadata["logs"] = storage.join(root, "tensorboard")  # every variant's, for a Tensorboard resource
+    tensorboard.metadata["format"] = "tensorboard"  # a directory of SummaryWriter event files, one per run
+    tensorboard.metadata["logs"] = storage.join(root, "tensorboard")  # every run's, for a Tensorboard resource
     log_metrics(metrics, {k: v for k, v in summary.items() if k != "history"})
     best = summary["best"]["valid_recall@10"]
     task.done(f"valid Recall@10 {best if best is not None else float('nan'):.4f} after {summary['steps']} steps")
