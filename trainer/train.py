@@ -37,6 +37,7 @@ import logging
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,9 @@ log = logging.getLogger("trainer")
 BEST_MODEL = "best-model.pt"  # in checkpoints/: the weights of the best validation so far
 # Why a run stops (summary.json "stopped"), in the order they are checked.
 STOP_REASONS = ("max_steps", "epochs", "time_budget", "paused", "early_stopping")
+# Called on rank 0 after each validation with the run's whole validation history so far (newest last, a resumed
+# run's earlier points included); an exception it raises stops the run unexported (a search pruning a trial).
+ValidationHook = Callable[[list[dict[str, Any]]], None]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -146,11 +150,13 @@ def check_resumable(saved: dict[str, Any], model_cfg: ModelConfig, train_cfg: Tr
 
 
 def train(data_dir: str, output_dir: str, model_cfg: ModelConfig, train_cfg: TrainConfig, name: str = "baseline",
-          checkpoint_dir: str | None = None, restart: bool = False) -> dict[str, Any]:
+          checkpoint_dir: str | None = None, restart: bool = False,
+          on_validation: ValidationHook | None = None) -> dict[str, Any]:
     """Train (or resume) a model; returns the summary that is also written to ``OUT/summary.json``.
 
     ``name`` (the preset or variant) is recorded in the summary; ``checkpoint_dir`` (default
-    ``OUT/checkpoints``) holds the resumable state, ``restart`` discards it. Rank 0 holds the writer lock of the
+    ``OUT/checkpoints``) holds the resumable state, ``restart`` discards it; ``on_validation`` sees every validation
+    (``ValidationHook``: trainer.tune reports them to Optuna). Rank 0 holds the writer lock of the
     output (and of a separate checkpoint directory) for the whole run, so a second run into either fails at once.
     Under torchrun (or inside an existing process group) this process is one rank of a DDP job.
     """
@@ -166,7 +172,8 @@ def train(data_dir: str, output_dir: str, model_cfg: ModelConfig, train_cfg: Tra
                     locks.enter_context(rundir.locked(checkpoint_dir))
                 if not storage.is_remote(output_dir):
                     rundir.recover(output_dir, contract.MODEL_WORKING_STATE)
-            trainer = Trainer(data_dir, output_dir, name, model_cfg, train_cfg, ddp, checkpoint_dir, restart)
+            trainer = Trainer(data_dir, output_dir, name, model_cfg, train_cfg, ddp, checkpoint_dir, restart,
+                              on_validation)
             summary = trainer.run()
         finished = True
         return summary
@@ -174,11 +181,11 @@ def train(data_dir: str, output_dir: str, model_cfg: ModelConfig, train_cfg: Tra
         ddp.close(barrier=finished)  # no barrier after a failure: the failed rank's peers may never arrive
 
 
-def train_job(job: TrainJob) -> dict[str, Any]:
+def train_job(job: TrainJob, on_validation: ValidationHook | None = None) -> dict[str, Any]:
     """Train ``job`` (its preset and overrides resolved by ``TrainJob.configs``)."""
     model_cfg, train_cfg = job.configs()
     return train(job.data, job.output, model_cfg, train_cfg, name=job.preset, checkpoint_dir=job.checkpoint_dir,
-                 restart=job.restart)
+                 restart=job.restart, on_validation=on_validation)
 
 
 @dataclass
@@ -211,8 +218,10 @@ class Trainer:
     """One rank's training run; ``run()`` trains, validates, checkpoints and (on rank 0) exports."""
 
     def __init__(self, data_dir: str, output_dir: str, preset: str, model_cfg: ModelConfig, cfg: TrainConfig,
-                 ddp: Distributed, checkpoint_dir: str | None = None, restart: bool = False):
+                 ddp: Distributed, checkpoint_dir: str | None = None, restart: bool = False,
+                 on_validation: ValidationHook | None = None):
         self.output_dir, self.preset, self.model_cfg, self.cfg, self.ddp = output_dir, preset, model_cfg, cfg, ddp
+        self.on_validation = on_validation
         self.device = ddp.device
         self.data_dir, self.restart = data_dir, restart
         self.checkpoints = checkpoint_dir or storage.join(output_dir, contract.CHECKPOINTS)
@@ -358,6 +367,8 @@ class Trainer:
             storage.write_bytes(storage.join(self.checkpoints, BEST_MODEL), checkpoint.to_bytes(self.model.state_dict()))
         else:
             p.bad_evals += 1
+        if self.on_validation:
+            self.on_validation(p.history)
 
     # ---------------------------------------------------------------- the loop
 
