@@ -76,10 +76,20 @@ class Distribution:
         require(not unknown, f"params.{name}", f"unknown key {unknown[0] if unknown else ''!r}; allowed: type, "
                 "choices, low, high, step")
         try:
-            return cls(str(value.get("type")), tuple(value.get("choices") or ()), value.get("low"),
-                       value.get("high"), value.get("step"))
+            return cls(str(value.get("type")), tuple(value.get("choices") or ()), *(
+                _number(value.get(key), f"{key}") for key in ("low", "high", "step")))
         except ConfigError as exc:
             raise ConfigError(f"params.{name}.{exc}") from None
+
+
+def _number(value: Any, key: str) -> Any:
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string: a bound written so is still the number it means."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{key}: {value!r} is not a number") from None
+    return value
 
 
 @dataclass(frozen=True)
