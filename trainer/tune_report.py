@@ -71,11 +71,11 @@ def plots(study: optuna.Study, output: str) -> dict[str, str | None]:
     paths: dict[str, str | None] = {"history": storage.join(output, HISTORY_PNG), "importances": None}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        _save(optuna_plots.plot_optimization_history(study, target_name=f"validation {METRIC}"), paths["history"])
+        _save(optuna_plots.plot_optimization_history(study, target_name=METRIC), paths["history"])
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if len(complete) >= 2 and len({json.dumps(t.params, sort_keys=True) for t in complete}) >= 2:
             paths["importances"] = storage.join(output, IMPORTANCES_PNG)
-            _save(optuna_plots.plot_param_importances(study, target_name=f"validation {METRIC}"),
+            _save(optuna_plots.plot_param_importances(study, target_name=METRIC),
                   paths["importances"])
     return paths
 
