@@ -12,9 +12,10 @@ with a validation event (``ours``; generative-recommenders has none, docs/protoc
 the test split once, for the best trial, and records the figure in the study.
 
 The study lives in a journal file (``OUTPUT/study.journal``, Optuna's JournalStorage): rerunning the command
-continues it up to ``--trials`` finished trials, redoing nothing. A trial killed mid-run (the process SIGKILLed)
-stays RUNNING in the journal; the next run marks it failed and queues its parameters again, and the retry resumes
-the killed run's training from its checkpoint (``OUTPUT/trials/trial-N`` is named after the first attempt).
+continues it up to ``--trials`` finished trials, redoing nothing. A trial killed mid-run (SIGKILL leaves it
+RUNNING in the journal, Ctrl-C FAIL) is queued again by the next run with the same parameters, and the retry
+resumes the killed run's training from its checkpoint (``OUTPUT/trials/trial-N`` is named after the first
+attempt).
 One process searches a study at a time: it holds the output's writer lock (core.rundir).
 """
 
@@ -138,15 +139,25 @@ def space_json(space: TuneSpace) -> dict[str, Any]:
 
 
 def recover_interrupted(study: optuna.Study) -> list[int]:
-    """Trials left RUNNING by a killed search: failed now, their parameters queued again (the retry resumes the
-    same run directory). Only one process searches a study at a time (the output lock), so RUNNING means killed."""
-    stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
-    for trial in stale:
-        study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(dict(trial.params), user_attrs={RETRY_OF: trial.user_attrs.get(RETRY_OF, trial.number)})
-        log.warning("trial %d was interrupted (killed mid-run): queued again, resuming its checkpoint",
-                    trial.number)
-    return [t.number for t in stale]
+    """Trials a search left unfinished, each queued again once with the same parameters (the retry resumes the
+    same run directory from its checkpoint): RUNNING ones (the process was killed: only one process searches a
+    study at a time, the output lock sees to it) are marked failed first, and failed ones without an ``error``
+    of their own were interrupted (Ctrl-C) or crashed. Returns the numbers queued again."""
+    trials = study.get_trials(deepcopy=False)
+    queued = []
+    for trial in trials:
+        if trial.state not in (TrialState.RUNNING, TrialState.FAIL) or "error" in trial.user_attrs:
+            continue
+        if trial.state == TrialState.RUNNING:
+            study.tell(trial.number, state=TrialState.FAIL)
+        run = trial.user_attrs.get(RETRY_OF, trial.number)
+        if any(t.number > trial.number and t.user_attrs.get(RETRY_OF) == run for t in trials):
+            continue  # retried already
+        study.enqueue_trial(dict(trial.params), user_attrs={RETRY_OF: run})
+        queued.append(trial.number)
+        log.warning("trial %d did not finish (killed, interrupted or crashed): queued again, resuming its "
+                    "checkpoint in %s", trial.number, f"trial-{run}")
+    return queued
 
 
 def finished(study: optuna.Study) -> int:

@@ -4,6 +4,7 @@ resumed study, a search killed mid-trial and resumed, and the refusals that keep
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -95,7 +96,7 @@ def test_the_test_split_is_read_once_for_the_best_trial(tiny_data, tmp_path, mon
 def test_a_search_killed_mid_trial_resumes_that_trial_from_its_checkpoint(tiny_data, tmp_path):
     out = tmp_path / "tune"
     space_file = tmp_path / "space.json"
-    space_file.write_text(__import__("json").dumps({
+    space_file.write_text(json.dumps({
         "preset": "baseline", "params": {"train.lr": {"type": "log-float", "low": 1e-3, "high": 1e-2}},
         "fixed": TINY, "enqueue": [{"train.lr": 3e-3}], "pruner": {"type": "none"}}))
     command = [sys.executable, "-m", "pipelines.cli", "tune", "--space", str(space_file), "--trials", "1",
@@ -117,7 +118,7 @@ def test_a_search_killed_mid_trial_resumes_that_trial_from_its_checkpoint(tiny_d
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
     retry = study.trials[1]
     assert retry.params == {"train.lr": 3e-3} and retry.user_attrs[tune.RETRY_OF] == 0
-    summary = __import__("json").loads((out / "trials" / "trial-0" / "summary.json").read_text())
+    summary = json.loads((out / "trials" / "trial-0" / "summary.json").read_text())
     assert summary["resumed_from"] and summary["resumed_from"][0] >= 4 and summary["steps"] == 400
     assert sorted(retry.intermediate_values)[0] == 4  # the killed attempt's validations reported again
     assert tune.finished(study) == 1
@@ -158,3 +159,30 @@ def test_a_bad_preset_or_enqueued_trial_is_refused():
     with pytest.raises(ConfigError, match="enqueue\\[0\\]: 'model.d_model' is not a searched parameter"):
         TuneSpace.from_dict({"params": {"train.lr": {"type": "float", "low": 1e-3, "high": 2e-3}},
                              "enqueue": [{"model.d_model": 32}]})
+
+
+def test_a_search_interrupted_by_ctrl_c_retries_that_trial_once(tiny_data, tmp_path, monkeypatch):
+    import trainer.train
+
+    real = trainer.train.train_job
+
+    def interrupted_at_step_8(job, on_validation):
+        def hook(history):
+            on_validation(history)
+            if history[-1]["step"] == 8:
+                raise KeyboardInterrupt
+
+        return real(job, on_validation=hook)
+
+    monkeypatch.setattr(trainer.train, "train_job", interrupted_at_step_8)
+    one_queued = space(enqueue=[{"train.lr": GOOD_LR}])
+    cfg = config(tiny_data, tmp_path / "tune", trials=1)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(one_queued, cfg)
+    monkeypatch.setattr(trainer.train, "train_job", real)
+    study = run_search(one_queued, cfg)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert study.trials[1].user_attrs[tune.RETRY_OF] == 0 and study.trials[1].params == {"train.lr": GOOD_LR}
+    summary = json.loads((tmp_path / "tune" / "trials" / "trial-0" / "summary.json").read_text())
+    assert summary["resumed_from"] == [4]  # the step-4 checkpoint; step 8's validation came before its own
+    assert len(run_search(one_queued, config(tiny_data, tmp_path / "tune", trials=1)).trials) == 2  # no second retry
