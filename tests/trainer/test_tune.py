@@ -186,3 +186,14 @@ def test_a_search_interrupted_by_ctrl_c_retries_that_trial_once(tiny_data, tmp_p
     summary = json.loads((tmp_path / "tune" / "trials" / "trial-0" / "summary.json").read_text())
     assert summary["resumed_from"] == [4]  # the step-4 checkpoint; step 8's validation came before its own
     assert len(run_search(one_queued, config(tiny_data, tmp_path / "tune", trials=1)).trials) == 2  # no second retry
+
+
+@pytest.mark.parametrize("pruner, kind", [("hyperband", "HyperbandPruner"), ("none", "NopPruner")])
+def test_the_other_pruners_run_a_search(tiny_data, tmp_path, pruner, kind):
+    chosen = space(pruner={"type": pruner, "reduction_factor": 2})
+    cfg = config(tiny_data, tmp_path / "tune", trials=2)
+    assert type(tune.make_pruner(chosen, cfg)).__name__ == kind
+    study = run_search(chosen, cfg)
+    assert study.trials[0].state == TrialState.COMPLETE and len(study.trials) == 2
+    if pruner == "none":
+        assert study.trials[1].state == TrialState.COMPLETE  # the bad trial runs to the end
