@@ -120,22 +120,18 @@ def open_study(space: TuneSpace, cfg: TuneConfig) -> optuna.Study:
     sampler = optuna.samplers.TPESampler(seed=space.sampler.seed, n_startup_trials=space.sampler.n_startup_trials)
     study = optuna.create_study(storage=journal, study_name=cfg.study_name, direction="maximize", sampler=sampler,
                                 pruner=make_pruner(space, cfg), load_if_exists=True)
-    search = {"space": space_json(space), "budget": cfg.budget_overrides(), "data": cfg.data}
+    search = json.loads(json.dumps({"space": to_dict(space), "budget": cfg.budget_overrides(), "data": cfg.data}))
     before = study.user_attrs.get("search")
     if before is None:
         study.set_user_attr("search", search)
         for params in space.enqueue:
             study.enqueue_trial(dict(params))
-    elif before != json.loads(json.dumps(search)):
-        changed = sorted(k for k in search if json.loads(json.dumps(search[k])) != before.get(k))
+    elif before != search:
+        changed = sorted(k for k in search if search[k] != before.get(k))
         raise ConfigError(f"--study-name {cfg.study_name}: the study in {cfg.output} searched another "
                           f"{', '.join(changed)}; rerun with the same --space, budget and --data to continue it, or "
                           "choose another --study-name or --output")
     return study
-
-
-def space_json(space: TuneSpace) -> dict[str, Any]:
-    return to_dict(space)
 
 
 def recover_interrupted(study: optuna.Study) -> list[int]:
