@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 
 from core import storage
 from trainer.tune import METRIC, TuneConfig, summary
+from trainer.tune_space import PRESET
 
 HISTORY_PNG = "optimization_history.png"
 IMPORTANCES_PNG = "param_importances.png"
@@ -32,14 +33,15 @@ def _cell(value: Any) -> str:
 def markdown(result: dict[str, Any]) -> str:
     """The trials as a Markdown table, best first among the complete ones, with the search's settings above."""
     trials = result["trials"]
-    names = sorted({name for row in trials for name in row["params"]})
+    names = sorted({name for row in trials for name in row["params"]}, key=lambda n: (n != PRESET, n))
     lines = [f"Study `{result['study']}`: {len(trials)} trials, budget {result['search']['budget']}, "
              f"pruning on validation Recall@10 by {result['resource']}.", ""]
     header = ["trial", "state", METRIC, *names, "steps", "train s", f"last report ({result['resource']})", "note"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     order = sorted(trials, key=lambda r: (r["state"] != "COMPLETE", -(r[METRIC] or 0.0), r["trial"]))
     for row in order:
-        note = row["error"] or (f"retry of trial {row['retry_of']}" if row["retry_of"] is not None else "")
+        note = row["error"] or (f"retry of trial {row['retry_of']}" if row["retry_of"] is not None else
+                                "interrupted, queued again" if row["state"] == "FAIL" else "")
         cells = [row["trial"], row["state"], row[METRIC], *(row["params"].get(n) for n in names), row["steps"],
                  row["train_seconds"], row["last_resource"], note]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
