@@ -2,7 +2,7 @@
 
     interest tune --data DATA --space space.yaml --trials 12 --budget 600 --output runs/tune [--final-test]
 
-Each trial is one run of the real trainer (``trainer.train.train_job``) with a recipe the TPE sampler draws from
+Each trial is one run of the real trainer (``trainer.train.fit``) with a recipe the TPE sampler draws from
 the space (trainer/tune_space.py), trained for the same budget: ``--budget`` seconds of training (the LR schedule
 follows the budget, trainer/schedules.py) or ``--budget-steps`` steps. Every validation reports Recall@10 to
 Optuna (``trial.report``) at the resource spent so far (training seconds, or steps), and the pruner (successive
@@ -189,7 +189,7 @@ class Objective:
                         (*self.space.overrides(params), *self.cfg.budget_overrides()))
 
     def __call__(self, trial: optuna.Trial) -> float:
-        from trainer.train import train_job  # torch: only when a trial trains
+        from trainer.train import fit  # torch: only when a trial trains
 
         params = self.params(trial)
         job = self.job(trial, params)
@@ -216,7 +216,7 @@ class Objective:
                 raise optuna.TrialPruned(f"{METRIC} {last[METRIC]:.4f} at {self.cfg.resource_of(last)} "
                                          f"{self.cfg.resource}")
 
-        summary = train_job(job, on_validation=on_validation)
+        summary = fit(job, on_validation=on_validation)
         trial.set_user_attr("steps", summary["steps"])
         trial.set_user_attr("train_seconds", summary["train_seconds"])
         trial.set_user_attr("tokens_per_second", round(summary["tokens_per_second"], 1))

@@ -81,11 +81,11 @@ def run_tune(args: argparse.Namespace) -> int:
 
 def run_tune_trial(args: argparse.Namespace) -> int:
     from pipelines.katib import report_line
-    from trainer.train import train_job as run_job
+    from trainer.train import fit, summary_line
 
     def on_validation(history: list[dict]) -> None:
         print(report_line(history), flush=True)
 
-    summary = run_job(train_job.job_from_args(args), on_validation=on_validation)
-    print(json.dumps({k: summary[k] for k in ("steps", "train_seconds", "best", "stopped")}))
+    summary = fit(train_job.job_from_args(args), on_validation=on_validation)
+    print(summary_line(summary))
     return 0

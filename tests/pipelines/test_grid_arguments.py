@@ -30,7 +30,7 @@ def test_a_grid_file_becomes_one_loop_item_per_variant_and_seed_with_its_baselin
         {"name": "dff-4x", "preset": "baseline", "set": {}, "seed": 1},
         {"name": "dff-4x", "preset": "baseline", "set": {}, "seed": 2},
     ]
-    assert args["baseline_preset"] == "dff-4x"
+    assert args["baseline"] == "dff-4x"
     assert [v.get("seed") for v in arguments(tmp_path, "--grid", str(grid), "--seeds", "none")["variants"]] == [None,
                                                                                                              None]
 
@@ -47,7 +47,7 @@ def test_the_penalty_grid_sets_hinge_targets_from_the_unpenalised_norm(tmp_path)
     with pytest.raises(ConfigError, match="--unpenalised-norm"):
         arguments(tmp_path, "--grid", "writeup-penalty")
     args = arguments(tmp_path, "--grid", "writeup-penalty", "--seeds", "1", "--unpenalised-norm", "40")
-    taus = {v["name"]: v["set"].get("penalty_tau") for v in args["variants"]}
+    taus = {v["name"]: v["set"].get("objective.penalty_tau") for v in args["variants"]}
     assert taus["hinge-0.53x-1e-3"] == pytest.approx(21.2) and taus["l2-1e-4"] is None
     assert len(args["variants"]) == len(GRIDS["writeup-penalty"].variants)
 

@@ -187,7 +187,8 @@ def test_the_trial_command_is_the_cli_training_the_drawn_recipe(ml1m_experiment)
     parsed = cli.build_parser().parse_args(args)
     assert parsed.func.__name__ == "run_tune_trial"
     job = job_from_args(parsed)
-    model_cfg, train_cfg = job.configs()
+    configs = job.configs()
+    model_cfg, train_cfg = configs.model, configs.train
     assert job.preset == "best" and job.output == "gs://bucket/tune/ml1m-tune-abc12"
     assert (model_cfg.block, model_cfg.mlp, model_cfg.dropout) == ("parallel", "geglu", 0.35)
     assert (train_cfg.lr, train_cfg.schedule, train_cfg.time_budget_seconds) == (0.0021, "cosine", 1200)

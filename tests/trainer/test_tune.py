@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from core.configs import ConfigError
 from trainer import tune
+from trainer.job import resolve_configs
 from trainer.tune import TuneConfig, final_test, run_search
 from trainer.tune_report import write_results
 from trainer.tune_space import TuneSpace
@@ -140,7 +141,7 @@ def test_a_study_continues_only_the_same_search(tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"model.d_modle": {"type": "int", "low": 16, "high": 32}}, "d_modle: not a ModelConfig or TrainConfig field"),
+    ({"model.d_modle": {"type": "int", "low": 16, "high": 32}}, r"params.model.d_modle=16: --set model.d_modle: not a"),
     ({"model.dropout": {"type": "float", "low": 0.1, "high": 1.5}}, r"params.model.dropout=1.5: ModelConfig.dropout"),
     ({"train.schedule": {"type": "categorical", "choices": ["constant", "cosin"]}}, "params.train.schedule='cosin'"),
     ({"train.lr": {"type": "log-float", "low": 0, "high": 1e-3}}, "log-float needs low > 0"),
@@ -164,22 +165,22 @@ def test_a_bad_preset_or_enqueued_trial_is_refused():
 def test_a_search_interrupted_by_ctrl_c_retries_that_trial_once(tiny_data, tmp_path, monkeypatch):
     import trainer.train
 
-    real = trainer.train.train_job
+    real = trainer.train.fit
 
-    def interrupted_at_step_8(job, on_validation):
+    def interrupted_at_step_8(job, configs=None, on_validation=None):
         def hook(history):
             on_validation(history)
             if history[-1]["step"] == 8:
                 raise KeyboardInterrupt
 
-        return real(job, on_validation=hook)
+        return real(job, configs, on_validation=hook)
 
-    monkeypatch.setattr(trainer.train, "train_job", interrupted_at_step_8)
+    monkeypatch.setattr(trainer.train, "fit", interrupted_at_step_8)
     one_queued = space(enqueue=[{"train.lr": GOOD_LR}])
     cfg = config(tiny_data, tmp_path / "tune", trials=1)
     with pytest.raises(KeyboardInterrupt):
         run_search(one_queued, cfg)
-    monkeypatch.setattr(trainer.train, "train_job", real)
+    monkeypatch.setattr(trainer.train, "fit", real)
     study = run_search(one_queued, cfg)
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert study.trials[1].user_attrs[tune.RETRY_OF] == 0 and study.trials[1].params == {"train.lr": GOOD_LR}
@@ -197,3 +198,14 @@ def test_the_other_pruners_run_a_search(tiny_data, tmp_path, pruner, kind):
     assert study.trials[0].state == TrialState.COMPLETE and len(study.trials) == 2
     if pruner == "none":
         assert study.trials[1].state == TrialState.COMPLETE  # the bad trial runs to the end
+
+
+def test_every_config_section_is_searchable_by_its_set_key():
+    searched = TuneSpace.from_dict({"preset": "best", "params": {
+        "objective.penalty_lambda": {"type": "log-float", "low": 1e-5, "high": 1e-3},
+        "model.n_layer": {"type": "int", "low": 1, "high": 4}, "train.warmup_fraction": {"type": "float",
+                                                                                        "low": 0.0, "high": 0.1}}})
+    configs = resolve_configs(
+        "best", searched.overrides({"objective.penalty_lambda": 3e-4, "model.n_layer": 3,
+                                    "train.warmup_fraction": 0.05}))
+    assert (configs.objective.penalty_lambda, configs.model.n_layer, configs.train.warmup_fraction) == (3e-4, 3, 0.05)
