@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "pipelines.commands.presets",
     "pipelines.commands.grids",
     "pipelines.commands.train",
+    "pipelines.commands.tune",
     "pipelines.commands.release",
     "pipelines.commands.run",
 )

@@ -36,6 +36,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,9 @@ log = logging.getLogger("trainer")
 BEST_MODEL = "best-model.pt"  # in checkpoints/: the weights of the best validation so far
 # Why a run stops (summary.json "stopped"), in the order they are checked.
 STOP_REASONS = ("max_steps", "epochs", "time_budget", "paused", "early_stopping")
+# Called on rank 0 after each validation with the run's whole validation history so far (newest last, a resumed
+# run's earlier points included); an exception it raises stops the run unexported (a search pruning a trial).
+ValidationHook = Callable[[list[dict[str, Any]]], None]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -152,12 +156,14 @@ def check_resumable(saved: dict[str, Any], model_cfg: ModelConfig, train_cfg: Tr
 
 def train(data_dir: str, output_dir: str, model_cfg: ModelConfig, train_cfg: TrainConfig, name: str = "baseline",
           checkpoint_dir: str | None = None, restart: bool = False,
-          objective: ObjectiveConfig = ObjectiveConfig()) -> dict[str, Any]:
+          objective: ObjectiveConfig = ObjectiveConfig(),
+          on_validation: ValidationHook | None = None) -> dict[str, Any]:
     """Train (or resume) a model minimising ``objective``; returns the summary that is also written to
     ``OUT/summary.json``.
 
     ``name`` (the preset or variant) is recorded in the summary; ``checkpoint_dir`` (default
-    ``OUT/checkpoints``) holds the resumable state, ``restart`` discards it. Rank 0 holds the writer lock of the
+    ``OUT/checkpoints``) holds the resumable state, ``restart`` discards it; ``on_validation`` sees every validation
+    (``ValidationHook``: trainer.tune reports them to Optuna). Rank 0 holds the writer lock of the
     output (and of a separate checkpoint directory) for the whole run, so a second run into either fails at once.
     Under torchrun (or inside an existing process group) this process is one rank of a DDP job.
     """
@@ -174,7 +180,7 @@ def train(data_dir: str, output_dir: str, model_cfg: ModelConfig, train_cfg: Tra
                 if not storage.is_remote(output_dir):
                     rundir.recover(output_dir, contract.MODEL_WORKING_STATE)
             trainer = Trainer(data_dir, output_dir, name, model_cfg, train_cfg, ddp, checkpoint_dir, restart,
-                              objective)
+                              objective, on_validation)
             summary = trainer.run()
         finished = True
         return summary
@@ -182,11 +188,14 @@ def train(data_dir: str, output_dir: str, model_cfg: ModelConfig, train_cfg: Tra
         ddp.close(barrier=finished)  # no barrier after a failure: the failed rank's peers may never arrive
 
 
-def fit(job: TrainJob, configs: Configs | None = None) -> dict[str, Any]:
-    """Train ``job`` with ``configs``, the job's own (``TrainJob.configs``) unless the caller resolved them already."""
+def fit(job: TrainJob, configs: Configs | None = None,
+        on_validation: ValidationHook | None = None) -> dict[str, Any]:
+    """Train ``job`` with ``configs``, the job's own (``TrainJob.configs``) unless the caller resolved them already;
+    ``on_validation`` as in ``train``."""
     configs = configs or job.configs()
     return train(job.data, job.output, configs.model, configs.train, name=job.preset,
-                 checkpoint_dir=job.checkpoint_dir, restart=job.restart, objective=configs.objective)
+                 checkpoint_dir=job.checkpoint_dir, restart=job.restart, objective=configs.objective,
+                 on_validation=on_validation)
 
 
 def summary_line(summary: dict[str, Any]) -> str:
@@ -225,9 +234,9 @@ class Trainer:
 
     def __init__(self, data_dir: str, output_dir: str, preset: str, model_cfg: ModelConfig, cfg: TrainConfig,
                  ddp: Distributed, checkpoint_dir: str | None = None, restart: bool = False,
-                 objective: ObjectiveConfig = ObjectiveConfig()):
+                 objective: ObjectiveConfig = ObjectiveConfig(), on_validation: ValidationHook | None = None):
         self.output_dir, self.preset, self.model_cfg, self.cfg, self.ddp = output_dir, preset, model_cfg, cfg, ddp
-        self.objective = objective
+        self.objective, self.on_validation = objective, on_validation
         self.device = ddp.device
         self.data_dir, self.restart = data_dir, restart
         self.checkpoints = checkpoint_dir or storage.join(output_dir, contract.CHECKPOINTS)
@@ -374,6 +383,8 @@ class Trainer:
             storage.write_bytes(storage.join(self.checkpoints, BEST_MODEL), checkpoint.to_bytes(self.model.state_dict()))
         else:
             p.bad_evals += 1
+        if self.on_validation:
+            self.on_validation(p.history)
 
     # ---------------------------------------------------------------- the loop
 
