@@ -217,7 +217,11 @@ def norm_stats(emb: Tensor, prefix: str) -> dict[str, float]:
 
     Pass item embeddings without the padding row (``item_emb[1:]``). NaN rows make every statistic NaN.
     """
-    norms = emb.detach().double().norm(dim=-1).cpu()
+    return stats_of_norms(emb.detach().double().norm(dim=-1).cpu(), prefix)
+
+
+def stats_of_norms(norms: Tensor, prefix: str) -> dict[str, float]:
+    """``norm_stats`` of norms already computed (float64), e.g. gathered from the ranks that hold the users."""
     if norms.numel() == 0 or bool(norms.isnan().any()):
         return {f"{prefix}_{s}": float("nan") for s in ("mean", "std", "p50", "p95", "max")}
     p50, p95 = torch.quantile(norms, torch.tensor([0.5, 0.95], dtype=torch.float64)).tolist()
