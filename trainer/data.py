@@ -8,8 +8,8 @@ Training examples: per user, inputs are events ``[0, train_end - 1)`` and target
 one (events ``[1, train_end)``), both truncated to the last ``max_len``. Batches are bucketed: within windows of
 ``bucket_batches`` batches examples are sorted by length so a batch carries little padding, and the batch order
 is shuffled. The global batch (``batch_size`` sequences) is the same for any world size; rank ``r`` takes the
-rows of the users it holds and every rank pads to the global batch's longest row, so the computation does not depend on
-how many processes share it.
+rows of the users it holds and every rank pads to the global batch's longest row, so the computation does not
+depend on how many processes share it.
 
 Each process holds the events of its own share of the users only (``Share``: ``user_index % world_size ==
 rank``), so the memory a rank needs falls as ranks are added; every rank still knows every user's lengths and
@@ -136,15 +136,12 @@ def load_sequences(data_dir: str, share: Share = Share()) -> Sequences:
             raise ConfigError(f"--data: {uri} is not a readable Parquet shard: {str(exc).splitlines()[0]}") from None
         except KeyError as exc:
             raise ConfigError(f"--data: {uri}: sequences do not follow the contract: missing column {exc}") from None
-        del raw
         every_user.append(table.select(users).append_column(
             "length", pc.list_value_length(table.column("item_index")).cast(pa.int64())))
         mine = table if share.world_size == 1 else table.filter(share.holds(table.column("user_index").to_numpy()))
         held_users.append(mine.select(["user_index"] + events))
-        del table
     table = pa.concat_tables(every_user).sort_by("user_index")
     held_table = pa.concat_tables(held_users).sort_by("user_index")
-    del every_user, held_users
 
     def ints(name: str) -> Tensor:
         return torch.tensor(table.column(name).to_numpy(), dtype=torch.long)
@@ -354,10 +351,17 @@ class EvalSet:
         return self.seqs.offsets[self.user] + self.end - length, length
 
     def input_batches(self, batch_size: int):
-        """Yield ``(positions, inputs)``: model inputs for the last ``max_len`` history events of up to
-        ``batch_size`` users at a time, sorted by length (little padding); ``positions`` index into this set."""
+        """Yield ``(positions, inputs)`` for the users this process holds (``positions`` index into ``held()``):
+        their model inputs for the last ``max_len`` history events, in the batches one process makes of the whole
+        set (users sorted by length, ``batch_size`` at a time, each batch as wide as its longest row). A rank
+        takes its users' rows of each batch at that batch's width, since on the CPU attention rounds differently
+        with the width: a user's embedding then barely depends on how many processes share the users."""
         start, length = self.input_window()
+        held = self.seqs.holds(self.user)
+        position = torch.cumsum(held.long(), 0) - 1
         order = torch.argsort(length, stable=True)
         for chunk in order.split(batch_size) if len(self) else ():  # no users (a split without targets): no batch
-            inputs, _ = gather(self.seqs, start[chunk], length[chunk])
-            yield chunk, inputs
+            mine = chunk[held[chunk]]
+            if mine.numel():
+                inputs, _ = gather(self.seqs, start[mine], length[mine], width=int(length[chunk].max()))
+                yield position[mine], inputs

@@ -90,11 +90,11 @@ def _target_scores(user_emb: Tensor, items_t: Tensor, targets: Tensor) -> Tensor
     return out
 
 
-def item_blocks(width: int, item_block: int) -> list[tuple[int, int]]:
-    """``[lo, hi)`` ranges covering ``width`` score columns in ``ceil(width / item_block)`` blocks of near-equal
-    width: no narrow last block, whose matmul would take another kernel and round differently."""
-    count = -(-width // item_block)
-    bounds = [width * i // count for i in range(count + 1)]
+def even_blocks(total: int, size: int) -> list[tuple[int, int]]:
+    """``[lo, hi)`` ranges covering ``0..total`` in ``ceil(total / size)`` blocks of near-equal size (users of a
+    batch, items of a block): no thin last block, whose matmul would take another kernel and round differently."""
+    count = -(-total // size)
+    bounds = [total * i // count for i in range(count + 1)] if count else [0]
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
@@ -122,7 +122,7 @@ def _rank_batch(user_emb: Tensor, items_t: Tensor, targets: Tensor, seen_rows: T
     rank = torch.zeros(num_rows, dtype=torch.long, device=user_emb.device)
     top_scores = user_emb.new_empty(num_rows, 0)
     top = torch.zeros(num_rows, 0, dtype=torch.long, device=user_emb.device)
-    for lo, hi in item_blocks(width, item_block):
+    for lo, hi in even_blocks(width, item_block):
         scores = user_emb @ items_t[:, lo:hi]  # (B, block)
         if not scores_finite:
             scores.masked_fill_(scores.isnan(), float("-inf"))
@@ -156,8 +156,9 @@ def full_ranking_metrics(user_emb: Tensor, item_emb: Tensor, targets: Tensor, hi
 
     user_emb (U,D), item_emb (N+1,D) with row 0 = padding, targets (U,) in 1..N, history = ``(indptr, indices)``;
     ``excluded`` (N+1,) bool marks items the model cannot score (never seen in training): scored -inf like
-    padding, so a target among them ranks last. ``batch_size`` users are scored against ``item_block`` items at a
-    time: the score buffer is ``batch_size x item_block`` floats, and neither setting changes the result.
+    padding, so a target among them ranks last. Up to ``batch_size`` users (batches of near-equal size) are scored
+    against up to ``item_block`` items at a time: the score buffer is at most ``batch_size x item_block`` floats,
+    and neither setting changes the result.
     Returns ``rank`` (U,) long, ``recall@k`` for each k (U,) float (= HR@k: one target per user), ``ndcg@10``,
     ``rr`` (1/rank) (U,) float, and ``top_items`` (U,10) long: the 10 best candidates (0 where a user has fewer
     candidates scored above -inf).
@@ -175,8 +176,7 @@ def full_ranking_metrics(user_emb: Tensor, item_emb: Tensor, targets: Tensor, hi
     bound = _max_norm(user_emb) * _max_norm(item_emb)
     scores_finite = bound < torch.finfo(torch.float32).max / 2
     ranks, tops = [], []
-    for start in range(0, user_emb.shape[0], batch_size):
-        stop = min(start + batch_size, user_emb.shape[0])
+    for start, stop in even_blocks(user_emb.shape[0], batch_size):
         rows = torch.arange(stop - start, device=device)
         seen_rows = torch.repeat_interleave(rows, indptr[start + 1:stop + 1] - indptr[start:stop])
         rank, top_scores, top = _rank_batch(user_emb[start:stop].detach().float(), items_t, targets[start:stop],

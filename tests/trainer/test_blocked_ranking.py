@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.support.full_matrix import full_matrix_ranking
-from trainer.metrics import TOP_ITEMS, full_ranking_metrics, history_csr, item_blocks
+from trainer.metrics import TOP_ITEMS, even_blocks, full_ranking_metrics, history_csr
 
 BLOCKS = [64, 100, 1000, 1682, 1683, 100_000]  # the narrowest block allowed .. ML-100K's 1,683 rows in one
 
@@ -87,8 +87,9 @@ def test_blocks_keep_ties_excluded_items_nan_and_rewatched_targets(movielens, it
 
 
 @pytest.mark.parametrize(("width", "block"), [(1683, 64), (1683, 1682), (65, 64), (64, 64), (100_001, 65_536)])
-def test_item_blocks_cover_the_catalogue_without_a_narrow_last_block(width, block):
-    blocks = item_blocks(width, block)
+def test_even_blocks_cover_the_catalogue_without_a_narrow_last_block(width, block):
+    assert even_blocks(0, block) == []
+    blocks = even_blocks(width, block)
     assert blocks[0][0] == 0 and blocks[-1][1] == width and len(blocks) == -(-width // block)
     assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:], strict=False))
     assert all(block // 2 <= hi - lo <= block for lo, hi in blocks)
