@@ -39,6 +39,7 @@ from trainer.metrics import (
     TOP_ITEMS,
     full_ranking_metrics,
     norm_stats,
+    row_norms,
     stats_of_norms,
     summarize,
 )
@@ -129,7 +130,7 @@ def evaluate_model(model: InterestModel, eval_set: EvalSet, batch_size: int = 51
                                         keep_target=protocol.target_stays_candidate, item_block=item_block)
     finally:
         model.train(was_training)
-    per_user["user_norm"] = users.double().norm(dim=-1).cpu()
+    per_user["user_norm"] = row_norms(users).cpu()
     per_user = gather_users(per_user, part, eval_set, ddp)
     user_norms = per_user.pop("user_norm")
     metrics = {**summarize(per_user, eval_set.seqs.num_items), **stats_of_norms(user_norms, "user_norm"),

@@ -66,11 +66,19 @@ def _check_inputs(user_emb: Tensor, item_emb: Tensor, targets: Tensor, indptr: T
         raise ValueError(f"ks: expected positive cut-offs such as {DEFAULT_KS}, got {tuple(ks)}")
 
 
+def row_norms(emb: Tensor, rows: int = DEFAULT_ITEM_BLOCK) -> Tensor:
+    """(n,) float64 L2 norm of each row of ``emb`` (n, D), ``rows`` rows at a time: a float64 copy of a
+    million-item table at once would outweigh the score blocks."""
+    emb = emb.detach()
+    parts = [emb[lo:hi].double().norm(dim=1) for lo, hi in even_blocks(emb.shape[0], rows)]
+    return torch.cat(parts) if parts else emb.new_zeros(0, dtype=torch.float64)
+
+
 def _max_norm(emb: Tensor) -> float:
     """Largest row L2 norm (inf when any value is NaN or infinite; 0 for no rows)."""
     if emb.numel() == 0:
         return 0.0
-    norm = float(emb.detach().double().norm(dim=1).max())
+    norm = float(row_norms(emb).max())
     return norm if norm == norm else float("inf")
 
 
@@ -217,7 +225,7 @@ def norm_stats(emb: Tensor, prefix: str) -> dict[str, float]:
 
     Pass item embeddings without the padding row (``item_emb[1:]``). NaN rows make every statistic NaN.
     """
-    return stats_of_norms(emb.detach().double().norm(dim=-1).cpu(), prefix)
+    return stats_of_norms(row_norms(emb).cpu(), prefix)
 
 
 def stats_of_norms(norms: Tensor, prefix: str) -> dict[str, float]:
