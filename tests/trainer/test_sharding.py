@@ -14,6 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from pipelines import cli
+from tests.support.processes import free_port, interest
 from trainer.data import EvalSet, TrainingSet, load_sequences
 from trainer.train import train
 
@@ -50,6 +51,24 @@ def test_two_processes_and_item_blocks_evaluate_exactly_as_one_process(model, da
     assert per_user[1].equals(per_user[0])  # every user's rank and metrics, in the same row order
     assert sorted(per_user[0].column("user_index").to_pylist()) == list(range(60))
     assert 1 < max(per_user[0].column("rank").to_pylist()) <= MANY_ITEMS
+
+
+def test_the_ranks_of_a_torchrun_job_evaluate_as_one_process(model, data, tmp_path, capsys):
+    """What a PyTorchJob starts: `interest evaluate` once per rank with RANK/WORLD_SIZE set (env:// rendezvous);
+    rank 0 alone publishes."""
+    one = evaluate_cli(model, data, tmp_path / "one")
+    capsys.readouterr()
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}
+    argv = ["evaluate", "--model", str(model), "--data", str(data), "--split", "test", "--output", str(tmp_path / "two"),
+            "--item-block", "100"]
+    ranks = [interest(argv, {**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(2)]
+    for rank in ranks:
+        log, _ = rank.communicate(timeout=120)
+        assert rank.returncode == 0, log
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert two["users"] == one["users"] == 60 and two["recall@10"] == one["recall@10"] and two["mrr"] == one["mrr"]
+    per_user = [pq.read_table(tmp_path / name / "per_user.parquet") for name in ("one", "two")]
+    assert per_user[1].equals(per_user[0])
 
 
 def test_bad_scale_flags_are_refused_naming_the_flag(model, data, tmp_path, capsys):
