@@ -23,7 +23,8 @@ import time
 import torch
 
 from core import storage
-from trainer.metrics import DEFAULT_ITEM_BLOCK, full_ranking_metrics, history_csr, summarize
+from trainer.blocks import DEFAULT_ITEM_BLOCK
+from trainer.metrics import full_ranking_metrics, history_csr, summarize
 
 USERS, ITEMS, DIM = 6040, 3416, 64
 MEAN_HISTORY = 165  # ML-1M: 999,611 interactions / 6,040 users

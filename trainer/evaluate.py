@@ -30,12 +30,11 @@ from torch import Tensor
 
 from core import contract, protocols, rundir, storage
 from core.configs import ConfigError, from_dict, require
+from trainer.blocks import DEFAULT_ITEM_BLOCK, MIN_ITEM_BLOCK
 from trainer.data import SPLITS, EvalSet, Sequences, Share, load_sequences, open_data
 from trainer.distributed import Distributed, setup
 from trainer.metrics import (
-    DEFAULT_ITEM_BLOCK,
     DEFAULT_KS,
-    MIN_ITEM_BLOCK,
     TOP_ITEMS,
     full_ranking_metrics,
     norm_stats,

@@ -23,13 +23,11 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
+from trainer.blocks import DEFAULT_ITEM_BLOCK, MIN_ITEM_BLOCK, even_blocks
+
 DEFAULT_KS = (1, 5, 10, 20, 50)
 TOP_N = 10  # length of the per-user top list kept for coverage@10 (and NDCG@10)
 TOP_ITEMS = "top_items"  # the one per-user value that is (U, TOP_N) instead of (U,)
-# Items scored at a time: a batch of 512 users holds 512 x 65,536 float32 scores (128 MiB) whatever the catalogue;
-# ML-1M's 3,417 rows fit one block, so its ranking is the one-matrix ranking it always was.
-DEFAULT_ITEM_BLOCK = 65_536
-MIN_ITEM_BLOCK = 64  # narrower blocks would take the matmul kernels of thin matrices, which round differently
 TARGET_CHUNK = 64  # users whose target scores one small matmul computes (its diagonal)
 
 
@@ -96,14 +94,6 @@ def _target_scores(user_emb: Tensor, items_t: Tensor, targets: Tensor) -> Tensor
         columns = torch.nn.functional.pad(targets[chunk], (0, TARGET_CHUNK - targets[chunk].numel()))
         out[chunk] = (user_emb[chunk] @ items_t[:, columns]).diagonal()[:num_rows - start]
     return out
-
-
-def even_blocks(total: int, size: int) -> list[tuple[int, int]]:
-    """``[lo, hi)`` ranges covering ``0..total`` in ``ceil(total / size)`` blocks of near-equal size (users of a
-    batch, items of a block): no thin last block, whose matmul would take another kernel and round differently."""
-    count = -(-total // size)
-    bounds = [total * i // count for i in range(count + 1)] if count else [0]
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
 def _rank_batch(user_emb: Tensor, items_t: Tensor, targets: Tensor, seen_rows: Tensor, seen_items: Tensor,

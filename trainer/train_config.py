@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from core.configs import check_literals, require
-from trainer.metrics import DEFAULT_ITEM_BLOCK, MIN_ITEM_BLOCK
+from trainer.blocks import DEFAULT_ITEM_BLOCK, MIN_ITEM_BLOCK
 
 # Fields a resumed run may change: they decide how long it runs or what it logs and keeps, not the weights a
 # step computes (e.g. resume a preempted job with a longer time budget).

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from tests.support.full_matrix import full_matrix_ranking
-from trainer.metrics import TOP_ITEMS, even_blocks, full_ranking_metrics, history_csr
+from trainer.blocks import even_blocks
+from trainer.metrics import TOP_ITEMS, full_ranking_metrics, history_csr
 
 BLOCKS = [64, 100, 1000, 1682, 1683, 100_000]  # the narrowest block allowed .. ML-100K's 1,683 rows in one
 
