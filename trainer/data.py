@@ -14,8 +14,8 @@ depend on how many processes share it.
 Each process holds the events of its own share of the users only (``Share``: ``user_index % world_size ==
 rank``), so the memory a rank needs falls as ranks are added; every rank still knows every user's lengths and
 split points (a few integers per user), which is all that deciding the global batches takes. Rank ``r`` trains
-on the rows of each global batch whose users it holds, and validates and evaluates those users: the batches, and
-so the numbers, are those of one process.
+on the rows of each global batch whose users it holds, and validates and evaluates those users: the batches are
+those of one process, and so are the numbers, up to the order in which floats are summed.
 """
 
 from __future__ import annotations
