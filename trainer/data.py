@@ -7,13 +7,20 @@ Everything is tensorized once: each feature column is one flat tensor holding ev
 Training examples: per user, inputs are events ``[0, train_end - 1)`` and targets the same positions shifted by
 one (events ``[1, train_end)``), both truncated to the last ``max_len``. Batches are bucketed: within windows of
 ``bucket_batches`` batches examples are sorted by length so a batch carries little padding, and the batch order
-is shuffled. The global batch (``batch_size`` sequences) is the same for any world size; rank ``r`` takes rows
-``r::world_size`` and every rank pads to the global batch's longest row, so the computation does not depend on
-how many processes share it.
+is shuffled. The global batch (``batch_size`` sequences) is the same for any world size; rank ``r`` takes the
+rows of the users it holds and every rank pads to the global batch's longest row, so the computation does not
+depend on how many processes share it.
+
+Each process holds the events of its own share of the users only (``Share``: ``user_index % world_size ==
+rank``), so the memory a rank needs falls as ranks are added; every rank still knows every user's lengths and
+split points (a few integers per user), which is all that deciding the global batches takes. Rank ``r`` trains
+on the rows of each global batch whose users it holds, and validates and evaluates those users: the batches are
+those of one process, and so are the numbers, up to the order in which floats are summed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -43,11 +50,23 @@ LONG_INPUTS = ("items", "hour_of_day", "day_of_week")
 
 
 @dataclass(frozen=True)
+class Share:
+    """The users whose events one process holds: ``user_index % world_size == rank`` (every user for one)."""
+
+    rank: int = 0  # this process's rank
+    world_size: int = 1  # processes sharing the users
+
+    def holds(self, user_index: np.ndarray) -> np.ndarray:
+        return user_index % self.world_size == self.rank
+
+
+@dataclass(frozen=True)
 class Sequences:
-    """Every user's events as flat columns; user ``u``'s events are rows ``offsets[u] : offsets[u] + length[u]``."""
+    """Every user's lengths and split points, and the events of the users this process holds (``held``) as flat
+    columns; a held user ``u``'s events are rows ``offsets[u] : offsets[u] + length[u]``."""
 
     user_index: Tensor  # (U,) int64, ascending
-    offsets: Tensor  # (U,) int64, first row of each user (row 0 is the padding row)
+    offsets: Tensor  # (U,) int64, first row of each held user (row 0 is the padding row; 0 for users not held)
     length: Tensor  # (U,) int64 events per user
     train_end: Tensor  # (U,) int64
     valid_end: Tensor  # (U,) int64
@@ -58,10 +77,16 @@ class Sequences:
     lineage: dict = field(default_factory=dict)  # fingerprint.json, and the timestamp range of normalization
     user_id: np.ndarray | None = None  # (U,) the users' ids, in user_index order (evaluation pairs users by id)
     protocol: str = protocols.DEFAULT  # the evaluation protocol the data was made for (split.json)
+    held: Tensor | None = None  # (U,) bool: users whose events the columns hold; None: every user
+    share: Share = Share()  # which users this process holds
 
     @property
     def num_users(self) -> int:
         return int(self.user_index.numel())
+
+    def holds(self, users: Tensor) -> Tensor:
+        """(n,) bool: whether this process holds the events of users (positions in ``user_index``)."""
+        return torch.ones_like(users, dtype=torch.bool) if self.held is None else self.held[users]
 
 
 def open_data(data_dir: str) -> rundir.Complete:
@@ -81,8 +106,10 @@ def open_data(data_dir: str) -> rundir.Complete:
     return data
 
 
-def load_sequences(data_dir: str) -> Sequences:
-    """Read the sequence shards and vocab.json of a complete preprocessed directory (local or object store)."""
+def load_sequences(data_dir: str, share: Share = Share()) -> Sequences:
+    """Read a complete preprocessed directory (local or object store): vocab.json, every user's lengths and split
+    points, and the events of the users ``share`` holds. Shards are read one at a time and cut to the share as
+    they are read, so the peak is one shard plus the share, not the whole data set."""
     data = open_data(data_dir)
     vocab_bytes, stats_bytes = storage.read_bytes(data.path(contract.VOCAB)), storage.read_bytes(data.path(contract.STATS))
     vocab, stats = json.loads(vocab_bytes), json.loads(stats_bytes)
@@ -93,8 +120,9 @@ def load_sequences(data_dir: str) -> Sequences:
     lineage = {"fingerprint": storage.read_json(fingerprint) if fingerprint else None,
                "timestamp_min": stats.get("timestamp_min"), "timestamp_max": stats.get("timestamp_max")}
     num_items = len(vocab["items"])
-    wanted = ["user_index", "user_id", "train_end", "valid_end"] + [c for c, _ in INPUT_COLUMNS.values()]
-    tables = []
+    users = ["user_index", "user_id", "train_end", "valid_end"]
+    events = [c for c, _ in INPUT_COLUMNS.values()]
+    every_user, held_users = [], []
     for name in data.matching(f"{contract.SEQUENCES_PREFIX}-", ".parquet"):
         uri = data.path(name)
         raw = storage.read_bytes(uri)  # read once: checked against the manifest's digest, then parsed from memory
@@ -102,38 +130,43 @@ def load_sequences(data_dir: str) -> Sequences:
             raise rundir.IncompleteOutput(f"--data: {uri} does not match the sha256 its {rundir.MARKER} lists "
                                           "(altered or damaged since it was written); preprocess again")
         try:
-            tables.append(pq.read_table(pa.BufferReader(raw), columns=wanted))
+            table = pq.read_table(pa.BufferReader(raw), columns=users + events)
         except (pa.ArrowInvalid, OSError) as exc:
             raise ConfigError(f"--data: {uri} is not a readable Parquet shard: {str(exc).splitlines()[0]}") from None
         except KeyError as exc:
             raise ConfigError(f"--data: {uri}: sequences do not follow the contract: missing column {exc}") from None
-    table = pa.concat_tables(tables)
-    table = table.sort_by("user_index")
-    item_lists = table.column("item_index").combine_chunks()
-    length = torch.tensor(pc.list_value_length(item_lists).to_numpy(zero_copy_only=False), dtype=torch.long)
+        every_user.append(table.select(users).append_column(
+            "length", pc.list_value_length(table.column("item_index")).cast(pa.int64())))
+        mine = table if share.world_size == 1 else table.filter(share.holds(table.column("user_index").to_numpy()))
+        held_users.append(mine.select(["user_index"] + events))
+    table = pa.concat_tables(every_user).sort_by("user_index")
+    held_table = pa.concat_tables(held_users).sort_by("user_index")
+
+    def ints(name: str) -> Tensor:
+        return torch.tensor(table.column(name).to_numpy(), dtype=torch.long)
+
+    user_index, length, train_end, valid_end = ints("user_index"), ints("length"), ints("train_end"), ints("valid_end")
+    if bool(((train_end < 0) | (train_end > valid_end) | (valid_end > length)).any()):
+        raise ConfigError(f"--data: {data_dir}: needs 0 <= train_end <= valid_end <= len(item_index) for every user")
+    held = torch.from_numpy(share.holds(user_index.numpy()))
+    held_length = length[held]
     columns = {}
     for key, (name, dtype) in INPUT_COLUMNS.items():
-        lists = table.column(name).combine_chunks()
+        lists = held_table.column(name).combine_chunks()
         lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
-        if not (lengths == length.numpy()).all():
+        if not (lengths == held_length.numpy()).all():
             raise ConfigError(f"--data: {data_dir}: column {name} has list lengths that differ from item_index")
         flat = torch.tensor(pc.list_flatten(lists).to_numpy(zero_copy_only=False), dtype=dtype)
         columns[key] = torch.cat([torch.zeros(1, dtype=dtype), flat])
     items = columns["items"]
     if items.numel() > 1 and (int(items[1:].min()) < 1 or int(items.max()) > num_items):
         raise ConfigError(f"--data: {data_dir}: item_index outside 1..{num_items} (the vocab.json size)")
-
-    def ints(name: str) -> Tensor:
-        return torch.tensor(table.column(name).to_numpy(), dtype=torch.long)
-
-    train_end, valid_end = ints("train_end"), ints("valid_end")
-    if bool(((train_end < 0) | (train_end > valid_end) | (valid_end > length)).any()):
-        raise ConfigError(f"--data: {data_dir}: needs 0 <= train_end <= valid_end <= len(item_index) for every user")
-    offsets = 1 + torch.cumsum(length, 0) - length
-    return Sequences(ints("user_index"), offsets, length, train_end, valid_end, columns, num_items, vocab,
+    offsets = torch.zeros_like(length)
+    offsets[held] = 1 + torch.cumsum(held_length, 0) - held_length
+    return Sequences(user_index, offsets, length, train_end, valid_end, columns, num_items, vocab,
                      hashlib.sha256(vocab_bytes + b"\0" + stats_bytes).hexdigest(), lineage,
                      table.column("user_id").to_numpy(zero_copy_only=False).astype(str),
-                     protocols.get_protocol(protocol).name)
+                     protocols.get_protocol(protocol).name, None if share.world_size == 1 else held, share)
 
 
 def gather(seqs: Sequences, start: Tensor, length: Tensor, width: int | None = None) -> tuple[dict[str, Tensor], Tensor]:
@@ -179,16 +212,20 @@ class TrainingSet:
     def __init__(self, seqs: Sequences, max_len: int, width_multiple: int = 1):
         keep = seqs.train_end >= 2
         self.seqs, self.max_len, self.width_multiple = seqs, max_len, width_multiple
+        self.user = torch.nonzero(keep).flatten()  # (E,) each example's user (position in seqs)
         self.length = torch.clamp(seqs.train_end[keep] - 1, max=max_len)  # (E,)
-        # Inputs end at event train_end - 2 (its target is train_end - 1, the last training event).
+        # Inputs end at event train_end - 2 (its target is train_end - 1, the last training event); meaningful for
+        # the users this process holds only.
         self.start = seqs.offsets[keep] + seqs.train_end[keep] - 1 - self.length  # (E,)
 
     def __len__(self) -> int:
         return int(self.length.numel())
 
     def item_frequencies(self) -> Tensor:
-        """(N+1,) how often each item occurs among the training events (the proposal of sampled softmax)."""
-        items = self.seqs.columns["items"][span_rows(self.seqs.offsets, self.seqs.train_end)].long()
+        """(N+1,) how often each item occurs among the training events of the users this process holds (summed over
+        the ranks, the proposal of sampled softmax)."""
+        held = self.seqs.holds(torch.arange(self.seqs.num_users))
+        items = self.seqs.columns["items"][span_rows(self.seqs.offsets[held], self.seqs.train_end[held])].long()
         return torch.bincount(items, minlength=self.seqs.num_items + 1)
 
     def steps_per_epoch(self, batch_size: int) -> int:
@@ -210,9 +247,14 @@ class TrainingSet:
         return [batches[i] for i in shuffle.tolist()]
 
     def batch(self, examples: Tensor, rank: int = 0, world_size: int = 1) -> TrainBatch:
-        """This rank's share (rows ``rank::world_size``) of the global batch ``examples``."""
+        """This rank's share of the global batch ``examples``: the rows of the users ``Share(rank, world_size)``
+        holds, in batch order (none at all, now and then: the step still takes part in DDP's all-reduce)."""
         length = self.length[examples]
-        mine = examples[rank::world_size]
+        users = self.user[examples]
+        mine = examples[torch.from_numpy(Share(rank, world_size).holds(self.seqs.user_index[users].numpy()))]
+        if not bool(self.seqs.holds(self.user[mine]).all()):
+            raise ValueError(f"rank {rank} of {world_size} needs users this process does not hold "
+                             f"(it holds {self.seqs.share}): load the sequences with the same Share")
         width = min(self.max_len, -(-int(length.max()) // self.width_multiple) * self.width_multiple)
         inputs, rows = gather(self.seqs, self.start[mine], self.length[mine], width=width)
         targets = torch.where(rows > 0, self.seqs.columns["items"][rows + 1].long(), 0)
@@ -245,16 +287,21 @@ def epoch_loader(data: TrainingSet, batch_size: int, bucket_batches: int, seed: 
 
 @dataclass(frozen=True)
 class EvalSet:
-    """The users of a split that have a target and a non-empty history, in ascending user order."""
+    """The users of a split that have a target and a non-empty history (or a fixed random sample of them), in
+    ascending user order. Its targets, histories and inputs read events: take them from ``held()``, the users
+    this process holds."""
 
     seqs: Sequences
     user: Tensor  # (M,) int64 position in ``seqs`` (row of user_index)
     end: Tensor  # (M,) int64 target position within the user's events; the history is events [0, end)
     max_len: int
     split: str
+    eligible: int = 0  # users of the split with a target, before any sampling
 
     @classmethod
-    def build(cls, seqs: Sequences, split: str, max_len: int) -> EvalSet:
+    def build(cls, seqs: Sequences, split: str, max_len: int, users: int = 0, seed: int = 0) -> EvalSet:
+        """``users`` > 0: a sample of that many of the split's users, drawn with ``seed`` (the same users for any
+        world size and on every rank); 0, or more than there are: all of them."""
         if split not in contract.SPLITS:
             raise ConfigError(f"--split: {split!r} is not allowed; choose one of {', '.join(contract.SPLITS)}")
         if split == "valid":
@@ -262,7 +309,16 @@ class EvalSet:
         else:
             end, has_target = seqs.valid_end, seqs.valid_end < seqs.length
         user = torch.nonzero(has_target & (end >= 1)).flatten()
-        return cls(seqs, user, end[user], max_len, split)
+        eligible = int(user.numel())
+        if 0 < users < eligible:
+            sample = torch.randperm(eligible, generator=torch.Generator().manual_seed(seed))[:users]
+            user = user[torch.sort(sample).values]
+        return cls(seqs, user, end[user], max_len, split, eligible)
+
+    def held(self) -> EvalSet:
+        """The part of this set whose users this process holds (the whole set in a single process)."""
+        mine = self.seqs.holds(self.user)
+        return dataclasses.replace(self, user=self.user[mine], end=self.end[mine])
 
     def __len__(self) -> int:
         return int(self.user.numel())
@@ -294,10 +350,17 @@ class EvalSet:
         return self.seqs.offsets[self.user] + self.end - length, length
 
     def input_batches(self, batch_size: int):
-        """Yield ``(positions, inputs)``: model inputs for the last ``max_len`` history events of up to
-        ``batch_size`` users at a time, sorted by length (little padding); ``positions`` index into this set."""
+        """Yield ``(positions, inputs)`` for the users this process holds (``positions`` index into ``held()``):
+        their model inputs for the last ``max_len`` history events, in the batches one process makes of the whole
+        set (users sorted by length, ``batch_size`` at a time, each batch as wide as its longest row). A rank
+        takes its users' rows of each batch at that batch's width, since on the CPU attention rounds differently
+        with the width: a user's embedding then barely depends on how many processes share the users."""
         start, length = self.input_window()
+        held = self.seqs.holds(self.user)
+        position = torch.cumsum(held.long(), 0) - 1
         order = torch.argsort(length, stable=True)
         for chunk in order.split(batch_size) if len(self) else ():  # no users (a split without targets): no batch
-            inputs, _ = gather(self.seqs, start[chunk], length[chunk])
-            yield chunk, inputs
+            mine = chunk[held[chunk]]
+            if mine.numel():
+                inputs, _ = gather(self.seqs, start[mine], length[mine], width=int(length[chunk].max()))
+                yield position[mine], inputs

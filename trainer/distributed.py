@@ -60,6 +60,14 @@ class Distributed:
         dist.all_gather(parts, local)
         return [p.cpu() for p in parts]
 
+    def gather_objects(self, value: object) -> list:
+        """Every rank's picklable ``value`` (any size: per-user results of a rank's own users), in rank order."""
+        if not self.active:
+            return [value]
+        parts: list = [None] * self.world_size
+        dist.all_gather_object(parts, value)
+        return parts
+
     def close(self, barrier: bool = False) -> None:
         """End the process group this module started. ``barrier`` (after a clean run) first waits for every rank:
         a rank that tears gloo down while a peer still sends can crash that peer at exit."""

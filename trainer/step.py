@@ -65,11 +65,15 @@ def train_step(ctx: StepContext, batch: TrainBatch) -> StepResult:
             hidden = ctx.forward(inputs)
         with record_function("loss"):
             terms = loss_terms(ctx.model, hidden, targets, ctx.objective, ctx.item_frequencies, ddp.global_mean)
-    total = terms.total.float()
+    # A rank may hold none of a global batch's users (each rank holds its own share of them): its task loss is then
+    # a mean over nothing (NaN). It adds nothing to the loss, yet still joins the backward pass, with zero
+    # gradients on every parameter, as DDP's all-reduce needs.
+    task = terms.task.float() if batch.tokens else sum(p.sum() for p in ctx.model.parameters()) * 0.0
+    total = task + terms.penalty.float()
     # One collective per step: the token-weighted task loss sum for logging and whether any rank saw a NaN/Inf,
     # so every rank takes the same branch below (a rank skipping backward alone would hang DDP). The penalty is
     # the same global value on every rank.
-    local = torch.stack([terms.task.detach().float() * batch.tokens, (~torch.isfinite(total.detach())).float()])
+    local = torch.stack([task.detach() * batch.tokens, (~torch.isfinite(total.detach())).float()])
     sums = ddp.all_sum(local.cpu())
     loss, penalty = float(sums[0] / batch.global_tokens), float(terms.penalty.detach())
     if sums[1] > 0:
@@ -78,7 +82,7 @@ def train_step(ctx: StepContext, batch: TrainBatch) -> StepResult:
         # This rank's share of the global mean task loss, and its users' part of the global penalty; DDP averages
         # gradients over ranks, hence the world size.
         world = ddp.world_size
-        (terms.task.float() * (batch.tokens * world / batch.global_tokens) + terms.penalty.float() * world).backward()
+        (task * (batch.tokens * world / batch.global_tokens) + terms.penalty.float() * world).backward()
     with record_function("optimizer"):
         grad_norm = float(torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), ctx.grad_clip or math.inf))
         if not math.isfinite(grad_norm):  # the same on every rank: gradients are already averaged

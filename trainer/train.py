@@ -49,7 +49,7 @@ from core import contract, rundir, storage
 from core.configs import ConfigError, save, to_dict
 from core.lineage import code_version
 from trainer import checkpoint, warm_start
-from trainer.data import EvalSet, TrainingSet, epoch_loader, load_sequences
+from trainer.data import EvalSet, Share, TrainingSet, epoch_loader, load_sequences
 from trainer.distributed import Distributed, setup
 from trainer.evaluate import evaluate_model
 from trainer.job import Configs, TrainJob
@@ -135,8 +135,10 @@ def check_resumable(saved: dict[str, Any], model_cfg: ModelConfig, train_cfg: Tr
     model_before, objective_before = split_legacy(json.loads(saved["model_config"]))
     if "objective_config" in saved:
         objective_before = json.loads(saved["objective_config"])
-    before = {"model": model_before, "objective": to_dict(ObjectiveConfig(**objective_before)),
-              "train": json.loads(saved["train_config"])}
+    # A field added since the checkpoint was written counts as its default there (it behaved as the default).
+    before = {"model": {**to_dict(ModelConfig()), **model_before},
+              "objective": to_dict(ObjectiveConfig(**objective_before)),
+              "train": {**to_dict(TrainConfig()), **json.loads(saved["train_config"])}}
     if train_cfg.schedule != "constant" and (
             (before["train"].get("time_budget_seconds") is None) != (train_cfg.time_budget_seconds is None)):
         counts = "time" if train_cfg.time_budget_seconds is None else "steps"
@@ -242,15 +244,20 @@ class Trainer:
         self.checkpoints = checkpoint_dir or storage.join(output_dir, contract.CHECKPOINTS)
         if cfg.batch_size < ddp.world_size:
             raise ConfigError(f"batch_size: {cfg.batch_size} is smaller than the {ddp.world_size} processes")
-        self.seqs = load_sequences(data_dir)
+        self.seqs = load_sequences(data_dir, Share(ddp.rank, ddp.world_size))  # this rank's users' events only
         self.data = TrainingSet(self.seqs, model_cfg.max_len, cfg.batch_width_multiple)
         self.steps_per_epoch = self.data.steps_per_epoch(cfg.batch_size)
         if self.steps_per_epoch < 1:
             raise ConfigError(f"batch_size: {cfg.batch_size} exceeds the {len(self.data)} training sequences "
                               f"of {data_dir}")
         self.total_steps = cfg.total_steps(self.steps_per_epoch)
-        self.valid = EvalSet.build(self.seqs, "valid", model_cfg.max_len)
-        self.item_frequencies = self.data.item_frequencies().to(self.device)
+        self.valid = EvalSet.build(self.seqs, "valid", model_cfg.max_len, cfg.validation_users, cfg.validation_seed)
+        self.item_frequencies = ddp.all_sum(self.data.item_frequencies()).to(self.device)
+        events = self.seqs.columns["items"].numel() - 1
+        held = [int(self.seqs.holds(torch.arange(self.seqs.num_users)).sum()), events,
+                sum(column.nbytes for column in self.seqs.columns.values())]
+        self.held_per_rank = [dict(zip(("users", "events", "bytes"), part.tolist(), strict=True))
+                              for part in ddp.gather(torch.tensor(held))]
         seed_everything(cfg.seed)  # the same initial weights on every rank
         self.model = InterestModel(model_cfg, self.seqs.num_items)
         self.progress = Progress()
@@ -362,15 +369,19 @@ class Trainer:
     # ---------------------------------------------------------------- validation
 
     def _validate(self, window: Window, loop_started: float) -> Window:
-        """Rank 0 ranks the validation targets, records the point and keeps the best weights; returns a fresh
-        window for the next validation's train-loss mean."""
-        if self.ddp.is_main and len(self.valid):
+        """Every rank ranks the validation users it holds (a collective); rank 0 records the point and keeps the
+        best weights. Returns a fresh window for the next validation's train-loss mean."""
+        if len(self.valid):
             self._record_validation(window)
-            self.progress.train_seconds = time.monotonic() - loop_started
+            if self.ddp.is_main:
+                self.progress.train_seconds = time.monotonic() - loop_started
         return Window()
 
     def _record_validation(self, window: Window) -> None:
-        _, metrics = evaluate_model(self.model, self.valid, self.cfg.eval_batch_size, self.device, self.bf16)
+        _, metrics = evaluate_model(self.model, self.valid, self.cfg.eval_batch_size, self.device, self.bf16,
+                                    item_block=self.cfg.eval_item_block, ddp=self.ddp)
+        if not self.ddp.is_main:
+            return
         p = self.progress
         recall, ndcg = metrics["recall@10"], metrics["ndcg@10"]
         p.history.append({"step": p.step, "wall_seconds": round(p.train_seconds, 3),
@@ -513,6 +524,8 @@ class Trainer:
             "tokens": p.tokens,
             "skipped_steps": p.skipped_steps,
             "world_size": self.ddp.world_size,
+            "held_per_rank": self.held_per_rank,  # users, events and bytes of event columns each rank loaded
+            "validation": {"users": len(self.valid), "of": self.valid.eligible, "seed": self.cfg.validation_seed},
             "device": str(self.device),
             "resumed_from": p.resumed_from,
         }

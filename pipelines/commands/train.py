@@ -18,6 +18,7 @@ from core.configs import require
 from core.protocols import PROTOCOLS
 from release.registry import REFERENCE_PREFIX, resolve
 from trainer.job import Configs, TrainJob, add_arguments, job_from_args, torchrun_command
+from trainer.blocks import DEFAULT_ITEM_BLOCK
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,6 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--split", default="test", choices=("valid", "test"), help="which targets (default test)")
     evaluate.add_argument("--output", required=True, help="where metrics.json and per_user.parquet go")
     evaluate.add_argument("--batch-size", type=int, default=512, help="users per batch (default 512)")
+    evaluate.add_argument("--item-block", type=int, default=DEFAULT_ITEM_BLOCK,
+                          help="items scored at a time: memory is batch size x item block scores, whatever the "
+                          f"catalogue; results do not depend on it (default {DEFAULT_ITEM_BLOCK:,})")
+    evaluate.add_argument("--processes", type=int, default=1,
+                          help="local processes sharing the users (default 1); under torchrun each rank is one")
     evaluate.add_argument("--protocol", choices=list(PROTOCOLS),
                           help="evaluation protocol (docs/protocols.md); default and only allowed value: the one the "
                           "data was preprocessed for (its split.json); recorded in metrics.json")
@@ -87,6 +93,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     require(args.batch_size >= 1, "--batch-size", f"must be >= 1, got {args.batch_size}")
     from trainer.evaluate import evaluate
 
-    metrics = evaluate(resolve(args.model), args.data, args.split, args.output, args.batch_size, args.protocol)
+    metrics = evaluate(resolve(args.model), args.data, args.split, args.output, args.batch_size, args.protocol,
+                       args.item_block, args.processes)
     print(json.dumps(metrics, indent=2))
     return 0

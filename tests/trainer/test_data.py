@@ -11,7 +11,7 @@ import torch
 
 from core import contract, rundir
 from core.configs import ConfigError
-from trainer.data import EvalSet, TrainingSet, epoch_loader, load_sequences
+from trainer.data import EvalSet, Share, TrainingSet, epoch_loader, load_sequences
 
 MAX_LEN = 12
 
@@ -100,16 +100,26 @@ def test_bucketing_cuts_padding(seqs):
     assert padding(bucket_batches=50) < padding(bucket_batches=1) / 2
 
 
-def test_ranks_share_the_global_batch_whatever_the_world_size(seqs):
+def test_ranks_share_the_global_batch_whatever_the_world_size(tiny_data, seqs):
+    """Each rank loads only its users (user_index % 2) and takes their rows of the global batch: together the
+    ranks hold every user once and every row of the batch, at the global batch's width."""
     data = TrainingSet(seqs, MAX_LEN)
-    examples = data.epoch_batches(7, 50, seed=0, epoch=0)[0]
-    whole = data.batch(examples)
-    shares = [data.batch(examples, rank, 2) for rank in range(2)]
-    assert sum(s.tokens for s in shares) == whole.global_tokens == shares[0].global_tokens
-    assert all(s.inputs["items"].shape[1] == whole.inputs["items"].shape[1] for s in shares)  # global width
-    rebuilt = torch.empty_like(whole.targets)
-    rebuilt[0::2], rebuilt[1::2] = shares[0].targets, shares[1].targets
-    assert torch.equal(rebuilt, whole.targets)
+    shares = [load_sequences(str(tiny_data), Share(rank, 2)) for rank in range(2)]
+    parts = [TrainingSet(share, MAX_LEN) for share in shares]
+    assert sum(int(share.held.sum()) for share in shares) == seqs.num_users
+    assert sum(share.columns["items"].numel() - 1 for share in shares) == seqs.columns["items"].numel() - 1
+    for examples in data.epoch_batches(7, 50, seed=0, epoch=0):
+        whole = data.batch(examples)
+        batches = [part.batch(examples, rank, 2) for rank, part in enumerate(parts)]
+        assert sum(b.tokens for b in batches) == whole.global_tokens == batches[0].global_tokens
+        assert all(b.inputs["items"].shape[1] == whole.inputs["items"].shape[1] for b in batches)  # global width
+        odd = seqs.user_index[data.user[examples]] % 2 == 1
+        for rank, b in enumerate(batches):
+            rows = odd if rank else ~odd
+            assert torch.equal(b.targets, whole.targets[rows])
+            assert all(torch.equal(b.inputs[k], whole.inputs[k][rows]) for k in whole.inputs)
+    with pytest.raises(ValueError, match="does not hold"):
+        parts[0].batch(examples, 1, 2)  # rank 0's data asked for rank 1's rows
 
 
 def test_loader_resumes_mid_epoch_at_the_same_batch(seqs):

@@ -3,6 +3,7 @@ still hold it, and resume telling an objective change for what it is."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 
@@ -100,3 +101,14 @@ def test_a_trained_model_keeps_its_objective_beside_its_config(tiny_data, tmp_pa
     with pytest.raises(ConfigError, match=r"holds a run with objective penalty_lambda=0.001, now 0.01"):
         train(str(tiny_data), str(out), kit.TINY_MODEL, kit.tiny_train(epochs=None, max_steps=4),
               objective=ObjectiveConfig(penalty="l2", penalty_lambda=1e-2))
+
+
+def test_a_checkpoint_from_before_a_field_existed_resumes_at_its_default(kit):
+    model_cfg, train_cfg = kit.TINY_MODEL, kit.tiny_train()
+    saved_train = {k: v for k, v in to_dict(train_cfg).items() if k not in ("validation_users", "validation_seed")}
+    saved_model = {k: v for k, v in to_dict(model_cfg).items() if k != "user_head"}
+    old_checkpoint = {"data_digest": "d", "model_config": json.dumps(saved_model),
+                      "train_config": json.dumps(saved_train)}
+    check_resumable(old_checkpoint, model_cfg, train_cfg, "d", "ckpt")  # the new fields at their defaults
+    with pytest.raises(ConfigError, match=r"holds a run with train validation_users=10000, now 5"):
+        check_resumable(old_checkpoint, model_cfg, dataclasses.replace(train_cfg, validation_users=5), "d", "ckpt")

@@ -82,3 +82,36 @@ def test_two_processes_apply_the_global_hinge(tmp_path):
         assert abs(single_penalty - expected) < 1e-4 * expected
         for key, value in single_weights.items():
             torch.testing.assert_close(weights[key], value, atol=1e-5, rtol=1e-4)
+
+
+def _lopsided_rank(rank: int, init: str, out: str) -> None:
+    """Rank 0 holds every row of the global batch, rank 1 none (each rank holds its own users)."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        cfg = hinge_cfg(0.0)
+        model = make_model(cfg)
+        batch, targets = global_batch()
+        rows = slice(None) if rank == 0 else slice(0, 0)
+        step = TrainBatch({k: v[rows] for k, v in batch.items()}, targets[rows], int((targets[rows] > 0).sum()),
+                          int((targets > 0).sum()), len(LENGTHS))
+        context = StepContext(model, DistributedDataParallel(model), torch.optim.SGD(model.parameters(), lr=1.0),
+                              cfg, 0.0, Distributed(rank, 2, torch.device("cpu"), False), False)
+        result = train_step(context, step)
+        torch.save((result.penalty, result.non_finite is None, {k: v.detach().clone() for k, v in
+                                                                 model.state_dict().items()}), f"{out}/rank{rank}.pt")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_rank_without_rows_joins_the_step_and_changes_nothing(tmp_path):
+    """A rank whose share of a global batch is empty: no NaN from its mean over nothing, no hang in DDP's
+    all-reduce, and both ranks end with the weights one process computes from the whole batch."""
+    penalty, single_weights = one_step(hinge_cfg(0.0), 0, 1, Distributed(0, 1, torch.device("cpu"), False))
+    mp.spawn(_lopsided_rank, args=(f"file://{tmp_path}/rendezvous", str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        rank_penalty, applied, weights = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert applied and abs(rank_penalty - penalty) < 1e-4 * penalty
+        for key, value in single_weights.items():
+            torch.testing.assert_close(weights[key], value, atol=1e-5, rtol=1e-4)

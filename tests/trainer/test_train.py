@@ -10,9 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,6 +22,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from core import contract, rundir, storage
 from core.configs import ConfigError
 from pipelines import cli
+from tests.support.processes import free_port, interest
 from trainer import checkpoint
 from trainer.data import TrainingSet, load_sequences
 from trainer.evaluate import evaluate
@@ -32,7 +30,6 @@ from trainer.job import TrainJob, job_from_args, torchrun_command
 from trainer.model import InterestModel
 from trainer.train import NonFiniteLossError, train
 
-ROOT = Path(__file__).resolve().parents[2]
 # conftest.py's TINY_MODEL and tiny_train() as `interest train` flags.
 TINY_FLAGS = ["--set", "d_model=16", "--set", "n_layer=1", "--set", "n_head=2", "--set", "max_len=12",
               "--set", "batch_size=6", "--set", "lr=0.003", "--set", "patience=0", "--set", "log_every_steps=5"]
@@ -58,19 +55,6 @@ def assert_same_weights(a: dict, b: dict, atol: float = 0.0) -> None:
             torch.testing.assert_close(a[key], b[key], atol=atol, rtol=0, msg=key)
         else:
             assert torch.equal(a[key], b[key]), key
-
-
-def interest(argv: list[str], env: dict | None = None) -> subprocess.Popen:
-    """``interest ARGV`` in its own process, as a user runs it."""
-    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", *argv], cwd=ROOT,
-                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
