@@ -110,14 +110,16 @@ RUNS = "runs"
 
 
 def run_root(pipeline_root: str, run_id: str) -> str:
-    """``<pipeline root>/runs/<run id>``; the two come from dsl.PIPELINE_ROOT_PLACEHOLDER and
-    dsl.PIPELINE_JOB_ID_PLACEHOLDER, which the KFP backend (>= 2.5), Vertex AI and kfp.local resolve."""
+    """``<pipeline root>/runs/<run id>``: the root is the pipeline's ``pipeline_root`` parameter (`interest
+    submit|schedule` fill it from --pipeline-root, `interest run` with its run directory), the run id comes from
+    dsl.PIPELINE_JOB_ID_PLACEHOLDER, which the KFP driver, Vertex AI and kfp.local all resolve."""
     from core import storage
     from core.configs import require
 
-    require("{{" not in pipeline_root + run_id, "pipeline root",
-            f"the orchestrator left a placeholder unresolved ({pipeline_root!r}, {run_id!r}): a KFP backend >= 2.5 "
-            "is needed")
+    require(bool(pipeline_root), "pipeline_root", "the pipeline parameter is empty: pass the run's pipeline root "
+            "(interest submit --pipeline-root fills it)")
+    require("{{" not in pipeline_root + run_id, "pipeline_root",
+            f"the orchestrator left a placeholder unresolved ({pipeline_root!r}, {run_id!r})")
     storage.check_uri(pipeline_root, "pipeline root")
     return storage.join(pipeline_root, RUNS, run_id)
 

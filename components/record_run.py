@@ -11,7 +11,7 @@ def record_run(
     status: dsl.PipelineTaskFinalStatus,
     pipeline_root: str,
     run_id: str,
-    baseline_preset: str,
+    baseline: str,
     summary: Output[Markdown],
 ):
     """Runs last, whether the run succeeded, failed or was cancelled (``dsl.ExitHandler``). Writes ``run.json``
@@ -30,7 +30,7 @@ def record_run(
               "error": {"code": status.error_code, "message": status.error_message} if status.error_code else None,
               "finished_at": datetime.now(UTC).isoformat(timespec="seconds"), "run_root": root,
               "variants": variants}
-    base = variants.get(baseline_preset, {}).get("test", {}).get("recall@10")
+    base = variants.get(baseline, {}).get("test", {}).get("recall@10")
     lines = [f"# Run {run_id}: {status.state}", ""]
     if record["error"]:
         lines += [f"Error: {status.error_message}", ""]

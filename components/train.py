@@ -14,7 +14,7 @@ def train(
     train_config: dict,
     torch_threads: int,
     accelerator: str,
-    gpus: int,
+    gpus: str,
     cluster: dict,
     tolerations: list,
     node_selector: dict,
@@ -31,7 +31,8 @@ def train(
     """``variant``: a trainer.variants.VariantSpec mapping (name, preset, set, seed); ``model_overrides``/
     ``train_config``: ModelConfig key=value and TrainConfig fields for every variant (the variant's own win);
     ``accelerator``/``gpus``: this pod's accelerator type (recorded with the model: speed figures depend on it)
-    and count (torchrun runs one process each; the task fails at once if torch sees fewer CUDA devices);
+    and count (a string, as the pipeline's resource parameter; torchrun runs one process each; the task fails at
+    once if torch sees fewer CUDA devices);
     ``cluster``: trainer.launch.ClusterConfig fields (multi-node PyTorchJob / Vertex job), whose replicas get
     ``tolerations``/``node_selector`` (the pipeline's GPU pool) unless it names its own; ``image``: the image
     cluster jobs run; ``warm_start``: start from the registry's champion (``registry``, ``model_name``) when there
@@ -51,6 +52,7 @@ def train(
     from trainer.variants import VariantSpec
 
     set_torch_threads(torch_threads)
+    gpus = int(gpus or 0)
     spec = VariantSpec.parse(variant)
     name = spec.run_name
     task = Task("train", name, progress_from="trainer")  # start/end lines and progress for `interest run`

@@ -4,6 +4,7 @@ any work starts (names, presets, every config), so a typo fails in a second inst
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,9 @@ from pipelines.profiles import Profile
 
 # KFP parameter type -> the Python values it accepts (bool is an int in Python: refused separately).
 KFP_TYPES = {"String": str, "Integer": int, "Float": (int, float), "Boolean": bool, "Dict": dict,
-             "List[String]": list, "List": list}
+             "List[String]": list, "List": list, "List[Dict]": list}
+# Old parameter name -> its name now; the old one is accepted with a warning (schedules and scripts that pass it).
+RENAMED = {"baseline_preset": "baseline"}
 
 
 def pipeline_parameters() -> dict[str, tuple[str, Any]]:
@@ -55,6 +58,10 @@ def validate_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     from trainer.presets import PRESETS
     from trainer.variants import parse_variants
 
+    arguments = _renamed(arguments)
+    if isinstance(arguments.get("accelerator_count"), int) and not isinstance(arguments["accelerator_count"], bool):
+        # The KFP driver reads resource parameters as strings (see pipelines.pipeline): 1 means "1".
+        arguments = {**arguments, "accelerator_count": str(arguments["accelerator_count"])}
     known = pipeline_parameters()
     unknown = sorted(set(arguments) - set(known))
     require(not unknown, f"--param {unknown[0] if unknown else ''}",
@@ -69,6 +76,10 @@ def validate_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
                 f"expected {kind}, got {value!r}")
         if kind == "List[String]":
             require(all(isinstance(v, str) for v in value), name, f"expected a list of strings, got {value!r}")
+    if args["pipeline_root"]:
+        from core import storage
+
+        storage.check_uri(args["pipeline_root"], "pipeline_root")
 
     registry.check_registry(args["registry"])
     registry.check_name(args["model_name"], "model_name")
@@ -81,15 +92,27 @@ def validate_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     for spec in specs:
         resolve_configs(spec.preset, (*run_wide, *spec.overrides()))
     names = [spec.name for spec in specs]
-    require(args["baseline_preset"] in names or args["baseline_preset"] in PRESETS, "baseline_preset",
-            f"{args['baseline_preset']!r} is neither a variant of this run ({', '.join(dict.fromkeys(names))}) nor "
+    require(args["baseline"] in names or args["baseline"] in PRESETS, "baseline",
+            f"{args['baseline']!r} is neither a variant of this run ({', '.join(dict.fromkeys(names))}) nor "
             f"a preset ({', '.join(PRESETS)})")
     from_dict(PreprocessConfig, args["preprocess_config"])
     from_dict(gate.GateConfig, args["gate_config"])
     from_dict(launch.ClusterConfig, args["cluster"])
-    for name in ("torch_threads", "accelerator_count"):
-        require(args[name] >= 0, name, f"must be >= 0, got {args[name]}")
+    require(args["torch_threads"] >= 0, "torch_threads", f"must be >= 0, got {args['torch_threads']}")
+    require(args["accelerator_count"].isdigit(), "accelerator_count",
+            f"must be a whole number of GPUs >= 0 (\"0\": none), got {args['accelerator_count']!r}")
     return args
+
+
+def _renamed(arguments: dict[str, Any]) -> dict[str, Any]:
+    """``arguments`` with every old parameter name (RENAMED) replaced by its new one, with a warning."""
+    out = dict(arguments)
+    for old, new in RENAMED.items():
+        if old in out:
+            require(new not in out, f"--param {old}", f"is the old name of {new}: give {new} only")
+            warnings.warn(f"pipeline parameter {old!r} is deprecated: use {new!r}", FutureWarning, stacklevel=3)
+            out[new] = out.pop(old)
+    return out
 
 
 def _refuse_nulls(value: Any, path: str) -> None:

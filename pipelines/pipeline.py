@@ -29,14 +29,14 @@ settings from parameters); Vertex AI Pipelines ignores the Kubernetes settings a
 
 import contextlib
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from kfp import dsl, kubernetes
 from kfp.dsl import HTML, Artifact, Markdown, Model
 
 from components.evaluate import evaluate
 from components.evaluate_champion import evaluate_champion
-from components.image import IMAGE
+from components.image import IMAGE, check_cluster_image
 from components.preprocess import preprocess
 from components.push import push
 from components.record_run import record_run
@@ -56,10 +56,17 @@ PREPROCESS = ("2", "8G")  # Beam DirectRunner on ML-1M peaks at about 0.5 GB; ro
 TRAIN = ("4", "16G")  # one variant; a multi-GPU pod runs one process per GPU on these (and /dev/shm counts here)
 EVALUATE = ("2", "8G")  # full-catalogue ranking of every user
 # A preempted or evicted pod fails its task: retry it after minutes, not at once (the node pool needs time to
-# come back), doubling, for at most a few hours. A retried train task resumes from its checkpoints, whose
-# directory a dead attempt still holds locked until its lease runs out (core.rundir, 900 s): the first retry
-# waits at least that long, so it never fails on the lock of the attempt it replaces.
-RETRY = {"num_retries": 3, "backoff_duration": "900s", "backoff_factor": 2.0, "backoff_max_duration": "21600s"}
+# come back), doubling. A retried train task resumes from its checkpoints, whose directory a dead attempt still
+# holds locked until its lease runs out (core.rundir, 900 s): the first retry waits at least that long, so it
+# never fails on the lock of the attempt it replaces. Argo counts backoff.maxDuration from the first attempt's
+# start, so it must outlast every attempt at its longest (a cluster job's deadline, ClusterConfig.timeout_seconds:
+# 24 h) plus the waits between them, or a long train task that fails late is never retried: 4 x 24 h + 1.75 h.
+RETRY = {"num_retries": 3, "backoff_duration": "900s", "backoff_factor": 2.0, "backoff_max_duration": "360000s"}
+# Where the compiled pipeline runs: kfp.local (outputs, no retries, no exit handler), the KFP open-source backend
+# (with the Kubernetes platform spec: a second YAML document) or Vertex AI Pipelines (one document: its SDK
+# refuses two, and it ignores Kubernetes settings).
+Target = Literal["local", "kubeflow", "vertex"]
+TARGETS = ("local", "kubeflow", "vertex")
 # Kubeflow's artifact store Secret (in every profile namespace) and its keys, as S3 clients read them.
 S3_SECRET_KEYS = {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}
 
@@ -81,50 +88,57 @@ def _resources(task: dsl.PipelineTask, name: str, cpu: str, memory: str) -> dsl.
     return task.set_env_variable("OMP_NUM_THREADS", cpu)
 
 
-def create_pipeline(image: str = IMAGE, parallelism: int = 0, for_cluster: bool = False, s3_endpoint: str = "",
+def create_pipeline(image: str = IMAGE, parallelism: int = 0, target: Target = "local", s3_endpoint: str = "",
                     s3_secret: str = ""):
     """The pipeline function, with every task on ``image``; ``parallelism`` caps how many variants train at
-    once (0: all of them); ``for_cluster``: with retries and the exit handler (see the module docstring);
-    ``s3_endpoint``/``s3_secret``: every task reaches an S3-compatible store (MinIO: Kubeflow's default pipeline
-    root ``minio://mlpipeline/...``) at that endpoint (AWS_ENDPOINT_URL) with the access key of that Secret
-    (Kubeflow's ``mlpipeline-minio-artifact`` layout: ``accesskey``, ``secretkey``)."""
+    once (0: all of them); ``target``: where it runs (Target; kubeflow and vertex add retries and the exit
+    handler, see the module docstring); ``s3_endpoint``/``s3_secret`` (kubeflow): every task reaches an
+    S3-compatible store (Kubeflow's SeaweedFS or MinIO) at that endpoint (AWS_ENDPOINT_URL) with the access key of
+    that Secret (Kubeflow's ``mlpipeline-minio-artifact`` layout: ``accesskey``, ``secretkey``)."""
+    require(target in TARGETS, "target", f"must be one of {', '.join(TARGETS)}, got {target!r}")
     defaults = PROFILES["full"]
+    cluster_run, kubernetes_spec = target != "local", target != "vertex"
 
     def interest_pipeline(
         registry: str,
+        pipeline_root: str = "",
         dataset: str = defaults.dataset,
-        variants: list = defaults.variant_specs(),
+        variants: list[dict] = defaults.variant_specs(),
         preprocess_config: dict = defaults.preprocess_config,
         beam_args: list[str] = [],  # noqa: B006 - KFP defaults are literal values
         model_overrides: list[str] = list(defaults.model_overrides),  # noqa: B006
         train_config: dict = defaults.train_config,
         gate_config: dict = defaults.gate_config,
-        baseline_preset: str = "baseline",
+        baseline: str = "baseline",
         model_name: str = "interest",
         torch_threads: int = 0,
         accelerator_type: str = "",
-        accelerator_count: int = 0,
+        accelerator_count: str = "0",
         cluster: dict = {},  # noqa: B006 - KFP defaults are literal values
         gpu_tolerations: list = [],  # noqa: B006 - KFP defaults are literal values
         gpu_node_selector: dict = {},  # noqa: B006 - KFP defaults are literal values
         warm_start: bool = False,
     ) -> Outputs:
-        """``registry``: model registry root (a directory or gs://bucket/prefix); ``dataset``: ml-1m, ml-100k or an
-        events file path/URI; ``variants``: trainer.variants specs ({name, preset, set, seed}); ``*_config``: fields of PreprocessConfig,
-        TrainConfig (over each preset's) and GateConfig; ``model_overrides``: ModelConfig key=value for every
-        variant; ``baseline_preset``: the variant changes are measured against; ``torch_threads``: threads per
-        train/evaluate task (0: OMP_NUM_THREADS, i.e. the task's CPU request); ``accelerator_type``/
+        """``registry``: model registry root (a directory or gs://bucket/prefix); ``pipeline_root``: the run's
+        pipeline root (what `interest submit --pipeline-root` passes as the run's root too): the tasks keep the
+        run's own files below it (components.artifacts.run_root); ``dataset``: ml-1m, ml-100k or an events file
+        path/URI; ``variants``: trainer.variants specs ({name, preset, set, seed}); ``*_config``: fields of
+        PreprocessConfig, TrainConfig (over each preset's) and GateConfig; ``model_overrides``: ModelConfig
+        key=value for every variant; ``baseline``: the variant changes are measured against; ``torch_threads``:
+        threads per train/evaluate task (0: OMP_NUM_THREADS, i.e. the task's CPU request); ``accelerator_type``/
         ``accelerator_count``: GPUs of each train task's pod, e.g. nvidia.com/gpu on Kubeflow or NVIDIA_L4 on
-        Vertex AI (torchrun runs one process per GPU; empty/0: CPU); ``cluster``: ClusterConfig fields to train
-        each variant as a multi-node PyTorchJob or Vertex job instead; ``gpu_tolerations``/``gpu_node_selector``:
-        Kubernetes tolerations (a list of {key, operator, value, effect}) and node selector ({label: value}) of
-        every train pod and PyTorchJob replica, for a tainted GPU node pool; ``warm_start``: every variant starts
-        from the registry's champion (items matched by id; the architecture must match), else from scratch."""
-        # Resolved by the orchestrator in each task: where the run's own files go (components.artifacts.run_root).
-        run_place = {"pipeline_root": dsl.PIPELINE_ROOT_PLACEHOLDER, "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
+        Vertex AI (torchrun runs one process per GPU; empty/"0": CPU; a string, as the KFP driver reads resource
+        parameters); ``cluster``: ClusterConfig fields to train each variant as a multi-node PyTorchJob or Vertex
+        job instead; ``gpu_tolerations``/``gpu_node_selector``: Kubernetes tolerations (a list of {key, operator,
+        value, effect}) and node selector ({label: value}) of every train pod and PyTorchJob replica, for a
+        tainted GPU node pool; ``warm_start``: every variant starts from the registry's champion (items matched by
+        id; the architecture must match), else from scratch."""
+        # Where the run's own files go (components.artifacts.run_root): the root from a parameter (the KFP driver
+        # leaves {{$.pipeline_root}} unresolved), the run id from a placeholder every backend resolves.
+        run_place = {"pipeline_root": pipeline_root, "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
         finale = None
-        if for_cluster:
-            finale = _resources(record_run(baseline_preset=baseline_preset, **run_place), "Record run", *SMALL)
+        if cluster_run:
+            finale = _resources(record_run(baseline=baseline, **run_place), "Record run", *SMALL)
             finale.set_caching_options(enable_caching=False)
         with dsl.ExitHandler(finale, name="run") if finale else contextlib.nullcontext():
             prep = _resources(preprocess(dataset=dataset, config=preprocess_config, beam_args=beam_args),
@@ -144,17 +158,18 @@ def create_pipeline(image: str = IMAGE, parallelism: int = 0, for_cluster: bool 
                           model_name=model_name, **run_place),
                     "Train variant", *TRAIN,
                 ).set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
-                kubernetes.add_toleration_json(trained, gpu_tolerations)
-                kubernetes.add_node_selector_json(trained, gpu_node_selector)
-                # NCCL and DataLoader workers share memory through /dev/shm, which is 64 MB in a container. Its
-                # pages count against the memory limit, which bounds it.
-                kubernetes.empty_dir_mount(trained, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
+                if kubernetes_spec:
+                    kubernetes.add_toleration_json(trained, gpu_tolerations)
+                    kubernetes.add_node_selector_json(trained, gpu_node_selector)
+                    # NCCL and DataLoader workers share memory through /dev/shm, which is 64 MB in a container.
+                    # Its pages count against the memory limit, which bounds it.
+                    kubernetes.empty_dir_mount(trained, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
                 evaluated = _resources(
                     evaluate(model=trained.outputs["model"], data=prep.outputs["data"], torch_threads=torch_threads,
                              **run_place),
                     "Evaluate variant", *EVALUATE,
                 )
-                if for_cluster:
+                if cluster_run:
                     trained.set_retry(**RETRY)
                     evaluated.set_retry(**RETRY)
 
@@ -171,7 +186,7 @@ def create_pipeline(image: str = IMAGE, parallelism: int = 0, for_cluster: bool 
                     models=dsl.Collected(trained.outputs["model"]),
                     evaluations=dsl.Collected(evaluated.outputs["evaluation"]),
                     champion_evaluation=champion.outputs["champion_evaluation"],
-                    baseline_preset=baseline_preset, gate_config=gate_config,
+                    baseline_preset=baseline, gate_config=gate_config,
                 ),
                 "Select candidate and gate", *SMALL,
             )
@@ -191,17 +206,17 @@ def create_pipeline(image: str = IMAGE, parallelism: int = 0, for_cluster: bool 
             summary = _resources(
                 report(models=dsl.Collected(trained.outputs["model"]),
                        evaluations=dsl.Collected(evaluated.outputs["evaluation"]),
-                       blessing=decision.outputs["blessing"], baseline_preset=baseline_preset),
+                       blessing=decision.outputs["blessing"], baseline_preset=baseline),
                 "Report", *SMALL,
             )
         tasks = [prep, trained, evaluated, champion, decision, pushed, summary, *([finale] if finale else [])]
         for task in tasks:
             task.set_container_image(image)
-            if s3_endpoint:
+            if s3_endpoint and kubernetes_spec:
                 task.set_env_variable("AWS_ENDPOINT_URL", s3_endpoint)
-            if s3_secret:
+            if s3_secret and kubernetes_spec:
                 kubernetes.use_secret_as_env(task, s3_secret, S3_SECRET_KEYS)
-        if for_cluster:
+        if cluster_run:
             return None  # a pipeline with an exit handler returns no outputs; record_run's summary stands in
         return Outputs(
             report_html=summary.outputs["html"], report_markdown=summary.outputs["markdown"],
@@ -211,24 +226,27 @@ def create_pipeline(image: str = IMAGE, parallelism: int = 0, for_cluster: bool 
             evaluations=dsl.Collected(evaluated.outputs["evaluation"]),
         )
 
-    if for_cluster:
+    if cluster_run:
         del interest_pipeline.__annotations__["return"]
     return dsl.pipeline(name=PIPELINE_NAME, description="Train, compare, gate and ship Transformer user-interest "
                         "models.")(interest_pipeline)
 
 
-def compile_pipeline(output: str | Path, image: str = IMAGE, parallelism: int = 0, for_cluster: bool = False,
+def compile_pipeline(output: str | Path, image: str = IMAGE, parallelism: int = 0, target: Target = "local",
                      s3_endpoint: str = "", s3_secret: str = "") -> Path:
-    """Write the pipeline as KFP IR YAML: for kfp.local, or ``for_cluster`` for Kubeflow Pipelines and Vertex AI
-    Pipelines (create_pipeline)."""
+    """Write the pipeline as KFP IR YAML for ``target`` (create_pipeline). A cluster pulls ``image`` from a
+    registry, so for kubeflow and vertex it must name one (components.image.check_cluster_image): an image without
+    a registry host leaves every task waiting on its pull for good."""
     from kfp import compiler
 
     require(parallelism >= 0, "--parallelism", f"must be >= 0 (0: every variant at once), got {parallelism}")
     require(not s3_endpoint or s3_endpoint.startswith(("http://", "https://")), "--s3-endpoint",
             f"must be an http(s):// URL, got {s3_endpoint!r}")
+    if target != "local":
+        check_cluster_image(image)
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     kfp_compiler = compiler.Compiler()
-    kfp_compiler.compile(create_pipeline(image=image, parallelism=parallelism, for_cluster=for_cluster,
+    kfp_compiler.compile(create_pipeline(image=image, parallelism=parallelism, target=target,
                                          s3_endpoint=s3_endpoint, s3_secret=s3_secret), package_path=str(path))
     return path

@@ -1,8 +1,9 @@
 """``interest compile | run | submit | schedule | tensorboard``: the pipeline from the command line.
 
-    interest compile --output pipeline.yaml [--image REGISTRY/REPO:TAG] [--parallelism N]
+    interest compile --output pipeline.yaml --image REGISTRY/REPO:TAG [--parallelism N] [--vertex]
     interest run [--profile smoke|quick|full] [--dataset ml-1m|ml-100k|PATH] [--variants a,b] [--output runs/]
-    interest submit --host URL [--token T | --cookies C] --image REGISTRY/... --dataset gs://... --registry gs://...
+    interest submit --host URL [--token T | --cookies C] --image REGISTRY/... --pipeline-root s3://... \
+        --dataset gs://... --registry gs://...
     interest submit --vertex --project P --region R --pipeline-root gs://... --image ... --registry gs://...
     interest schedule [--vertex ...] --host URL --cron "0 3 * * *" --image ... --registry gs://...
     interest schedule list|pause|resume --host URL [ID]
@@ -38,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                      description="Compile the pipeline to KFP IR YAML.")
     compile_.add_argument("--output", default="pipeline.yaml", help="YAML file to write (default pipeline.yaml)")
     _add_build_flags(compile_)
+    compile_.add_argument("--vertex", action="store_true",
+                          help="the Vertex AI Pipelines form (one YAML document, no Kubernetes settings)")
     compile_.set_defaults(func=run_compile)
 
     run = subparsers.add_parser(
@@ -182,6 +185,8 @@ def pipeline_arguments(args: argparse.Namespace, default_registry: str | None, r
     require(bool(arguments["registry"]), "--registry", "is required: a directory or gs://bucket/prefix")
     if remote:
         check_cluster_arguments(arguments, args.pipeline_root)
+        # The tasks keep the run's own files below it: the KFP driver resolves no pipeline-root placeholder.
+        arguments["pipeline_root"] = args.pipeline_root
     for name in ("dataset", "registry"):
         value = arguments[name]
         if isinstance(value, str) and value not in DATASETS and "://" not in value:
@@ -201,13 +206,13 @@ def _parse_seeds(text: str | None) -> list[int] | None:
 
 
 def _set_variants(arguments: dict[str, Any], args: argparse.Namespace) -> None:
-    """--grid or --variants (each with --seeds) into the ``variants`` and ``baseline_preset`` arguments."""
+    """--grid or --variants (each with --seeds) into the ``variants`` and ``baseline`` arguments."""
     seeds = _parse_seeds(args.seeds)
     if args.grid:
         require(not args.variants, "--grid", "give --grid or --variants, not both")
         grid = grids.load_grid(args.grid)
         arguments["variants"] = [spec.to_json() for spec in grid.expand(seeds, args.unpenalised_norm)]
-        arguments["baseline_preset"] = grid.baseline
+        arguments["baseline"] = grid.baseline
         return
     if args.variants:
         arguments["variants"] = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -227,8 +232,9 @@ def _image(args: argparse.Namespace) -> str:
 def _compile_for_cluster(args: argparse.Namespace, output: str | Path) -> Path:
     from pipelines.pipeline import compile_pipeline
 
-    return compile_pipeline(output, image=_image(args), parallelism=args.parallelism, for_cluster=True,
-                            s3_endpoint=args.s3_endpoint, s3_secret=args.s3_secret)
+    return compile_pipeline(output, image=_image(args), parallelism=args.parallelism,
+                            target="vertex" if args.vertex else "kubeflow", s3_endpoint=args.s3_endpoint,
+                            s3_secret=args.s3_secret)
 
 
 def _endpoint(args: argparse.Namespace) -> kubeflow_runner.Endpoint:
@@ -237,12 +243,12 @@ def _endpoint(args: argparse.Namespace) -> kubeflow_runner.Endpoint:
 
 
 def _check_kubeflow_store(args: argparse.Namespace) -> None:
-    """The tasks write checkpoints and the run's record below the pipeline root themselves, so they must reach
-    it: Kubeflow's default root is MinIO (minio://mlpipeline/v2/artifacts), whose endpoint they are told only
-    through --s3-endpoint (its keys: --s3-secret)."""
+    """The tasks write checkpoints and the run's record below the pipeline root themselves, so they must be told
+    it (a pipeline parameter: the KFP driver resolves no root placeholder) and reach it: Kubeflow's own store
+    (SeaweedFS, or MinIO in older manifests) through --s3-endpoint, its keys through --s3-secret."""
     root = args.pipeline_root or ""
-    require(bool(root) or bool(args.s3_endpoint), "--pipeline-root",
-            "is required (gs://, s3://), or --s3-endpoint for Kubeflow's default MinIO root")
+    require(bool(root), "--pipeline-root", "is required (gs://, s3://, or minio://mlpipeline/v2/artifacts/NAMESPACE "
+            "with --s3-endpoint for Kubeflow's own store)")
     require(not root.startswith("minio://") or bool(args.s3_endpoint), "--s3-endpoint",
             f"is required with the pipeline root {root!r}, e.g. http://minio-service.kubeflow:9000")
 

@@ -92,7 +92,7 @@ def test_the_exit_task_records_the_state_and_every_finished_variant(s3_bucket, t
                                          error_message="Task train failed after 3 retries")
     summary = dsl.Markdown(uri=str(tmp_path / "summary.md"))
     record_run.python_func(status=status, pipeline_root=f"{s3_bucket}/pipeline-root", run_id=RUN_ID,
-                           baseline_preset="baseline", summary=summary)
+                           baseline="baseline", summary=summary)
 
     record = storage.read_json(f"{root}/run.json")
     assert record["state"] == "FAILED" and record["error"]["message"] == "Task train failed after 3 retries"
