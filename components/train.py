@@ -71,7 +71,7 @@ def train(
                    preset=spec.preset,
                    overrides=(*overrides_from(model_overrides, train_config), *spec.overrides(), *warm),
                    checkpoint_dir=storage.join(root, "checkpoints", name))
-    launch.train_on(settings, launch.ClusterJob(launch.job_name("interest", name), image, job), model.path,
+    launch.train_on(settings, launch.ClusterJob(launch.job_name(run_id, name), image, job), model.path,
                     local_gpus=gpus)
     move_tensorboard(model.path, tensorboard.path, name)
     storage.copy_tree(os.path.join(tensorboard.path, name), storage.join(root, "tensorboard", name))
