@@ -568,14 +568,57 @@ def _aiplatform(what: str):
 
 
 def upload_to_vertex_tensorboard(cluster: ClusterConfig, logdir: str, experiment: str) -> str:
-    """Upload the TensorBoard runs below ``logdir`` (one directory per variant) to the experiment ``experiment``
-    (the pipeline run's id, made a valid experiment name) of ``cluster.vertex_tensorboard``; returns the name."""
+    """Write the scalars of the TensorBoard runs below ``logdir`` (one directory per run) to the experiment
+    ``experiment`` (the pipeline run's id, made a valid experiment name) of ``cluster.vertex_tensorboard``; returns
+    the experiment's name. The events are read with TensorBoard's own reader and written through the SDK's
+    TensorboardRun: aiplatform.upload_tb_log would import TensorFlow, which the image does not have. A retried task
+    writes into the experiment and runs an earlier attempt created."""
+    from collections import defaultdict
+
+    from google.api_core.exceptions import AlreadyExists
+    from google.protobuf.timestamp_pb2 import Timestamp
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     aiplatform = _aiplatform("cluster.vertex_tensorboard")
-    _, project, _, location, _, tensorboard_id = cluster.vertex_tensorboard.split("/")
-    name = re.sub(r"[^a-z0-9-]+", "-", experiment.lower()).strip("-")[:128] or "interest"
-    aiplatform.upload_tb_log(tensorboard_id=tensorboard_id, tensorboard_experiment_name=name, logdir=logdir,
-                             project=project, location=location)
+    _, project, _, location, _, _ = cluster.vertex_tensorboard.split("/")
+    where = {"project": project, "location": location}
+    name = _vertex_id(experiment) or "interest"
+    try:
+        board = aiplatform.TensorboardExperiment.create(tensorboard_experiment_id=name,
+                                                        tensorboard_name=cluster.vertex_tensorboard, **where)
+    except AlreadyExists:
+        board = aiplatform.TensorboardExperiment(f"{cluster.vertex_tensorboard}/experiments/{name}", **where)
+    for run_dir in sorted(p for p in Path(logdir).iterdir() if p.is_dir()):
+        events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})  # 0: every point, not a sample
+        events.Reload()
+        run_id = _vertex_id(run_dir.name)
+        try:
+            run = aiplatform.TensorboardRun.create(tensorboard_run_id=run_id,
+                                                   tensorboard_experiment_name=board.resource_name, **where)
+        except AlreadyExists:
+            run = aiplatform.TensorboardRun(f"{board.resource_name}/runs/{run_id}", **where)
+        tags = events.Tags()["scalars"]
+        known = {series.display_name for series in aiplatform.TensorboardTimeSeries.list(
+            tensorboard_run_name=run.resource_name, **where)}
+        for tag in tags:
+            if tag not in known:
+                run.create_tensorboard_time_series(display_name=tag, value_type="SCALAR")
+        steps: dict[int, dict[str, float]] = defaultdict(dict)
+        wall: dict[int, float] = {}
+        for tag in tags:
+            for event in events.Scalars(tag):
+                steps[event.step][tag] = event.value
+                wall[event.step] = event.wall_time
+        for step in sorted(steps):
+            stamp = Timestamp()
+            stamp.FromNanoseconds(int(wall[step] * 1e9))
+            run.write_tensorboard_scalar_data(time_series_data=steps[step], step=step, wall_time=stamp)
     return name
+
+
+def _vertex_id(text: str) -> str:
+    """A Vertex AI resource id from a name: lowercase letters, digits and '-', at most 128 characters."""
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:128]
 
 
 def run_vertex(job: ClusterJob, cluster: ClusterConfig) -> None:

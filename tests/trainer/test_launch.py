@@ -617,13 +617,90 @@ def test_a_failing_torchrun_launch_is_one_line(tiny_data, tmp_path):
     assert "batch_size" in open(log).read()
 
 
-def test_logs_of_a_pipeline_train_task_go_to_the_named_vertex_tensorboard(monkeypatch, tmp_path):
+@pytest.fixture
+def vertex_tensorboard_api(monkeypatch):
+    """The real aiplatform SDK with anonymous credentials; the TensorboardService RPCs it makes recorded and
+    answered as Vertex AI would (resources named below their parents). Returns the list of (method, request)."""
+    import google.auth
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud.aiplatform_v1.services.tensorboard_service import TensorboardServiceClient
+    from google.cloud.aiplatform_v1.types import (
+        ListTensorboardTimeSeriesResponse,
+        TensorboardExperiment,
+        TensorboardRun,
+        TensorboardTimeSeries,
+        WriteTensorboardRunDataResponse,
+    )
+
+    calls: list[tuple[str, dict]] = []
+    monkeypatch.setattr(google.auth, "default", lambda *args, **kwargs: (AnonymousCredentials(), "p"))
+
+    def create_tensorboard_experiment(self, request=None, *, parent=None, tensorboard_experiment=None,
+                                      tensorboard_experiment_id=None, **kwargs):
+        calls.append(("create_tensorboard_experiment", {"parent": parent, "id": tensorboard_experiment_id}))
+        return TensorboardExperiment(name=f"{parent}/experiments/{tensorboard_experiment_id}")
+
+    def create_tensorboard_run(self, request=None, *, parent=None, tensorboard_run=None, tensorboard_run_id=None,
+                               **kwargs):
+        calls.append(("create_tensorboard_run", {"parent": parent, "id": tensorboard_run_id}))
+        return TensorboardRun(name=f"{parent}/runs/{tensorboard_run_id}")
+
+    def get_tensorboard_experiment(self, request=None, *, name=None, **kwargs):
+        return TensorboardExperiment(name=name)
+
+    def get_tensorboard_run(self, request=None, *, name=None, **kwargs):
+        return TensorboardRun(name=name)
+
+    def list_tensorboard_time_series(self, request=None, **kwargs):
+        return ListTensorboardTimeSeriesResponse()
+
+    def create_tensorboard_time_series(self, request=None, *, parent=None, tensorboard_time_series=None, **kwargs):
+        series_id = str(1000 + len(calls))  # Vertex numbers the series it creates
+        calls.append(("create_tensorboard_time_series", {"parent": parent, "id": series_id,
+                                                         "display_name": tensorboard_time_series.display_name}))
+        return TensorboardTimeSeries(name=f"{parent}/timeSeries/{series_id}",
+                                     display_name=tensorboard_time_series.display_name)
+
+    def write_tensorboard_run_data(self, request=None, *, tensorboard_run=None, time_series_data=None, **kwargs):
+        calls.append(("write_tensorboard_run_data", {"run": tensorboard_run, "data": list(time_series_data)}))
+        return WriteTensorboardRunDataResponse()
+
+    for method in (create_tensorboard_experiment, get_tensorboard_experiment, create_tensorboard_run,
+                   get_tensorboard_run, list_tensorboard_time_series, create_tensorboard_time_series,
+                   write_tensorboard_run_data):
+        monkeypatch.setattr(TensorboardServiceClient, method.__name__, method)
+    return calls
+
+
+def test_logs_of_a_pipeline_train_task_reach_vertex_tensorboard_without_tensorflow(
+        vertex_tensorboard_api, monkeypatch, tmp_path):
+    """The image has no TensorFlow (aiplatform.upload_tb_log imports it): the scalars go through the SDK's own
+    TensorboardRun, read back from the event files with TensorBoard's reader."""
     import sys
 
-    fake = RecordingAiplatform()
-    monkeypatch.setitem(sys.modules, "google.cloud.aiplatform", fake)
+    from torch.utils.tensorboard import SummaryWriter
+
+    for run, losses in (("baseline-seed1", (2.0, 1.5, 1.25)), ("rope-seed1", (1.9, 1.4, 1.1))):
+        with SummaryWriter(str(tmp_path / run)) as writer:
+            for step, loss in enumerate(losses):
+                writer.add_scalar("train/loss", loss, step * 10)
+                writer.add_scalar("valid/recall@10", 0.1 * step, step * 10)
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # as in the image: importing it fails
     config = cluster.ClusterConfig(vertex_tensorboard="projects/p/locations/europe-west4/tensorboards/7")
     name = cluster.upload_to_vertex_tensorboard(config, str(tmp_path), experiment="Interest_Pipeline-20260101.12")
     assert name == "interest-pipeline-20260101-12"  # [a-z0-9-]: what Vertex accepts as an experiment name
-    assert fake.calls == [("upload_tb_log", {"tensorboard_id": "7", "tensorboard_experiment_name": name,
-                                             "logdir": str(tmp_path), "project": "p", "location": "europe-west4"})]
+    board = "projects/p/locations/europe-west4/tensorboards/7"
+    calls = vertex_tensorboard_api
+    assert calls[0] == ("create_tensorboard_experiment", {"parent": board, "id": name})
+    assert [c[1]["id"] for c in calls if c[0] == "create_tensorboard_run"] == ["baseline-seed1", "rope-seed1"]
+    assert sorted(c[1]["display_name"] for c in calls if c[0] == "create_tensorboard_time_series") == [
+        "train/loss", "train/loss", "valid/recall@10", "valid/recall@10"]
+    writes = [c[1] for c in calls if c[0] == "write_tensorboard_run_data"]
+    assert len(writes) == 6  # 3 steps x 2 runs, every tag of a step in one write
+    tag_of = {c[1]["id"]: c[1]["display_name"] for c in calls if c[0] == "create_tensorboard_time_series"}
+    first = writes[0]
+    assert first["run"] == f"{board}/experiments/{name}/runs/baseline-seed1"
+    points = {tag_of[series.tensorboard_time_series_id]: series.values[0] for series in first["data"]}
+    assert (points["train/loss"].step, round(points["train/loss"].scalar.value, 6)) == (0, 2.0)
+    last = {tag_of[s.tensorboard_time_series_id]: s.values[0].scalar.value for s in writes[5]["data"]}
+    assert round(last["train/loss"], 6) == 1.1 and round(last["valid/recall@10"], 6) == 0.2
