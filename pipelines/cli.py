@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "pipelines.commands.train",
     "pipelines.commands.release",
     "pipelines.commands.run",
+    "pipelines.commands.doctor",
 )
 
 

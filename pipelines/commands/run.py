@@ -65,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_kfp_flags(submit, host_required=False)
     submit.add_argument("--run-name", default=None, help="run name (default: pipeline name and time)")
     submit.add_argument("--no-cache", action="store_true", help="run every task even where a cached result exists")
+    _add_store_check_flag(submit)
     _add_vertex_flags(submit, "submit a Vertex AI PipelineJob instead (gcp extra)")
     submit.set_defaults(func=run_submit)
 
@@ -77,6 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_build_flags(sched)
     _add_kfp_flags(sched, host_required=False)
     _add_vertex_flags(sched, "create a Vertex AI PipelineJobSchedule instead (gcp extra)")
+    _add_store_check_flag(sched)
     sched.add_argument("--cron", default=None, help='standard 5-field cron in UTC, e.g. "0 3 * * *"')
     sched.add_argument("--name", default="interest-nightly",
                        help="schedule name (default interest-nightly); an existing one of that name is moved here")
@@ -120,6 +122,21 @@ def _add_build_flags(parser: argparse.ArgumentParser) -> None:
                         "http://minio-service.kubeflow:9000 for a minio:// pipeline root")
     parser.add_argument("--s3-secret", default="",
                         help="Kubernetes Secret with the S3 keys (accesskey, secretkey), e.g. mlpipeline-minio-artifact")
+
+
+def _add_store_check_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-store-check", action="store_true",
+                        help="do not probe an s3:// or minio:// pipeline root and registry for conditional writes "
+                        "from here (when this machine cannot reach the store: run `interest doctor` in the cluster)")
+
+
+def _check_stores(args: argparse.Namespace, arguments: dict[str, Any]) -> None:
+    """Refuse an S3-compatible store that ignores If-None-Match (pipelines.preflight), before anything is sent."""
+    from pipelines.preflight import check_conditional_writes
+
+    if not args.no_store_check:
+        for uri in dict.fromkeys((args.pipeline_root or "", arguments["registry"])):
+            check_conditional_writes(uri)
 
 
 def _add_vertex_flags(parser: argparse.ArgumentParser, what: str) -> None:
@@ -352,6 +369,7 @@ def run_submit(args: argparse.Namespace) -> int:
     if endpoint:
         _check_kubeflow_store(args)
     arguments = pipeline_arguments(args, default_registry=None, remote=True)
+    _check_stores(args, arguments)
     caching = False if args.no_cache else None
     with tempfile.TemporaryDirectory(prefix="interest-compile-") as tmp:
         package = _compile_for_cluster(args, Path(tmp, "pipeline.yaml"))
@@ -388,6 +406,7 @@ def run_schedule(args: argparse.Namespace) -> int:
     # A bad cron fails before anything is compiled.
     vertex_runner.check_cron(args.cron) if target else kubeflow_runner.kfp_cron(args.cron)
     arguments = pipeline_arguments(args, default_registry=None, remote=True)
+    _check_stores(args, arguments)
     with tempfile.TemporaryDirectory(prefix="interest-compile-") as tmp:
         package = _compile_for_cluster(args, Path(tmp, "pipeline.yaml"))
         if target:
