@@ -32,8 +32,8 @@ def push(
         decision = Blessing.from_json(json.load(f), blessing.path)
     locations = {"candidate_model": candidate.path,
                  **{f"candidate_{split}": os.path.join(candidate_evaluation.path, split) for split in ("valid", "test")},
-                 **{role: os.path.join(evidence.path, role) for role in ("baseline_test", "champion_test")
-                    if os.path.isdir(os.path.join(evidence.path, role))}}
+                 **{role: os.path.join(evidence.path, role)
+                    for role in (os.listdir(evidence.path) if os.path.isdir(evidence.path) else [])}}
     result = push_version(decision, registry, model_name, locations=locations, data_dir=data.path)
     print(f"push: {result.outcome} {result.uri} (previous champion: {result.previous_version})")
     task.done(f"{result.outcome} {result.uri}")

@@ -14,8 +14,6 @@ from pipelines.profiles import Profile
 # KFP parameter type -> the Python values it accepts (bool is an int in Python: refused separately).
 KFP_TYPES = {"String": str, "Integer": int, "Float": (int, float), "Boolean": bool, "Dict": dict,
              "List[String]": list, "List": list, "List[Dict]": list}
-# Old parameter name -> its name now; the old one is accepted with a warning (schedules and scripts that pass it).
-RENAMED = {"baseline_preset": "baseline"}
 
 
 def pipeline_parameters() -> dict[str, tuple[str, Any]]:
@@ -58,11 +56,15 @@ def validate_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     from trainer.presets import PRESETS
     from trainer.variants import parse_variants
 
-    arguments = _renamed(arguments)
     if isinstance(arguments.get("accelerator_count"), int) and not isinstance(arguments["accelerator_count"], bool):
         # The KFP driver reads resource parameters as strings (see pipelines.pipeline): 1 means "1".
         arguments = {**arguments, "accelerator_count": str(arguments["accelerator_count"])}
     known = pipeline_parameters()
+    if "baseline_preset" in arguments:
+        require("baseline" not in arguments, "--param baseline_preset", "give baseline, not both")
+        warnings.warn("the pipeline parameter baseline_preset is now called baseline (a variant name)",
+                      DeprecationWarning, stacklevel=2)
+        arguments = {("baseline" if k == "baseline_preset" else k): v for k, v in arguments.items()}
     unknown = sorted(set(arguments) - set(known))
     require(not unknown, f"--param {unknown[0] if unknown else ''}",
             f"not a pipeline parameter; parameters: {', '.join(known)}")
@@ -102,17 +104,6 @@ def validate_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     require(args["accelerator_count"].isdigit(), "accelerator_count",
             f"must be a whole number of GPUs >= 0 (\"0\": none), got {args['accelerator_count']!r}")
     return args
-
-
-def _renamed(arguments: dict[str, Any]) -> dict[str, Any]:
-    """``arguments`` with every old parameter name (RENAMED) replaced by its new one, with a warning."""
-    out = dict(arguments)
-    for old, new in RENAMED.items():
-        if old in out:
-            require(new not in out, f"--param {old}", f"is the old name of {new}: give {new} only")
-            warnings.warn(f"pipeline parameter {old!r} is deprecated: use {new!r}", FutureWarning, stacklevel=3)
-            out[new] = out.pop(old)
-    return out
 
 
 def _refuse_nulls(value: Any, path: str) -> None:

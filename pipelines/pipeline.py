@@ -138,7 +138,8 @@ def create_pipeline(image: str = IMAGE, parallelism: int = 0, target: Target = "
         run_place = {"pipeline_root": pipeline_root, "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
         finale = None
         if cluster_run:
-            finale = _resources(record_run(baseline=baseline, **run_place), "Record run", *SMALL)
+            finale = _resources(record_run(baseline=baseline, gate_config=gate_config,
+                                                   **run_place), "Record run", *SMALL)
             finale.set_caching_options(enable_caching=False)
         with dsl.ExitHandler(finale, name="run") if finale else contextlib.nullcontext():
             prep = _resources(preprocess(dataset=dataset, config=preprocess_config, beam_args=beam_args),
@@ -186,7 +187,7 @@ def create_pipeline(image: str = IMAGE, parallelism: int = 0, target: Target = "
                     models=dsl.Collected(trained.outputs["model"]),
                     evaluations=dsl.Collected(evaluated.outputs["evaluation"]),
                     champion_evaluation=champion.outputs["champion_evaluation"],
-                    baseline_preset=baseline, gate_config=gate_config,
+                    baseline=baseline, gate_config=gate_config,
                 ),
                 "Select candidate and gate", *SMALL,
             )
@@ -206,7 +207,7 @@ def create_pipeline(image: str = IMAGE, parallelism: int = 0, target: Target = "
             summary = _resources(
                 report(models=dsl.Collected(trained.outputs["model"]),
                        evaluations=dsl.Collected(evaluated.outputs["evaluation"]),
-                       blessing=decision.outputs["blessing"], baseline_preset=baseline),
+                       blessing=decision.outputs["blessing"], baseline=baseline),
                 "Report", *SMALL,
             )
         tasks = [prep, trained, evaluated, champion, decision, pushed, summary, *([finale] if finale else [])]

@@ -47,7 +47,7 @@ from core.lineage import code_version
 from release.gate import verify
 from release.records import Blessing, ChampionRef
 
-POINTER = "champion.json"
+POINTER = contract.CHAMPION_POINTER
 VERSION_KIND = contract.REGISTRY_VERSION_KIND
 # Files the push writes into a version next to the model's own files.
 REGISTRY_FILES = (contract.METRICS, contract.PER_USER, contract.BLESSING, contract.LINEAGE)
@@ -190,7 +190,8 @@ def read_champion(registry: str, model_name: str = "interest") -> ChampionRef | 
         rundir.open_complete(uri, VERSION_KIND)
     except rundir.IncompleteOutput as exc:
         raise ConfigError(f"the champion pointer of {model_name} names an unusable version: {exc}") from None
-    return ChampionRef(model_name, pointer["version"], path, uri, generation, pointer.get("metrics", {}))
+    return ChampionRef(model_name=model_name, version=pointer["version"], path=path, uri=uri, generation=generation,
+                       metrics=pointer.get("metrics", {}))
 
 
 def resolve(ref: str, model_name: str = "interest") -> str:
