@@ -8,11 +8,10 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from core.contract import SPLITS, TENSORBOARD
+from core.contract import SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +20,7 @@ RUN_KEY = "run"  # the run's name (NAME-seedN, or the variant's name with the pr
 VARIANT_KEY = "variant"  # the variant (recipe) the run trains
 SEED_KEY = "seed"  # its TrainConfig.seed; -1: the preset's own
 __all__ = ["RUN_KEY", "SEED_KEY", "SPLITS", "VARIANT_KEY", "by_run", "finished_runs", "identity", "load_runs",
-           "log_metrics", "move_tensorboard", "numbers", "record_finished", "run_root", "set_torch_threads", "tag"]
+           "log_metrics", "numbers", "record_finished", "run_root", "set_torch_threads", "tag"]
 
 
 def numbers(values: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
@@ -102,17 +101,6 @@ def set_torch_threads(threads: int) -> None:
 
         torch.set_num_threads(threads)
         os.environ["OMP_NUM_THREADS"] = str(threads)
-
-
-def move_tensorboard(model_dir: str, tensorboard_dir: str, run: str) -> None:
-    """Move the trainer's ``tensorboard/`` out of the model artifact into the TensorBoard artifact, as
-    ``<tensorboard_dir>/<run>/`` (so TensorBoard names its run after ours, and the model artifact that gets pushed
-    to the registry stays free of logs)."""
-    source = os.path.join(model_dir, TENSORBOARD)
-    if not os.path.isdir(source):
-        raise FileNotFoundError(f"training wrote no TensorBoard logs: {source} is missing")
-    os.makedirs(tensorboard_dir, exist_ok=True)
-    shutil.move(source, os.path.join(tensorboard_dir, run))
 
 
 # ------------------------------------------------------------------------ the run's own place in the pipeline root

@@ -4,11 +4,13 @@ any work starts (names, presets, every config), so a typo fails in a second inst
 
 from __future__ import annotations
 
+import typing
 import warnings
 from pathlib import Path
 from typing import Any
 
 from core.configs import apply_overrides, from_dict, require
+from pipelines import parameters
 from pipelines.profiles import Profile
 
 # KFP parameter type -> the Python values it accepts (bool is an int in Python: refused separately).
@@ -17,11 +19,18 @@ KFP_TYPES = {"String": str, "Integer": int, "Float": (int, float), "Boolean": bo
 
 
 def pipeline_parameters() -> dict[str, tuple[str, Any]]:
-    """The pipeline's parameters: name -> (KFP type, default); required ones have the default ``None``."""
-    from pipelines.pipeline import create_pipeline
+    """The pipeline's parameters (pipelines.parameters): name -> (KFP type, default); required ones have the
+    default ``None``."""
+    hints = typing.get_type_hints(parameters.PipelineParameters)
+    values = parameters.defaults()
+    return {name: (kfp_type(hints[name]), values.get(name)) for name in parameters.NAMES}
 
-    inputs = create_pipeline().component_spec.inputs or {}
-    return {name: (spec.type, spec.default) for name, spec in inputs.items()}
+
+def kfp_type(hint: Any) -> str:
+    """The KFP name of a parameter's Python type: ``list[str]`` -> ``List[String]``."""
+    names = {str: "String", int: "Integer", float: "Float", bool: "Boolean", dict: "Dict", list: "List"}
+    items = typing.get_args(hint)
+    return f"{names[typing.get_origin(hint)]}[{kfp_type(items[0])}]" if items else names[hint]
 
 
 def profile_arguments(profile: Profile, registry: str) -> dict[str, Any]:

@@ -8,13 +8,12 @@ preset < config file < --set < --epochs/--max-steps/--time-budget (``trainer.job
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import logging
 
+from components.warm_start import resolve_warm_start
 from core.configs import require
 from core.protocols import PROTOCOLS
-from release.registry import REFERENCE_PREFIX, resolve
+from release.registry import resolve
 from trainer import job as train_job
 
 
@@ -46,17 +45,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="evaluation protocol (docs/protocols.md); default and only allowed value: the one the "
                           "data was preprocessed for (its split.json); recorded in metrics.json")
     evaluate.set_defaults(func=run_evaluate)
-
-
-def resolve_warm_start(job: train_job.TrainJob) -> train_job.TrainJob:
-    """``init_from=registry:ROOT[#MODEL]`` -> the champion's version directory, fixed before any process starts
-    (a champion pushed during the run must not change what the run started from)."""
-    _, train_cfg = job.configs()
-    if not (train_cfg.init_from or "").startswith(REFERENCE_PREFIX):
-        return job
-    resolved = resolve(train_cfg.init_from)
-    logging.getLogger("trainer").info("warm start from %s (%s)", resolved, train_cfg.init_from)
-    return dataclasses.replace(job, overrides=(*job.overrides, f"train.init_from={json.dumps(resolved)}"))
 
 
 def run_train(args: argparse.Namespace) -> int:

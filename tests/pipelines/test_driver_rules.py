@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from core.configs import ConfigError
-from pipelines.pipeline import RETRY, TARGETS, compile_pipeline
+from pipelines.pipeline import TARGETS, compile_pipeline
+from pipelines.remote import RETRY
 from tests.support.kfp_driver import (
     RESOLVED_PLACEHOLDERS,
     non_string_pod_spec_parameters,
