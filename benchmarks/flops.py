@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from trainer.model_config import ModelConfig
+from trainer.objective import ObjectiveConfig
 
 # Matmul sizes for the peak: big enough to be compute-bound; the best of them is the peak.
 PEAK_SIZES = {"cpu": (512, 1024, 2048), "cuda": (4096, 8192, 16384)}
@@ -44,9 +45,9 @@ class ModelShape:
     head_width: int = 0  # H: outputs of the user head's linear layer (ModelConfig.user_head)
 
     @classmethod
-    def of(cls, cfg: ModelConfig, num_items: int) -> ModelShape:
-        """The shape of ``InterestModel(cfg, num_items)`` trained with ``cfg.loss``."""
-        scored = {"full_ce": num_items, "sampled_softmax": cfg.num_negatives + 1, "bce": 2}[cfg.loss]
+    def of(cls, cfg: ModelConfig, num_items: int, objective: ObjectiveConfig = ObjectiveConfig()) -> ModelShape:
+        """The shape of ``InterestModel(cfg, num_items)`` trained with ``objective.loss``."""
+        scored = {"full_ce": num_items, "sampled_softmax": objective.num_negatives + 1, "bce": 2}[objective.loss]
         head_width = {"norm+linear": cfg.d_model, "norm*scale": 1}.get(cfg.user_head, 0)
         return cls(cfg.d_model, cfg.n_layer, cfg.ff_dim, cfg.mlp != "gelu", scored, head_width)
 

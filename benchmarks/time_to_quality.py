@@ -89,14 +89,14 @@ def plot(runs: dict[str, dict], title: str, path: str) -> None:
 def run_protocol(protocol: str, data_dir: str, output: str, preset: str, overrides: list[str],
                  time_budget: float, test_every: float, eval_every: int | None) -> dict:
     """Train ``preset`` on ``data_dir`` in segments and rank the exported model on the test split after each."""
-    model_cfg, train_cfg = resolve_configs(preset, overrides)
+    model_cfg, objective, train_cfg = resolve_configs(preset, overrides)
     train_cfg = dataclasses.replace(train_cfg, time_budget_seconds=time_budget,
                                     **({"eval_every_steps": eval_every} if eval_every else {}))
     tests, summary, paused_at = [], {}, 0.0
     while True:
         paused_at = min(time_budget, paused_at + test_every)
         segment = dataclasses.replace(train_cfg, pause_after_seconds=paused_at if paused_at < time_budget else None)
-        summary = train(data_dir, output, model_cfg, segment, name=preset)
+        summary = train(data_dir, output, model_cfg, segment, name=preset, objective=objective)
         metrics = evaluate(output, data_dir, split="test")
         tests.append({"train_seconds": summary["train_seconds"], "step": summary["steps"],
                       "best_step": summary["best"]["step"], "valid_recall@10": summary["best"]["valid_recall@10"],
@@ -109,7 +109,7 @@ def run_protocol(protocol: str, data_dir: str, output: str, preset: str, overrid
     final = tests[-1]
     return {
         "protocol": protocol, "data": data_dir, "model_dir": output, "items": metrics["items"],
-        "model_config": to_dict(model_cfg), "train_config": to_dict(train_cfg),
+        "model_config": to_dict(model_cfg), "objective_config": to_dict(objective), "train_config": to_dict(train_cfg),
         "stopped": summary["stopped"], "stop_note": summary["stop_note"], "steps": summary["steps"],
         "epochs": summary["epochs"], "train_seconds": summary["train_seconds"],
         "tokens_per_second": summary["tokens_per_second"],

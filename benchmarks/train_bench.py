@@ -48,9 +48,10 @@ from benchmarks.reference_sasrec import ReferenceSASRec
 from core import storage
 from trainer.data import TrainingSet, gather, load_sequences
 from trainer.distributed import Distributed
-from trainer.job import resolve_configs
+from trainer.job import Configs, resolve_configs
 from trainer.model import InterestModel
 from trainer.model_config import ModelConfig
+from trainer.objective import ObjectiveConfig
 from trainer.presets import PRESETS
 from trainer.step import StepContext, autocast, train_step
 from trainer.train import build_optimizer, seed_everything, train, uses_bf16
@@ -102,12 +103,13 @@ class OurStep:
     """The trainer's own step (``trainer.step.train_step``) on the trainer's batch path, with its numerics
     (``train_cfg.amp``: bf16 autocast on GPU) and ``train_cfg.compile``: what is benchmarked is what trains."""
 
-    def __init__(self, cfg: ModelConfig, data: TrainingSet, train_cfg: TrainConfig, device: torch.device):
+    def __init__(self, cfg: ModelConfig, data: TrainingSet, train_cfg: TrainConfig, device: torch.device,
+                 objective: ObjectiveConfig = ObjectiveConfig()):
         self.cfg, self.data, self.device = cfg, data, device
         self.model = InterestModel(cfg, data.seqs.num_items).to(device).train()
         forward = torch.compile(self.model) if train_cfg.compile else self.model
         optimizer = build_optimizer(self.model, train_cfg, device)  # fused AdamW on GPU
-        self.context = StepContext(self.model, forward, optimizer, cfg, train_cfg.grad_clip,
+        self.context = StepContext(self.model, forward, optimizer, objective, train_cfg.grad_clip,
                                    Distributed(0, 1, device, owns_group=False), uses_bf16(train_cfg, device),
                                    data.item_frequencies().to(device))
 
@@ -124,7 +126,8 @@ class ReferenceStep:
     """One optimizer step of the reference on rows left-padded to max_len, with plain AdamW (bf16 autocast and
     fused AdamW on GPU, as anyone would switch on); labelled like ``OurStep``."""
 
-    def __init__(self, cfg: ModelConfig, data: TrainingSet, train_cfg: TrainConfig, device: torch.device):
+    def __init__(self, cfg: ModelConfig, data: TrainingSet, train_cfg: TrainConfig, device: torch.device,
+                 objective: ObjectiveConfig = ObjectiveConfig()):
         self.cfg, self.data, self.device = cfg, data, device
         self.model = ReferenceSASRec.like(cfg, data.seqs.num_items).to(device).train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train_cfg.lr, betas=train_cfg.betas,
@@ -203,19 +206,20 @@ def preset_names(text: str) -> list[str]:
     return names
 
 
-def bench_train_config(preset: str, steps: int, amp: str, batch_size: int) -> tuple[ModelConfig, TrainConfig]:
+def bench_train_config(preset: str, steps: int, amp: str, batch_size: int) -> Configs:
     """The preset's configs for a benchmark round: ``steps`` optimizer steps, validation and a checkpoint only at
     the end (both outside the timed loop), everything else as the preset trains."""
-    model_cfg, train_cfg = resolve_configs(preset)
-    return model_cfg, dataclasses.replace(train_cfg, batch_size=batch_size, epochs=None, max_steps=steps,
-                                          eval_every_steps=steps, checkpoint_every_steps=steps, patience=0,
-                                          time_budget_seconds=None, amp=amp)
+    configs = resolve_configs(preset)
+    return configs._replace(train=dataclasses.replace(
+        configs.train, batch_size=batch_size, epochs=None, max_steps=steps, eval_every_steps=steps,
+        checkpoint_every_steps=steps, patience=0, time_budget_seconds=None, amp=amp))
 
 
-def trainer_round(data_dir: str, preset: str, model_cfg: ModelConfig, train_cfg: TrainConfig) -> dict:
-    """One real training run of ``train_cfg.max_steps`` steps into a throw-away directory; its summary."""
+def trainer_round(data_dir: str, preset: str, configs: Configs) -> dict:
+    """One real training run of ``configs.train.max_steps`` steps into a throw-away directory; its summary."""
     with tempfile.TemporaryDirectory(prefix="train-bench-") as out:
-        return train(data_dir, out, model_cfg, train_cfg, name=preset, restart=True)
+        return train(data_dir, out, configs.model, configs.train, name=preset, restart=True,
+                     objective=configs.objective)
 
 
 def timed_steps(step: Step, batches: list[Tensor], device: torch.device) -> tuple[float, int]:
@@ -260,8 +264,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--batch-size: {args.batch_size} exceeds the training sequences")
     args.steps = args.steps or steps_per_epoch
     configs = {name: bench_train_config(name, args.steps, args.amp, args.batch_size) for name in names}
-    reference_cfg, first_train_cfg = configs[names[0]]
-    for name, (cfg, _) in configs.items():
+    reference_cfg, _, first_train_cfg = configs[names[0]]
+    for name, (cfg, _, _) in configs.items():
         if (cfg.d_model, cfg.n_layer, cfg.n_head, cfg.max_len) != (
                 reference_cfg.d_model, reference_cfg.n_layer, reference_cfg.n_head, reference_cfg.max_len):
             raise SystemExit(f"--presets: {name} has other sizes than {names[0]}; benchmark them in separate runs")
@@ -279,13 +283,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     shapes = {"reference": ModelShape(reference_cfg.d_model, reference_cfg.n_layer, 4 * reference_cfg.d_model,
                                       False, seqs.num_items)}
-    shapes.update({name: ModelShape.of(cfg, seqs.num_items) for name, (cfg, _) in configs.items()})
+    shapes.update({name: ModelShape.of(cfg, seqs.num_items, objective) for name, (cfg, objective, _) in configs.items()})
     flops = {name: sum(train_flops(shape, data.length[b].tolist()) for b in batches) for name, shape in shapes.items()}
     steps: dict[str, Step] = {"reference": ReferenceStep(reference_cfg, data, first_train_cfg, device)}
-    steps.update({name: OurStep(cfg, data, train_cfg, device) for name, (cfg, train_cfg) in configs.items()})
+    steps.update({name: OurStep(cfg, data, train_cfg, device, objective)
+                  for name, (cfg, objective, train_cfg) in configs.items()})
     for step in steps.values():  # untimed: thread pools, allocator, first-call kernels
         timed_steps(step, batches[:2], device)
-    trainer_round(data_dir, names[0], *bench_train_config(names[0], 2, args.amp, args.batch_size))
+    trainer_round(data_dir, names[0], bench_train_config(names[0], 2, args.amp, args.batch_size))
 
     seconds: dict[str, list[float]] = {name: [] for name in steps}
     trainer_rates: dict[str, list[float]] = {name: [] for name in names}
@@ -299,7 +304,7 @@ def main(argv: list[str] | None = None) -> dict:
                 raise RuntimeError(f"{name}: {stepped} tokens stepped, the batches hold {tokens}")
             seconds[name].append(elapsed)
             if name in trainer_rates:
-                summary = trainer_round(data_dir, name, *configs[name])
+                summary = trainer_round(data_dir, name, configs[name])
                 if summary["tokens"] != tokens:
                     raise RuntimeError(f"{name}: the trainer trained on {summary['tokens']} tokens, the bench's "
                                        f"batches hold {tokens}")

@@ -28,8 +28,9 @@ def parse(line: str) -> dict[str, Any] | None:
     return event if isinstance(event, dict) and "event" in event and "task" in event else None
 
 
-def emit(event: str, task: str, variant: str | None = None, **fields: Any) -> None:
-    print(MARK + json.dumps({"event": event, "task": task, "variant": variant, **fields}), flush=True)
+def emit(event: str, task: str, run: str | None = None, **fields: Any) -> None:
+    """``run``: the run (one trained model) the task works on, None for run-wide tasks."""
+    print(MARK + json.dumps({"event": event, "task": task, "run": run, **fields}), flush=True)
 
 
 class _Forward(logging.Handler):
@@ -41,25 +42,25 @@ class _Forward(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            emit("progress", self.task.name, self.task.variant, message=record.getMessage())
+            emit("progress", self.task.name, self.task.run, message=record.getMessage())
         except Exception:  # noqa: BLE001 - progress is a courtesy; never fail training over it
             self.handleError(record)
 
 
 class Task:
-    """``task = Task("train", variant, progress_from="trainer")`` ... ``task.done("valid Recall@10 0.091")``."""
+    """``task = Task("train", run, progress_from="trainer")`` ... ``task.done("valid Recall@10 0.091")``."""
 
-    def __init__(self, name: str, variant: str | None = None, progress_from: str | None = None):
-        self.name, self.variant, self.started = name, variant, time.monotonic()
+    def __init__(self, name: str, run: str | None = None, progress_from: str | None = None):
+        self.name, self.run, self.started = name, run, time.monotonic()
         self.logger = logging.getLogger(progress_from) if progress_from else None
         self.handler = _Forward(self)
         if self.logger:
             self.logger.addHandler(self.handler)
-        emit("start", name, variant)
+        emit("start", name, run)
 
     def done(self, result: str = "", **fields: Any) -> None:
         """The end line: ``result`` is the task's key figure in words."""
         if self.logger:
             self.logger.removeHandler(self.handler)
-        emit("done", self.name, self.variant, seconds=round(time.monotonic() - self.started, 1), result=result,
+        emit("done", self.name, self.run, seconds=round(time.monotonic() - self.started, 1), result=result,
              **fields)

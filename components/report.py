@@ -35,6 +35,6 @@ def report(
     runs = load_runs(models, evaluations)
     write_report(runs, decision, html.path, markdown.path, plots.path, baseline=baseline,
                  output_json=comparison.path, plots_label=plots.uri)
-    comparison.metadata["format"] = "release.report comparison.json"
+    comparison.metadata["format"] = "release.comparison comparison.json"
     plots.metadata["format"] = "directory of PNG plots"
     task.done(f"{len(runs)} runs compared")

@@ -55,7 +55,7 @@ def train(
     if warm_start:  # the champion's version directory now, or from scratch when there is none yet
         warmed = TrainJob(data="", output="", preset=spec.preset,
                           overrides=(*overrides, champion_reference(registry, model_name)))
-        overrides = resolve_warm_start(warmed, missing_ok=True).overrides
+        overrides = resolve_warm_start(warmed, missing_ok=True)[0].overrides
     root = run_root(pipeline_root, run_id)
     summary = train_variant(spec, overrides, cluster_settings(cluster, tolerations, node_selector), data=data,
                             model=model, tensorboard_dir=tensorboard.path, run_root=root, run_id=run_id,
@@ -64,8 +64,8 @@ def train(
         tag(artifact, spec.run_name, spec.name, spec.seed)
     model.metadata.update(accelerator=accelerator or "cpu", gpus=int(gpus or 0),
                           resumed_from=list(summary.get("resumed_from") or []))
-    tensorboard.metadata["format"] = "tensorboard"  # a directory of SummaryWriter event files, one run per variant
-    tensorboard.metadata["logs"] = storage.join(root, "tensorboard")  # every variant's, for a Tensorboard resource
+    tensorboard.metadata["format"] = "tensorboard"  # a directory of SummaryWriter event files, one per run
+    tensorboard.metadata["logs"] = storage.join(root, "tensorboard")  # every run's, for a Tensorboard resource
     log_metrics(metrics, {k: v for k, v in summary.items() if k != "history"})
     best = summary["best"]["valid_recall@10"]
     task.done(f"valid Recall@10 {best if best is not None else float('nan'):.4f} after {summary['steps']} steps")

@@ -13,7 +13,7 @@ import logging
 
 from core.configs import ConfigError
 from release.registry import REFERENCE_PREFIX, read_champion
-from trainer.job import TrainJob
+from trainer.job import Configs, TrainJob
 
 log = logging.getLogger(__name__)
 
@@ -23,17 +23,20 @@ def champion_reference(registry: str, model_name: str) -> str:
     return f"train.init_from={json.dumps(f'{REFERENCE_PREFIX}{registry}#{model_name}')}"
 
 
-def resolve_warm_start(job: TrainJob, missing_ok: bool = False) -> TrainJob:
-    """``job`` with a ``registry:`` ``init_from`` replaced by the champion's version directory; with no champion
-    yet: ConfigError, or (``missing_ok``: a pipeline's first run) training from scratch."""
-    _, train_cfg = job.configs()
-    reference = train_cfg.init_from or ""
+def resolve_warm_start(job: TrainJob, configs: Configs | None = None,
+                       missing_ok: bool = False) -> tuple[TrainJob, Configs]:
+    """``job`` and its ``configs`` (resolved here when not given) with a ``registry:`` ``init_from`` replaced by the
+    champion's version directory; with no champion yet: ConfigError, or (``missing_ok``: a pipeline's first run)
+    training from scratch."""
+    configs = configs or job.configs()
+    reference = configs.train.init_from or ""
     if not reference.startswith(REFERENCE_PREFIX):
-        return job
+        return job, configs
     root, _, name = reference[len(REFERENCE_PREFIX):].partition("#")
     champion = read_champion(root, name or "interest")
     if champion is None and not missing_ok:
         raise ConfigError(f"{reference}: the registry has no champion of {name or 'interest'} yet")
     resolved = champion.uri if champion else None
     log.info("warm start from %s (%s)", resolved or "scratch: no champion yet", reference)
-    return dataclasses.replace(job, overrides=(*job.overrides, f"train.init_from={json.dumps(resolved)}"))
+    return (dataclasses.replace(job, overrides=(*job.overrides, f"train.init_from={json.dumps(resolved)}")),
+            configs._replace(train=dataclasses.replace(configs.train, init_from=resolved)))

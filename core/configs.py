@@ -20,14 +20,12 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
+from core.errors import ConfigError
+
 T = TypeVar("T")
 
 MAX_CONFIG_BYTES = 1 << 20  # a config file is a few kB; anything this big is a mistake or an attack
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-
-
-class ConfigError(ValueError):
-    """A config or command-line value is invalid; the message names the field and what is allowed."""
 
 
 def check_literals(cfg: Any) -> None:

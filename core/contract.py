@@ -27,7 +27,10 @@ FINGERPRINT = "fingerprint.json"  # the input files and a content digest of the 
 # --- model artifact directory (train -> evaluate, gate, push) ---
 MODEL_KIND = "model"
 WEIGHTS = "model.pt"  # state_dict of the best validated weights; torch.load(weights_only=True)
-MODEL_CONFIG = "model_config.json"
+MODEL_CONFIG = "model_config.json"  # trainer.model_config.ModelConfig: the forward pass and the weights' shapes
+OBJECTIVE_CONFIG = "objective_config.json"  # trainer.objective.ObjectiveConfig
+# What model_config.json also held before objective_config.json existed (champions in registries are that old).
+LEGACY_OBJECTIVE_FIELDS = ("loss", "num_negatives", "penalty", "penalty_lambda", "penalty_tau")
 TRAIN_CONFIG = "train_config.json"
 SUMMARY = "summary.json"  # steps, time, tokens/s, best validation, history
 LINEAGE = "lineage.json"  # the data it was trained on (fingerprint, time range) and what it started from

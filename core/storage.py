@@ -39,7 +39,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from core.configs import ConfigError
+from core.errors import ConfigError
 
 GCS_PREFIX = "gs://"
 S3_PREFIXES = ("s3://", "minio://")

@@ -25,7 +25,7 @@ from pipelines.pipeline import compile_pipeline
 
 @dataclass(frozen=True)
 class LocalRun:
-    run_dir: Path  # everything the run wrote: artifacts per task, pipeline.yaml, report.html, summary.json
+    run_dir: Path  # everything the run wrote: artifacts per task, pipeline.yaml, report.html/.md, comparison.json
     pipeline_yaml: Path  # the compiled DAG that ran
     report_html: Path
     report_markdown: Path
@@ -101,7 +101,7 @@ class TaskLines(io.TextIOBase):
         self.lock = threading.Lock()
         self.pending = ""
         self.started = time.monotonic()
-        self.progress: dict[str, str] = {}  # running train task's variant -> its latest progress message
+        self.progress: dict[str, str] = {}  # running train task's run -> its latest progress message
         self.progress_shown: dict[str, float] = {}
         self.status_shown = False
 
@@ -150,18 +150,18 @@ class TaskLines(io.TextIOBase):
             self.status_shown = False
 
     def _event(self, event: dict[str, Any]) -> None:
-        variant, kind = event.get("variant") or "", event["event"]
+        run, kind = event.get("run") or "", event["event"]
         if kind == "progress":
-            self.progress[variant] = str(event.get("message", ""))
-            self._show_progress(variant)
+            self.progress[run] = str(event.get("message", ""))
+            self._show_progress(run)
             return
         if event["task"] == "train" and kind == "done":
-            self.progress.pop(variant, None)
+            self.progress.pop(run, None)
         self._say(format_event(event, time.monotonic() - self.started))
         if self.tty and self.progress:
             self._show_progress(None)
 
-    def _show_progress(self, variant: str | None) -> None:
+    def _show_progress(self, run: str | None) -> None:
         if self.tty:
             columns = shutil.get_terminal_size((100, 24)).columns
             status = "  " + " | ".join(f"{name}: {message}" for name, message in self.progress.items())
@@ -169,11 +169,11 @@ class TaskLines(io.TextIOBase):
             self.terminal.write(status[:columns - 1])
             self.terminal.flush()
             self.status_shown = True
-        elif variant is not None:
+        elif run is not None:
             now = time.monotonic()
-            if now - self.progress_shown.get(variant, -PROGRESS_EVERY_SECONDS) >= PROGRESS_EVERY_SECONDS:
-                self.progress_shown[variant] = now
-                self._say(f"{_clock(now - self.started)}   {variant}: {self.progress[variant]}")
+            if now - self.progress_shown.get(run, -PROGRESS_EVERY_SECONDS) >= PROGRESS_EVERY_SECONDS:
+                self.progress_shown[run] = now
+                self._say(f"{_clock(now - self.started)}   {run}: {self.progress[run]}")
 
 
 def _clock(seconds: float) -> str:
@@ -183,7 +183,7 @@ def _clock(seconds: float) -> str:
 
 def format_event(event: dict[str, Any], elapsed: float) -> str:
     """``[01:52] train             baseline           done   103.2 s  valid Recall@10 0.0912 after 300 steps``"""
-    head = f"{_clock(elapsed)} {event['task']:17s} {event.get('variant') or '':24s}"
+    head = f"{_clock(elapsed)} {event['task']:17s} {event.get('run') or '':24s}"
     if event["event"] == "start":
         return f"{head} started"
     seconds = event.get("seconds")

@@ -36,7 +36,7 @@ class Profile:
     train_config: dict[str, Any] = field(default_factory=dict)
     # PreprocessConfig fields (preprocessing/config.py); empty: its defaults.
     preprocess_config: dict[str, Any] = field(default_factory=dict)
-    # GateConfig fields (pipelines/gate.py); empty: its defaults.
+    # GateConfig fields (release/gate.py); empty: its defaults.
     gate_config: dict[str, Any] = field(default_factory=dict)
     # Variants trained at once by a local run; torch threads per task = cores // parallelism.
     local_parallelism: int = 2

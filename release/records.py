@@ -56,7 +56,10 @@ class Run:
     per_user: PerUser | None = None  # test per_user.parquet columns (paired bootstrap)
     valid_per_user: PerUser | None = None  # valid per_user.parquet columns (the report's validation intervals)
     lineage: Mapping[str, Any] = field(default_factory=dict)  # lineage.json: the data it was trained on
-    model_config: Mapping[str, Any] = field(default_factory=dict)  # model_config.json (the report's penalty table)
+    model_config: Mapping[str, Any] = field(default_factory=dict)  # model_config.json: the forward pass's settings
+    # objective_config.json: loss and penalty (the report's penalty table); for models written before it existed,
+    # the objective fields of their model_config.json.
+    objective: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.variant:
@@ -72,11 +75,15 @@ class Run:
             uri = model.optional_path(file_name)
             return storage.read_json(uri) if uri else {}
 
+        config = optional(contract.MODEL_CONFIG)
+        legacy = {k: v for k, v in config.items() if k in contract.LEGACY_OBJECTIVE_FIELDS}
         return cls(name=name, variant=variant, seed=seed, model_dir=model_dir, valid_dir=valid_dir,
                    test_dir=test_dir, summary=optional(contract.SUMMARY), valid=_metrics(valid_dir),
                    test=_metrics(test_dir), per_user=contract.read_per_user(test_dir) if test_dir else None,
                    valid_per_user=contract.read_per_user(valid_dir) if valid_dir else None,
-                   lineage=optional(contract.LINEAGE), model_config=optional(contract.MODEL_CONFIG))
+                   lineage=optional(contract.LINEAGE),
+                   model_config={k: v for k, v in config.items() if k not in legacy},
+                   objective=optional(contract.OBJECTIVE_CONFIG) or legacy)
 
     @property
     def valid_recall(self) -> float:

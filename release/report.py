@@ -124,7 +124,7 @@ def _run_rows(summaries: Sequence[VariantResult], candidate: str | None) -> tupl
 
 
 def _penalty_of(run: Run) -> str:
-    return str(run.model_config.get("penalty", "none"))
+    return str(run.objective.get("penalty", "none"))
 
 
 def penalty_reference(summaries: Sequence[VariantResult]) -> VariantResult | None:
@@ -141,7 +141,9 @@ def _penalty_rows(summaries: Sequence[VariantResult], reference: VariantResult,
     """The write-up's table: each penalty setting's validation Recall@10 and validation user norm, relative to the
     unpenalised model; only variants that differ from it in the penalty alone."""
     def without_penalty(s: VariantResult) -> dict:
-        return {k: v for k, v in s.runs[0].model_config.items() if k not in PENALTY_FIELDS}
+        run = s.runs[0]
+        return {"model": dict(run.model_config),
+                "objective": {k: v for k, v in run.objective.items() if k not in PENALTY_FIELDS}}
 
     reference_norm = reference.mean("user_norm_mean", "valid")
     header = ["variant", "penalty", "valid Recall@10", f"vs {reference.name} [95% CI]", "significance",
@@ -151,7 +153,7 @@ def _penalty_rows(summaries: Sequence[VariantResult], reference: VariantResult,
              interval_text(Interval.across([number(r.valid.get("user_norm_mean")) for r in reference.runs]), ".1f"),
              "reference"]]
     for s in summaries:
-        config = s.runs[0].model_config
+        config = s.runs[0].objective
         if s is reference or _penalty_of(s.runs[0]) == "none" or without_penalty(s) != without_penalty(reference):
             continue
         setting = f"{config['penalty']}, λ {number(config.get('penalty_lambda')):g}"

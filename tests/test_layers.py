@@ -50,3 +50,16 @@ def test_a_lower_floor_importing_a_higher_one_is_caught(tree, module, line, cont
     broken = [row for row in result.stdout.splitlines() if row.endswith("BROKEN")]
     assert any(row.startswith(contract) for row in broken), result.stdout
     assert module.removesuffix(".py").replace("/", ".") in result.stdout
+
+
+def test_an_import_cycle_inside_a_package_is_caught_even_through_a_function(tree):
+    """trainer/train.py imports trainer/job.py; job.py importing train.py back inside a function (how the worker
+    entry once did it) is a cycle."""
+    path = tree / "trainer" / "job.py"
+    path.write_text(path.read_text() + "\n\ndef _late():\n    from trainer import train  # the cycle under test\n\n"
+                    "    return train\n")
+    result = lint_imports(tree)
+    assert result.returncode != 0, result.stdout
+    broken = [row for row in result.stdout.splitlines() if row.endswith("BROKEN")]
+    assert any(row.startswith("No import cycle inside a package") for row in broken), result.stdout
+    assert "No cycles are allowed in trainer" in result.stdout

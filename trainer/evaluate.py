@@ -30,6 +30,7 @@ from trainer.data import EvalSet, Sequences, load_sequences
 from trainer.metrics import DEFAULT_KS, TOP_ITEMS, full_ranking_metrics, norm_stats, summarize
 from trainer.model import InterestModel
 from trainer.model_config import ModelConfig
+from trainer.objective import split_legacy
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,8 @@ def load_model(model_dir: str, device: torch.device) -> LoadedModel:
     """The exported model of ``model_dir`` (model_config.json + model.pt, read with weights_only=True), its
     vocab.json and lineage.json."""
     model_files = open_model(model_dir)
-    cfg = from_dict(ModelConfig, storage.read_json(model_files.path(contract.MODEL_CONFIG)))
+    # Models written before the objective had its own config hold it in model_config.json too.
+    cfg = from_dict(ModelConfig, split_legacy(storage.read_json(model_files.path(contract.MODEL_CONFIG)))[0])
     vocab = storage.read_json(model_files.path(contract.VOCAB))
     model = InterestModel(cfg, len(vocab["items"]))
     data = storage.read_bytes(model_files.path(contract.WEIGHTS))

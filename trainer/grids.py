@@ -15,9 +15,12 @@ or a mapping ::
     variants:
       - {name: dff-2x, preset: baseline, set: {d_ff_ratio: 2}}
       - {name: dff-4x, preset: baseline}
-      - {name: hinge-0.5, preset: baseline, set: {penalty: hinge, penalty_lambda: 1.0e-3}, tau_ratio: 0.5}
+      - {name: hinge-0.5, preset: baseline, set: {objective.penalty: hinge, objective.penalty_lambda: 1.0e-3},
+         tau_ratio: 0.5}
 
-``tau_ratio`` (grids only) sets a hinge penalty's target norm ``penalty_tau`` as a share of the unpenalised model's
+``set`` keys are ``trainer.job`` override keys: ``objective.`` for the loss and penalty (``ObjectiveConfig``), a bare
+field name for model and training settings. ``tau_ratio`` (grids only) sets a hinge penalty's target norm
+``objective.penalty_tau`` as a share of the unpenalised model's
 mean user-embedding norm, which the run is told (``interest run --unpenalised-norm N``): the write-up's tau 180
 was 0.53 of its unpenalised 338.6, and a norm scale is a property of the model and the training length, not a
 constant.
@@ -77,11 +80,13 @@ class Grid:
         for variant in self.variants:
             settings = dict(variant.set)
             if variant.name in self.tau_ratios:
-                settings["penalty_tau"] = round(self.tau_ratios[variant.name] * unpenalised_norm, 6)
+                settings[TAU] = round(self.tau_ratios[variant.name] * unpenalised_norm, 6)
             for seed in seeds or (variant.seed,):
                 runs.append(VariantSpec(variant.name, variant.preset, settings, seed))
         return parse_variants([run.to_json() for run in runs])  # checks the run names are unique
 
+
+TAU = "objective.penalty_tau"  # the override tau_ratio resolves
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
@@ -97,7 +102,7 @@ def _short(number: float) -> str:
 
 
 def _penalty(name: str, penalty: str, strength: float) -> VariantSpec:
-    return _variant(name, penalty=penalty, penalty_lambda=strength)
+    return VariantSpec(name, "baseline", {"objective.penalty": penalty, "objective.penalty_lambda": strength})
 
 
 # The write-up's hinge (tau 180 at an unpenalised norm of 338.6 = 0.53) and one tighter, one looser target, each at

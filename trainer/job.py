@@ -3,10 +3,12 @@ ONE builder of the training command line (``interest train``, torchrun workers, 
 
 Precedence of settings: preset < config file (``model:`` / ``train:`` sections) < overrides, in order.
 An override is ``key=value`` (the value is YAML: ``128``, ``1e-3``, ``null``, ``[0.9, 0.95]``); ``key`` is a
-``ModelConfig`` or ``TrainConfig`` field, made explicit with a ``model.`` or ``train.`` prefix.
+``ModelConfig``, ``ObjectiveConfig`` or ``TrainConfig`` field, made explicit with a ``model.``, ``objective.`` or
+``train.`` prefix (``model.`` before an objective field still reaches the objective: the field's old place).
 
-The worker side of every launcher is ``python -m trainer.train ARGS`` with ``ARGS = job.argv()``; it parses them
-with the same ``add_arguments`` that ``interest train`` uses, so the command line cannot drift from its parser.
+The worker side of every launcher is ``python -m trainer ARGS`` (``trainer/__main__.py``) with ``ARGS =
+job.argv()``; it parses them with the same ``add_arguments`` that ``interest train`` uses, so the command line
+cannot drift from its parser. This module never imports the training loop (``trainer.train`` imports it).
 """
 
 from __future__ import annotations
@@ -17,19 +19,29 @@ import json
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from core.configs import ConfigError, load, read_config_file, require
 from trainer.model_config import ModelConfig
+from trainer.objective import MOVED_FROM_MODEL, ObjectiveConfig, split_legacy
 from trainer.presets import PRESETS, get_preset
 from trainer.train_config import TrainConfig
 
-SECTIONS = {"model": ModelConfig, "train": TrainConfig}
+SECTIONS = {"model": ModelConfig, "objective": ObjectiveConfig, "train": TrainConfig}
+WORKER_ERROR = "train: error: "  # how a worker (trainer/__main__.py) reports a bad setting: one line on stderr
+
+
+class Configs(NamedTuple):
+    """The typed configs of one training run."""
+
+    model: ModelConfig  # the forward pass and the weights' shapes
+    objective: ObjectiveConfig  # what training minimises
+    train: TrainConfig  # how it is trained
 
 
 def route_overrides(items: Iterable[str]) -> dict[str, list[str]]:
-    """Send each ``key=value`` to the config section that has the field ``key`` (``model.``/``train.`` prefixes
-    make it explicit); an unknown field is a ConfigError listing the known ones."""
+    """Send each ``key=value`` to the config section that has the field ``key`` (``model.``/``objective.``/
+    ``train.`` prefixes make it explicit); an unknown field is a ConfigError listing the known ones."""
     fields = {name: {f.name for f in dataclasses.fields(cls)} for name, cls in SECTIONS.items()}
     routed: dict[str, list[str]] = {name: [] for name in SECTIONS}
     for item in items:
@@ -38,24 +50,30 @@ def route_overrides(items: Iterable[str]) -> dict[str, list[str]]:
         if not dot:
             name = key.strip()
             section = next((s for s, names in fields.items() if name in names), "")
+        elif section == "model" and name in MOVED_FROM_MODEL:
+            section = "objective"  # model.penalty=...: overrides written before the objective had its section
         if not sep or name not in fields.get(section, ()):
-            known = sorted(fields["model"] | fields["train"])
-            raise ConfigError(f"--set {key}: not a ModelConfig or TrainConfig field; known: {', '.join(known)}")
+            known = sorted(set().union(*fields.values()))
+            raise ConfigError(f"--set {key}: not a ModelConfig, ObjectiveConfig or TrainConfig field; known: "
+                              f"{', '.join(known)}")
         routed[section].append(f"{name}={value}")
     return routed
 
 
-def resolve_configs(preset: str, overrides: Sequence[str] = (),
-                    config_file: str | None = None) -> tuple[ModelConfig, TrainConfig]:
+def resolve_configs(preset: str, overrides: Sequence[str] = (), config_file: str | None = None) -> Configs:
     """The typed configs of ``preset`` updated by ``config_file`` then ``overrides``: the one resolver."""
     chosen = get_preset(preset)
     file = read_config_file(config_file) if config_file else {}
     unknown = sorted(set(file) - set(SECTIONS))
-    require(not unknown, "--config", f"unknown section {unknown[0] if unknown else ''!r}; allowed: model, train")
+    require(not unknown, "--config", f"unknown section {unknown[0] if unknown else ''!r}; allowed: "
+            f"{', '.join(SECTIONS)}")
+    file_model, file_objective = split_legacy(file.get("model", {}))  # a model: section may hold objective fields
     routed = route_overrides(overrides)
-    model_cfg = load(ModelConfig, overrides=routed["model"], base={**chosen.model, **file.get("model", {})})
-    train_cfg = load(TrainConfig, overrides=routed["train"], base={**chosen.train, **file.get("train", {})})
-    return model_cfg, train_cfg
+    return Configs(
+        model=load(ModelConfig, overrides=routed["model"], base={**chosen.model, **file_model}),
+        objective=load(ObjectiveConfig, overrides=routed["objective"],
+                       base={**chosen.objective, **file_objective, **file.get("objective", {})}),
+        train=load(TrainConfig, overrides=routed["train"], base={**chosen.train, **file.get("train", {})}))
 
 
 def overrides_from(model: Iterable[str] = (), train: Mapping[str, Any] | None = None) -> tuple[str, ...]:
@@ -73,12 +91,12 @@ class TrainJob:
     output: str  # model artifact directory to write
     preset: str = "baseline"  # trainer.presets name
     overrides: tuple[str, ...] = ()  # key=value for ModelConfig / TrainConfig fields, applied in order
-    config_file: str | None = None  # JSON/YAML with model: and train: sections
+    config_file: str | None = None  # JSON/YAML with model:, objective: and train: sections
     # Resumable training state; None: <output>/checkpoints. A stable URI here lets a retried task resume.
     checkpoint_dir: str | None = None
     restart: bool = False  # ignore (and replace) checkpoints of an earlier run instead of resuming it
 
-    def configs(self) -> tuple[ModelConfig, TrainConfig]:
+    def configs(self) -> Configs:
         return resolve_configs(self.preset, self.overrides, self.config_file)
 
     def argv(self) -> list[str]:
@@ -100,9 +118,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="preprocessed data directory (local, gs:// or s3://)")
     parser.add_argument("--output", required=True, help="model artifact directory (local, gs:// or s3://)")
     parser.add_argument("--preset", default="baseline", help=f"one of {', '.join(PRESETS)} (default baseline)")
-    parser.add_argument("--config", help="JSON/YAML file with 'model:' and 'train:' sections")
+    parser.add_argument("--config", help="JSON/YAML file with 'model:', 'objective:' and 'train:' sections")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a ModelConfig or TrainConfig field, e.g. --set lr=3e-4 --set d_model=128")
+                        help="override a ModelConfig, ObjectiveConfig or TrainConfig field, e.g. --set lr=3e-4 "
+                        "--set d_model=128 --set objective.penalty=l2")
     horizon = parser.add_mutually_exclusive_group()
     horizon.add_argument("--epochs", type=int, help="train for N epochs (the LR schedule spans them)")
     horizon.add_argument("--max-steps", type=int, help="train for N optimizer steps (the LR schedule spans them)")
@@ -137,26 +156,5 @@ def torchrun_command(job: TrainJob, nproc: int | str, rendezvous: Sequence[str] 
     """
     launcher = [python, "-m", "torch.distributed.run", *(rendezvous or ["--standalone"]),
                 f"--nproc-per-node={nproc}"]
-    return [*launcher, "-m", "trainer.train", *job.argv()]
+    return [*launcher, "-m", "trainer", *job.argv()]
 
-
-def worker_main(argv: Sequence[str]) -> int:
-    """``python -m trainer.train ARGS``: one process (or one torchrun rank) of ``job_from_args(ARGS)``."""
-    import logging
-    import os
-
-    from trainer.train import train_job
-
-    parser = argparse.ArgumentParser(prog="python -m trainer.train", description="one training process")
-    add_arguments(parser)
-    job = job_from_args(parser.parse_args(list(argv)))
-    logging.basicConfig(level=logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    try:
-        summary = train_job(job)
-    except ConfigError as exc:
-        print(f"train: error: {exc}", file=sys.stderr)
-        return 2
-    if summary:
-        print(json.dumps({k: summary[k] for k in ("steps", "train_seconds", "tokens_per_second", "best", "stopped")}))
-    return 0

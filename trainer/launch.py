@@ -2,7 +2,7 @@
 
 The train component (components/train.py) picks a launcher:
 
-- ``local``: in the task's own pod. One process (in-process ``trainer.train.train_job``) or, with several GPUs,
+- ``local``: in the task's own pod. One process (in-process ``trainer.train.fit``) or, with several GPUs,
   ``torchrun --standalone --nproc-per-node=<gpus>`` (DDP, NCCL; ``trainer.job.torchrun_command``).
 - ``pytorchjob``: a Kubeflow Training Operator ``PyTorchJob`` (1 Master + nodes-1 Workers), created with the
   kubernetes client in the pod's namespace. Its name comes from the run id and the variant, so every attempt of a
@@ -23,7 +23,7 @@ The train component (components/train.py) picks a launcher:
   ``base_output_dir`` is the job's output prefix, and a named Vertex AI TensorBoard receives the logs.
 
 Every node runs the same command, ``python -m torch.distributed.run --nnodes=N --node-rank=$RANK
---master-addr=$MASTER_ADDR --master-port=$MASTER_PORT --nproc-per-node=G -m trainer.train ...``
+--master-addr=$MASTER_ADDR --master-port=$MASTER_PORT --nproc-per-node=G -m trainer ...``
 (``trainer.job.torchrun_command``, the worker side of ``interest train``): the Training Operator and Vertex AI both set MASTER_ADDR, MASTER_PORT and RANK (the
 node's index, 0 on the master/chief) on every replica. Nodes read the data and write the
 model through object-store URIs, so the pipeline root must be on gs:// (Vertex) or gs:// / s3:// (PyTorchJob).
@@ -49,7 +49,7 @@ from typing import Any, Literal
 
 from core import storage
 from core.configs import ConfigError, check_literals, require
-from trainer.job import TrainJob, torchrun_command
+from trainer.job import WORKER_ERROR, TrainJob, torchrun_command
 
 log = logging.getLogger(__name__)
 
@@ -342,8 +342,8 @@ def run_torchrun(command: list[str], log_path: str | Path | None = None) -> None
                     continue
                 last_error, state = text, "normal"  # the exception line closes the traceback
                 continue
-            if text.startswith("train: error: "):  # a worker's one-line config error (trainer.job.worker_main)
-                config_error = text.removeprefix("train: error: ")
+            if text.startswith(WORKER_ERROR):  # a worker's one-line config error (trainer/__main__.py)
+                config_error = text.removeprefix(WORKER_ERROR)
                 continue
             print(text, file=sys.stderr, flush=True)
     if proc.returncode != 0 and config_error:
@@ -372,9 +372,9 @@ def check_accelerators(gpus: int) -> None:
 def run_local(job: TrainJob, gpus: int) -> None:
     """Train in this process, or under torchrun with one process per GPU of this machine when there are several."""
     if gpus <= 1:
-        from trainer.train import train_job
+        from trainer.train import fit
 
-        train_job(job)
+        fit(job)
         return
     run_torchrun(torchrun_command(job, gpus))
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from trainer.model import InterestModel
-from trainer.model_config import ModelConfig
+from trainer.objective import ObjectiveConfig
 
 
 class LossTerms(NamedTuple):
@@ -79,7 +79,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         return grad_hidden * scale.to(grad_hidden.dtype), (grad_weight * scale).to(ctx.weight_dtype), None
 
 
-def full_softmax_ce(model: InterestModel, hidden: Tensor, targets: Tensor, cfg: ModelConfig,
+def full_softmax_ce(model: InterestModel, hidden: Tensor, targets: Tensor, cfg: ObjectiveConfig,
                     item_frequencies: Tensor | None) -> Tensor:
     """Softmax cross-entropy over the whole catalogue (items 1..N; padding is not a class)."""
     weight = model.item_embeddings()[1:]  # (N, D)
@@ -88,7 +88,7 @@ def full_softmax_ce(model: InterestModel, hidden: Tensor, targets: Tensor, cfg: 
     return F.cross_entropy(hidden @ weight.T, targets - 1)
 
 
-def sampled_softmax(model: InterestModel, hidden: Tensor, targets: Tensor, cfg: ModelConfig,
+def sampled_softmax(model: InterestModel, hidden: Tensor, targets: Tensor, cfg: ObjectiveConfig,
                     item_frequencies: Tensor | None) -> Tensor:
     """Softmax over the target and ``num_negatives`` negatives shared by the batch, with logQ correction.
 
@@ -110,7 +110,7 @@ def sampled_softmax(model: InterestModel, hidden: Tensor, targets: Tensor, cfg: 
     return F.cross_entropy(logits, torch.zeros_like(targets))
 
 
-def sasrec_bce(model: InterestModel, hidden: Tensor, targets: Tensor, cfg: ModelConfig,
+def sasrec_bce(model: InterestModel, hidden: Tensor, targets: Tensor, cfg: ObjectiveConfig,
                item_frequencies: Tensor | None) -> Tensor:
     """SASRec's binary cross-entropy: the target against one uniformly drawn other item per position."""
     items = model.item_embeddings()
@@ -122,7 +122,7 @@ def sasrec_bce(model: InterestModel, hidden: Tensor, targets: Tensor, cfg: Model
             + F.binary_cross_entropy_with_logits(negative_logits, torch.zeros_like(negative_logits)))
 
 
-LossFn = Callable[[InterestModel, Tensor, Tensor, ModelConfig, Tensor | None], Tensor]
+LossFn = Callable[[InterestModel, Tensor, Tensor, ObjectiveConfig, Tensor | None], Tensor]
 LOSSES: dict[str, LossFn] = {
     "full_ce": full_softmax_ce,
     "sampled_softmax": sampled_softmax,
@@ -136,7 +136,7 @@ def _at_targets(hidden: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     return hidden[has_target], targets[has_target]
 
 
-def task_loss(model: InterestModel, hidden: Tensor, targets: Tensor, cfg: ModelConfig,
+def task_loss(model: InterestModel, hidden: Tensor, targets: Tensor, cfg: ObjectiveConfig,
               item_frequencies: Tensor | None = None) -> Tensor:
     """Next-item loss ``cfg.loss`` averaged over positions with a target (``targets`` (B, T), 0 = none).
 
@@ -154,18 +154,18 @@ def local_mean(values: Tensor) -> Tensor:
     return values.mean()
 
 
-def _l2(mean_norm: Tensor, cfg: ModelConfig) -> Tensor:
+def _l2(mean_norm: Tensor, cfg: ObjectiveConfig) -> Tensor:
     return cfg.penalty_lambda * mean_norm
 
 
-def _hinge(mean_norm: Tensor, cfg: ModelConfig) -> Tensor:
+def _hinge(mean_norm: Tensor, cfg: ObjectiveConfig) -> Tensor:
     return cfg.penalty_lambda * torch.clamp(mean_norm - cfg.penalty_tau, min=0.0) ** 2
 
 
-PENALTIES: dict[str, Callable[[Tensor, ModelConfig], Tensor]] = {"l2": _l2, "hinge": _hinge}
+PENALTIES: dict[str, Callable[[Tensor, ObjectiveConfig], Tensor]] = {"l2": _l2, "hinge": _hinge}
 
 
-def embedding_penalty(user_values: Tensor, cfg: ModelConfig, batch_mean: BatchMean = local_mean) -> Tensor:
+def embedding_penalty(user_values: Tensor, cfg: ObjectiveConfig, batch_mean: BatchMean = local_mean) -> Tensor:
     """The seed's norm penalty on user embeddings ``user_values`` (B, D), one per user, with
     ``norm = torch.norm(user_values, p=2, dim=-1)`` averaged over the global batch by ``batch_mean``:
     l2 ``lambda * norm.mean()``, hinge ``lambda * clamp(norm.mean() - tau, min=0) ** 2``; 0 for 'none'."""
@@ -180,7 +180,7 @@ def user_vectors(hidden: Tensor) -> Tensor:
     return hidden[:, -1]
 
 
-def loss_terms(model: InterestModel, hidden: Tensor, targets: Tensor, cfg: ModelConfig,
+def loss_terms(model: InterestModel, hidden: Tensor, targets: Tensor, cfg: ObjectiveConfig,
                item_frequencies: Tensor | None = None, batch_mean: BatchMean = local_mean) -> LossTerms:
     """Task loss from one gather of the positions with a target, and the penalty of the batch's user embeddings
     (``batch_mean``: their mean over the global batch); optimize ``.total``."""

@@ -1,8 +1,9 @@
 """``ModelConfig``: every architecture choice of the seed write-up as a named, typed switch.
 
 The defaults are the seed's baseline (learned positions, pre-LayerNorm, GeLU MLP, serial blocks, absolute-time
-features) sized like SASRec on MovieLens-1M (d_model 64, 2 layers, 2 heads, 200 events, dropout 0.2), trained
-with full-catalogue softmax cross-entropy. Presets (``trainer/presets.py``) change one switch each.
+features) sized like SASRec on MovieLens-1M (d_model 64, 2 layers, 2 heads, 200 events, dropout 0.2). It describes
+the forward pass and the weights' shapes only; what training minimises is ``trainer.objective.ObjectiveConfig``.
+Presets (``trainer/presets.py``) change one switch each.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ TimeEncoding = Literal["none", "absolute", "hybrid"]
 Norm = Literal["layernorm", "rmsnorm"]
 Mlp = Literal["gelu", "swiglu", "geglu"]
 BlockKind = Literal["serial", "parallel"]
-Loss = Literal["full_ce", "sampled_softmax", "bce"]
-Penalty = Literal["none", "l2", "hinge"]
 UserHead = Literal["norm+linear", "norm*scale", "norm", "residual"]
 
 
@@ -74,22 +73,10 @@ class ModelConfig:
     user_head: UserHead = "norm*scale"
     # Score items with the input item embeddings (True) or with a separate output table (False).
     tie_embeddings: bool = True
-    # full_ce: softmax over the whole catalogue; sampled_softmax: num_negatives shared negatives with logQ
-    # correction (for large catalogues); bce: SASRec's original one positive vs one random negative.
-    loss: Loss = "full_ce"
-    # Negatives per batch for sampled_softmax.
-    num_negatives: int = 256
-    # Penalty on user-embedding norms, reported apart from the task loss. l2: lambda * mean ||u||;
-    # hinge: lambda * max(mean ||u|| - tau, 0)^2.
-    penalty: Penalty = "none"
-    # Penalty strength lambda (seed: l2 1e-4 keeps recall; >= 1e-2 hurts it; hinge 1e-3).
-    penalty_lambda: float = 0.0
-    # Hinge target norm tau (seed: 180).
-    penalty_tau: float = 180.0
 
     def __post_init__(self) -> None:
         check_literals(self)
-        for name in ("d_model", "n_layer", "n_head", "max_len", "num_negatives"):
+        for name in ("d_model", "n_layer", "n_head", "max_len"):
             require(getattr(self, name) >= 1, f"ModelConfig.{name}", f"must be >= 1, got {getattr(self, name)}")
         require(self.d_model % self.n_head == 0, "ModelConfig.n_head",
                 f"d_model {self.d_model} must divide by n_head {self.n_head}")
@@ -100,10 +87,6 @@ class ModelConfig:
             require(0.0 <= value < 1.0, f"ModelConfig.{name}", f"must be in [0, 1), got {value}")
         require(self.d_ff is None or self.d_ff >= 1, "ModelConfig.d_ff", f"must be >= 1 or null, got {self.d_ff}")
         require(self.d_ff_ratio > 0, "ModelConfig.d_ff_ratio", f"must be > 0, got {self.d_ff_ratio}")
-        require(self.penalty_lambda >= 0, "ModelConfig.penalty_lambda", f"must be >= 0, got {self.penalty_lambda}")
-        require(self.penalty == "none" or self.penalty_lambda > 0, "ModelConfig.penalty_lambda",
-                f"penalty {self.penalty!r} needs penalty_lambda > 0")
-        require(self.penalty_tau >= 0, "ModelConfig.penalty_tau", f"must be >= 0, got {self.penalty_tau}")
 
     @property
     def head_dim(self) -> int:

@@ -1,7 +1,7 @@
 """Presets as data: one per experiment of the seed write-up, each the baseline plus only what its name says.
 
-``model`` holds ``ModelConfig`` fields and ``train`` holds ``TrainConfig`` fields that differ from the defaults
-(the defaults are the baseline). Train one with ``interest train --preset NAME``; list them with
+``model`` holds ``ModelConfig`` fields, ``objective`` ``ObjectiveConfig`` fields and ``train`` ``TrainConfig``
+fields that differ from the defaults (the defaults are the baseline). Train one with ``interest train --preset NAME``; list them with
 ``interest presets``; ``trainer.job.resolve_configs`` turns a preset plus overrides into typed configs.
 """
 
@@ -26,6 +26,8 @@ class Preset:
     model: dict[str, Any] = field(default_factory=dict)
     # TrainConfig fields that differ from the defaults; only schedule presets set any.
     train: dict[str, Any] = field(default_factory=dict)
+    # ObjectiveConfig fields (loss, penalty) that differ from the defaults; only penalty presets set any.
+    objective: dict[str, Any] = field(default_factory=dict)
 
 
 
@@ -44,9 +46,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("hybrid-time", "HybridTimestampEncoding (absolute + time since previous event): +0.3% recall@10",
            {"time_encoding": "hybrid"}),
     Preset("l2", "L2 user-norm penalty 1e-4: recall kept (0.9138 vs 0.9152), norm -17% (281 vs 339)",
-           {"penalty": "l2", "penalty_lambda": 1e-4}),
+           objective={"penalty": "l2", "penalty_lambda": 1e-4}),
     Preset("hinge", "hinge norm penalty tau 180, lambda 1e-3: norm ~172, recall 0.9114 (small trade-off)",
-           {"penalty": "hinge", "penalty_tau": 180.0, "penalty_lambda": 1e-3}),
+           objective={"penalty": "hinge", "penalty_tau": 180.0, "penalty_lambda": 1e-3}),
     Preset("cosine", "5% warm-up, cosine to 1% lr, AdamW wd 0.01: comparable to baseline, sometimes slightly worse",
            train=COSINE),
     Preset("warm-restarts", "warm-up, cosine with warm restarts: strong early, finished below the baseline",
@@ -54,7 +56,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("best", "the seed's positive findings (SwiGLU, hybrid time, l2 1e-4; learned positions, LayerNorm kept); "
                    "measured: test Recall@10 0.3273 (ours) / 0.3233 (generative-recommenders) after 2,400 s on 2 "
                    "CPU cores (README, time to quality)",
-           {"mlp": "swiglu", "time_encoding": "hybrid", "penalty": "l2", "penalty_lambda": 1e-4}),
+           {"mlp": "swiglu", "time_encoding": "hybrid"}, objective={"penalty": "l2", "penalty_lambda": 1e-4}),
 )}
 
 

@@ -20,7 +20,7 @@ from trainer.data import TrainBatch
 from trainer.distributed import Distributed
 from trainer.losses import loss_terms
 from trainer.model import InterestModel
-from trainer.model_config import ModelConfig
+from trainer.objective import ObjectiveConfig
 
 
 class StepResult(NamedTuple):
@@ -37,7 +37,7 @@ class StepContext:
     model: InterestModel  # the module whose parameters the optimizer holds
     forward: nn.Module  # what runs the forward pass: the model, compiled and/or wrapped in DDP
     optimizer: torch.optim.Optimizer
-    model_cfg: ModelConfig
+    objective: ObjectiveConfig  # the loss and the penalty
     grad_clip: float  # 0: no clipping (the norm is still measured)
     ddp: Distributed
     bf16: bool  # bf16 autocast
@@ -64,7 +64,7 @@ def train_step(ctx: StepContext, batch: TrainBatch) -> StepResult:
         with record_function("forward"):
             hidden = ctx.forward(inputs)
         with record_function("loss"):
-            terms = loss_terms(ctx.model, hidden, targets, ctx.model_cfg, ctx.item_frequencies, ddp.global_mean)
+            terms = loss_terms(ctx.model, hidden, targets, ctx.objective, ctx.item_frequencies, ddp.global_mean)
     total = terms.total.float()
     # One collective per step: the token-weighted task loss sum for logging and whether any rank saw a NaN/Inf,
     # so every rank takes the same branch below (a rank skipping backward alone would hang DDP). The penalty is

@@ -7,8 +7,8 @@ One process (CPU or one GPU)::
 Several processes on one machine (DDP; gloo on CPU, NCCL on GPU), launched through torchrun::
 
     interest train --data DATA --preset baseline --output OUT --nproc 2
-    # = python -m torch.distributed.run --standalone --nproc-per-node=2 -m trainer.train --data DATA ...
-    #   (trainer.job.torchrun_command; ``python -m trainer.train`` is this module's worker entry point)
+    # = python -m torch.distributed.run --standalone --nproc-per-node=2 -m trainer --data DATA ...
+    #   (trainer.job.torchrun_command; ``python -m trainer`` is the worker entry point: trainer/__main__.py)
 
 Several machines (what a Kubeflow PyTorchJob or a Vertex custom job starts on each node)::
 
@@ -35,7 +35,6 @@ import dataclasses
 import json
 import logging
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,10 +51,11 @@ from trainer import checkpoint, warm_start
 from trainer.data import EvalSet, TrainingSet, epoch_loader, load_sequences
 from trainer.distributed import Distributed, setup
 from trainer.evaluate import evaluate_model
-from trainer.job import TrainJob, worker_main
+from trainer.job import Configs, TrainJob
 from trainer.model import InterestModel
 from trainer.model_config import ModelConfig
 from trainer.monitor import Monitor
+from trainer.objective import ObjectiveConfig, split_legacy
 from trainer.schedules import RunSchedule
 from trainer.step import StepContext, StepResult, train_step
 from trainer.train_config import RESUMABLE_CHANGES, TrainConfig
@@ -119,22 +119,27 @@ def uses_bf16(cfg: TrainConfig, device: torch.device) -> bool:
 
 
 def check_resumable(saved: dict[str, Any], model_cfg: ModelConfig, train_cfg: TrainConfig, data_digest: str,
-                    where: str) -> None:
-    """A checkpoint only resumes the run that wrote it: the same data (vocab and stats digests), the same model
-    and the same training config (except ``RESUMABLE_CHANGES``); ``--restart`` starts over on purpose."""
+                    where: str, objective: ObjectiveConfig = ObjectiveConfig()) -> None:
+    """A checkpoint only resumes the run that wrote it: the same data (vocab and stats digests), the same model,
+    the same objective and the same training config (except ``RESUMABLE_CHANGES``); ``--restart`` starts over on
+    purpose. A checkpoint written before the objective had its own config holds it in its model config."""
     if saved.get("data_digest") != data_digest:
         raise ConfigError(
             f"--data: the checkpoints in {where} were trained on other data (vocab.json/stats.json differ); rerun "
             "with the same --data to resume, --restart to start over on this data, or use a new --output")
-    now = {"model": to_dict(model_cfg), "train": to_dict(train_cfg)}
-    before = {"model": json.loads(saved["model_config"]), "train": json.loads(saved["train_config"])}
+    now = {"model": to_dict(model_cfg), "objective": to_dict(objective), "train": to_dict(train_cfg)}
+    model_before, objective_before = split_legacy(json.loads(saved["model_config"]))
+    if "objective_config" in saved:
+        objective_before = json.loads(saved["objective_config"])
+    before = {"model": model_before, "objective": to_dict(ObjectiveConfig(**objective_before)),
+              "train": json.loads(saved["train_config"])}
     if train_cfg.schedule != "constant" and (
             (before["train"].get("time_budget_seconds") is None) != (train_cfg.time_budget_seconds is None)):
         counts = "time" if train_cfg.time_budget_seconds is None else "steps"
         raise ConfigError(f"--time-budget: the {train_cfg.schedule} schedule in {where} counts {counts} "
                           "(trainer/schedules.py RunSchedule); resume with a time budget if it had one, without if "
                           "not, or --restart")
-    for section in ("model", "train"):
+    for section in ("model", "objective", "train"):
         for key in sorted(set(now[section]) | set(before[section])):
             if section == "train" and key in RESUMABLE_CHANGES:
                 continue
@@ -146,8 +151,10 @@ def check_resumable(saved: dict[str, Any], model_cfg: ModelConfig, train_cfg: Tr
 
 
 def train(data_dir: str, output_dir: str, model_cfg: ModelConfig, train_cfg: TrainConfig, name: str = "baseline",
-          checkpoint_dir: str | None = None, restart: bool = False) -> dict[str, Any]:
-    """Train (or resume) a model; returns the summary that is also written to ``OUT/summary.json``.
+          checkpoint_dir: str | None = None, restart: bool = False,
+          objective: ObjectiveConfig = ObjectiveConfig()) -> dict[str, Any]:
+    """Train (or resume) a model minimising ``objective``; returns the summary that is also written to
+    ``OUT/summary.json``.
 
     ``name`` (the preset or variant) is recorded in the summary; ``checkpoint_dir`` (default
     ``OUT/checkpoints``) holds the resumable state, ``restart`` discards it. Rank 0 holds the writer lock of the
@@ -166,7 +173,8 @@ def train(data_dir: str, output_dir: str, model_cfg: ModelConfig, train_cfg: Tra
                     locks.enter_context(rundir.locked(checkpoint_dir))
                 if not storage.is_remote(output_dir):
                     rundir.recover(output_dir, contract.MODEL_WORKING_STATE)
-            trainer = Trainer(data_dir, output_dir, name, model_cfg, train_cfg, ddp, checkpoint_dir, restart)
+            trainer = Trainer(data_dir, output_dir, name, model_cfg, train_cfg, ddp, checkpoint_dir, restart,
+                              objective)
             summary = trainer.run()
         finished = True
         return summary
@@ -174,11 +182,16 @@ def train(data_dir: str, output_dir: str, model_cfg: ModelConfig, train_cfg: Tra
         ddp.close(barrier=finished)  # no barrier after a failure: the failed rank's peers may never arrive
 
 
-def train_job(job: TrainJob) -> dict[str, Any]:
-    """Train ``job`` (its preset and overrides resolved by ``TrainJob.configs``)."""
-    model_cfg, train_cfg = job.configs()
-    return train(job.data, job.output, model_cfg, train_cfg, name=job.preset, checkpoint_dir=job.checkpoint_dir,
-                 restart=job.restart)
+def fit(job: TrainJob, configs: Configs | None = None) -> dict[str, Any]:
+    """Train ``job`` with ``configs``, the job's own (``TrainJob.configs``) unless the caller resolved them already."""
+    configs = configs or job.configs()
+    return train(job.data, job.output, configs.model, configs.train, name=job.preset,
+                 checkpoint_dir=job.checkpoint_dir, restart=job.restart, objective=configs.objective)
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """The one JSON line a finished training prints (``interest train`` and every worker)."""
+    return json.dumps({k: summary[k] for k in ("steps", "train_seconds", "tokens_per_second", "best", "stopped")})
 
 
 @dataclass
@@ -211,8 +224,10 @@ class Trainer:
     """One rank's training run; ``run()`` trains, validates, checkpoints and (on rank 0) exports."""
 
     def __init__(self, data_dir: str, output_dir: str, preset: str, model_cfg: ModelConfig, cfg: TrainConfig,
-                 ddp: Distributed, checkpoint_dir: str | None = None, restart: bool = False):
+                 ddp: Distributed, checkpoint_dir: str | None = None, restart: bool = False,
+                 objective: ObjectiveConfig = ObjectiveConfig()):
         self.output_dir, self.preset, self.model_cfg, self.cfg, self.ddp = output_dir, preset, model_cfg, cfg, ddp
+        self.objective = objective
         self.device = ddp.device
         self.data_dir, self.restart = data_dir, restart
         self.checkpoints = checkpoint_dir or storage.join(output_dir, contract.CHECKPOINTS)
@@ -246,7 +261,7 @@ class Trainer:
         if ddp.active:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             forward = DistributedDataParallel(forward, device_ids=device_ids)
-        self.step_context = StepContext(self.model, forward, self.optimizer, model_cfg, cfg.grad_clip, ddp, self.bf16,
+        self.step_context = StepContext(self.model, forward, self.optimizer, objective, cfg.grad_clip, ddp, self.bf16,
                                         self.item_frequencies)
         self.monitor = Monitor(output_dir, self.total_steps, self.progress.step, cfg.log_every_steps) \
             if ddp.is_main else None
@@ -267,7 +282,7 @@ class Trainer:
         if found is None:
             return
         state, uri = found
-        check_resumable(state, self.model_cfg, self.cfg, self.seqs.data_digest, self.checkpoints)
+        check_resumable(state, self.model_cfg, self.cfg, self.seqs.data_digest, self.checkpoints, self.objective)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.scheduler.load_state_dict(state["scheduler"])
@@ -298,6 +313,7 @@ class Trainer:
             "scheduler": self.schedule.scheduler.state_dict(),
             "rng": rng,
             "model_config": json.dumps(to_dict(self.model_cfg)),
+            "objective_config": json.dumps(to_dict(self.objective)),
             "train_config": json.dumps(to_dict(self.cfg)),
             "data_digest": self.seqs.data_digest,
             "progress": dataclasses.asdict(self.progress),
@@ -490,13 +506,15 @@ class Trainer:
             "resumed_from": p.resumed_from,
         }
         hparams = {k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v))
-                   for k, v in {**to_dict(self.model_cfg), **to_dict(self.cfg)}.items() if v is not None}
+                   for k, v in {**to_dict(self.model_cfg), **to_dict(self.objective), **to_dict(self.cfg)}.items()
+                   if v is not None}
         self.monitor.hparams({"preset": self.preset, **hparams},
                              {"hparam/valid_recall@10": max(p.best_recall, 0.0), "hparam/valid_ndcg@10": p.best_ndcg})
         self.monitor.flush()
         with rundir.publishing(out, contract.MODEL_KIND, carry=contract.MODEL_WORKING_STATE) as staging:
             storage.write_bytes(staging.join(contract.WEIGHTS), weights)
             save(self.model_cfg, staging.join(contract.MODEL_CONFIG))
+            save(self.objective, staging.join(contract.OBJECTIVE_CONFIG))
             save(self.cfg, staging.join(contract.TRAIN_CONFIG))
             storage.write_json(staging.join(contract.VOCAB), self.seqs.vocab)
             storage.write_json(staging.join(contract.LINEAGE), self._lineage())
@@ -505,6 +523,3 @@ class Trainer:
                  summary["stop_note"], max(p.best_recall, 0.0), p.best_step, out)
         return summary
 
-
-if __name__ == "__main__":  # torchrun -m trainer.train ARGS: the worker side of `interest train --nproc N`
-    sys.exit(worker_main(sys.argv[1:]))

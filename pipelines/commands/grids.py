@@ -55,7 +55,7 @@ def run_grids(args: argparse.Namespace) -> int:
         for v in row["variants"]:
             settings = ", ".join(f"{k}={json.dumps(val)}" for k, val in v["set"].items())
             if v["tau_ratio"] is not None:
-                settings += f"{', ' if settings else ''}penalty_tau={v['tau_ratio']:g} x unpenalised norm"
+                settings += f"{', ' if settings else ''}objective.penalty_tau={v['tau_ratio']:g} x unpenalised norm"
             mark = " (baseline)" if v["name"] == row["baseline"] else ""
             print(f"  {v['name'] + mark:24s} {v['params']:>9,d} {v['non_embedding_params']:>9,d}  "
                   f"{v['preset']}{' + ' + settings if settings else ''}")

@@ -1,8 +1,10 @@
-"""``interest train`` and ``interest evaluate``: thin wrappers over ``trainer.job`` and ``trainer.evaluate``.
+"""``interest train`` and ``interest evaluate``: thin wrappers over ``trainer.job``, ``trainer.train`` and
+``trainer.evaluate``.
 
-``--set key=value`` goes to the ModelConfig or the TrainConfig field of that name (``model.`` / ``train.``
-prefixes make it explicit); ``--config FILE`` is JSON/YAML with ``model:`` and ``train:`` sections. Precedence:
-preset < config file < --set < --epochs/--max-steps/--time-budget (``trainer.job.resolve_configs``).
+``--set key=value`` goes to the ModelConfig, ObjectiveConfig or TrainConfig field of that name (``model.`` /
+``objective.`` / ``train.`` prefixes make it explicit); ``--config FILE`` is JSON/YAML with ``model:``,
+``objective:`` and ``train:`` sections. Precedence: preset < config file < --set < --epochs/--max-steps/
+--time-budget (``trainer.job.resolve_configs``, called once per command).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from components.warm_start import resolve_warm_start
 from core.configs import require
 from core.protocols import PROTOCOLS
 from release.registry import resolve
-from trainer import job as train_job
+from trainer.job import add_arguments, job_from_args, torchrun_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train (or resume: rerun the same command) a model and write the model artifact directory. "
         "Arguments after a bare -- go to torchrun (rendezvous flags for multi-node jobs).",
     )
-    train_job.add_arguments(train)
+    add_arguments(train)
     train.add_argument("--nproc", type=int, default=1,
                        help="launch N DDP processes on this machine through torchrun (default 1: this process)")
     train.set_defaults(func=run_train)
@@ -49,20 +51,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     require(args.nproc >= 1, "--nproc", f"must be >= 1, got {args.nproc}")
-    job = resolve_warm_start(train_job.job_from_args(args))  # also fails on bad flags before any process starts
+    job = job_from_args(args)
+    job, configs = resolve_warm_start(job, job.configs())  # bad flags fail here, before any process starts
     from trainer.data import open_data
 
     open_data(job.data)  # an incomplete data directory is a usage error, found before any process starts
     if args.nproc > 1 or args.passthrough:
         from trainer.launch import run_torchrun
 
-        run_torchrun(train_job.torchrun_command(job, args.nproc, args.passthrough))
+        run_torchrun(torchrun_command(job, args.nproc, args.passthrough))
         return 0
-    from trainer.train import train_job as run_job  # imports torch: only when training
+    from trainer.train import fit, summary_line  # imports torch: only when training
 
-    summary = run_job(job)
+    summary = fit(job, configs)
     if summary:
-        print(json.dumps({k: summary[k] for k in ("steps", "train_seconds", "tokens_per_second", "best", "stopped")}))
+        print(summary_line(summary))
     return 0
 
 

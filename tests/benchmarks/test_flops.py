@@ -8,6 +8,7 @@ from benchmarks.flops import ModelShape, matmul_peak, train_flops
 from trainer.losses import task_loss
 from trainer.model import InterestModel
 from trainer.model_config import ModelConfig
+from trainer.objective import ObjectiveConfig
 
 
 def test_baseline_formula_by_hand():
@@ -24,7 +25,7 @@ def test_baseline_formula_by_hand():
 
 @pytest.mark.parametrize("loss, scored", [("full_ce", 100), ("sampled_softmax", 33), ("bce", 2)])
 def test_scored_items_follow_the_loss(loss, scored):
-    assert ModelShape.of(ModelConfig(loss=loss, num_negatives=32), num_items=100).scored_items == scored
+    assert ModelShape.of(ModelConfig(), 100, ObjectiveConfig(loss=loss, num_negatives=32)).scored_items == scored
 
 
 @pytest.mark.parametrize(("mlp", "user_head"), [("gelu", "norm*scale"), ("swiglu", "norm*scale"),
@@ -36,7 +37,7 @@ def test_linear_flops_match_torch_count_of_the_real_model(mlp, user_head):
     n = 7
     items, targets = torch.randint(1, 51, (1, n)), torch.randint(1, 51, (1, n))
     with FlopCounterMode(display=False) as counter:
-        task_loss(model, model({"items": items}), targets, cfg).backward()
+        task_loss(model, model({"items": items}), targets, ObjectiveConfig()).backward()
     counts = counter.get_flop_counts()["Global"]
     matmuls = sum(v for op, v in counts.items() if str(op).split(".")[-1] in ("mm", "addmm"))
     shape = ModelShape.of(cfg, 50)

@@ -47,7 +47,7 @@ def test_the_penalty_grid_sets_hinge_targets_from_the_unpenalised_norm(tmp_path)
     with pytest.raises(ConfigError, match="--unpenalised-norm"):
         arguments(tmp_path, "--grid", "writeup-penalty")
     args = arguments(tmp_path, "--grid", "writeup-penalty", "--seeds", "1", "--unpenalised-norm", "40")
-    taus = {v["name"]: v["set"].get("penalty_tau") for v in args["variants"]}
+    taus = {v["name"]: v["set"].get("objective.penalty_tau") for v in args["variants"]}
     assert taus["hinge-0.53x-1e-3"] == pytest.approx(21.2) and taus["l2-1e-4"] is None
     assert len(args["variants"]) == len(GRIDS["writeup-penalty"].variants)
 

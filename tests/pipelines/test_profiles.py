@@ -21,7 +21,7 @@ def test_quick_profile_trains_every_variant_the_same_number_of_optimizer_steps()
     run_wide = overrides_from(profile.model_overrides, profile.train_config)
     horizons = set()
     for spec in specs:
-        _, train = resolve_configs(spec.preset, (*run_wide, *spec.overrides()))
+        train = resolve_configs(spec.preset, (*run_wide, *spec.overrides())).train
         assert train.time_budget_seconds is None and train.patience == 0, spec.name
         horizons.add((train.max_steps, train.total_steps(ML_1M_STEPS_PER_EPOCH)))
     assert horizons == {(QUICK_STEPS, QUICK_STEPS)}

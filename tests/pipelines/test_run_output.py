@@ -15,11 +15,11 @@ from pipelines.local_runner import TaskLines, task_lines
 DUMP = ['[KFP Executor 2026-12-01 23:44:25,133 INFO]: Got executor_input:', '{', '    "inputs": {', '}']
 
 
-def marked(event: str, task: str, variant: str | None = None, **fields) -> str:
+def marked(event: str, task: str, run: str | None = None, **fields) -> str:
     out = io.StringIO()
     sys.stdout, saved = out, sys.stdout
     try:
-        events.emit(event, task, variant, **fields)
+        events.emit(event, task, run, **fields)
     finally:
         sys.stdout = saved
     return "    " + out.getvalue()  # kfp.local indents a task's output
@@ -100,7 +100,7 @@ def test_task_lines_restores_stdout_and_logging_and_shows_the_logs_end_on_failur
 
 def test_events_survive_indentation_and_ignore_everything_else():
     line = marked("done", "evaluate", "rope", seconds=1.5, result="test Recall@10 0.1")
-    assert events.parse(line) == {"event": "done", "task": "evaluate", "variant": "rope", "seconds": 1.5,
+    assert events.parse(line) == {"event": "done", "task": "evaluate", "run": "rope", "seconds": 1.5,
                                   "result": "test Recall@10 0.1"}
     assert events.parse("    [KFP Executor ...]: step 3") is None
     assert events.parse(events.MARK + "{not json") is None

@@ -174,3 +174,16 @@ def test_a_relative_interval_cannot_pass_minus_100_percent():
     assert vs.change == pytest.approx(-1 / 6) and vs.text().startswith("-16.7% [")
     assert vs.bootstrap["ci_low"] / vs.reference_value < -1.0  # the old way out of range
     assert -1.0 <= low < vs.change < high
+
+
+def test_a_push_verifies_every_seed_the_gate_averaged_over(tmp_path: Path):
+    """With replicates the baseline checks average over every seed of both variants: each of those evaluations is
+    bound, and one swapped for another run's is refused."""
+    from release.gate import BlessingInvalid, verify
+
+    runs = replicated_runs(tmp_path)
+    blessing = decide(runs, "baseline", None, LENIENT)
+    verify(blessing)  # the files as judged
+    other = next(r for r in runs if r.name == "swiglu-seed1").test_dir
+    with pytest.raises(BlessingInvalid, match=r"\(test:baseline-seed2\) is not the file the gate judged"):
+        verify(blessing, {"test:baseline-seed2": other})

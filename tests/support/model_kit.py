@@ -10,6 +10,7 @@ import torch
 from trainer.losses import loss_terms
 from trainer.model import InterestModel
 from trainer.model_config import ModelConfig
+from trainer.objective import ObjectiveConfig
 
 NUM_ITEMS = 30
 TINY = ModelConfig(d_model=16, n_layer=2, n_head=2, max_len=16, dropout=0.0)
@@ -89,14 +90,15 @@ def learnable_batch(B: int = 16, T: int = 12, num_items: int = 20, seed: int = 0
     return batch
 
 
-def train_losses(model: InterestModel, cfg: ModelConfig, batch: dict, steps: int, lr: float = 1e-2) -> list[float]:
-    """Full-batch AdamW steps on the next-item task; the task loss before each step."""
+def train_losses(model: InterestModel, objective: ObjectiveConfig, batch: dict, steps: int,
+                 lr: float = 1e-2) -> list[float]:
+    """Full-batch AdamW steps minimising ``objective``; the task loss before each step."""
     targets = next_item_targets(batch["items"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()
     history = []
     for _ in range(steps):
-        terms = loss_terms(model, model(batch), targets, cfg)
+        terms = loss_terms(model, model(batch), targets, objective)
         optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         optimizer.step()

@@ -45,7 +45,7 @@ def fake_run(name: str, gained: int, seed: int | None = None, variant: str = "",
                test={"recall@10": recall, "ndcg@10": 0.15, "mrr": 0.12, "coverage@10": 0.4, "user_norm_mean": norm,
                      "user_norm_p95": 120.0, "item_norm_mean": 3.0, "params": 120_000},
                per_user=users, valid_per_user=users,
-               model_config={"d_model": 64, "penalty": "none", **(model or {}), **(penalty or {})})
+               model_config={"d_model": 64, **(model or {})}, objective={"penalty": "none", **(penalty or {})})
 
 
 def blessing_of(candidate: Run, baseline: Run) -> Blessing:

@@ -40,7 +40,7 @@ def test_dff_grid_sets_the_ratio_and_the_penalty_grid_covers_the_writeups_table(
     dff = {v.name: resolve_configs(v.preset, v.overrides())[0] for v in GRIDS["writeup-dff"].variants}
     assert {name: cfg.ff_dim for name, cfg in dff.items()} == {"dff-1x": 64, "dff-2x": 128, "dff-4x": 256,
                                                                  "dff-8x": 512}
-    penalty = {v.name: resolve_configs(v.preset, v.overrides())[0]
+    penalty = {v.name: resolve_configs(v.preset, v.overrides()).objective
                for v in GRIDS["writeup-penalty"].expand(seeds=[], unpenalised_norm=338.6)}
     assert penalty["baseline"].penalty == "none"
     assert (penalty["l2-1e-4"].penalty, penalty["l2-1e-4"].penalty_lambda) == ("l2", 1e-4)
@@ -65,9 +65,9 @@ def test_a_grid_file_with_overrides_and_seeds_gives_one_run_per_variant_and_seed
     runs = grid.expand(unpenalised_norm=30.0)
     assert [r.run_name for r in runs] == ["dff-2x-seed1", "dff-2x-seed2", "baseline-seed1", "baseline-seed2",
                                           "tight-seed1", "tight-seed2"]
-    model, train = resolve_configs(runs[1].preset, runs[1].overrides())
+    model, _, train = resolve_configs(runs[1].preset, runs[1].overrides())
     assert (model.d_ff_ratio, train.seed) == (2.0, 2)
-    assert resolve_configs(runs[4].preset, runs[4].overrides())[0].penalty_tau == 15.0
+    assert resolve_configs(runs[4].preset, runs[4].overrides()).objective.penalty_tau == 15.0
     assert [r.run_name for r in grid.expand(seeds=[], unpenalised_norm=30.0)] == ["dff-2x", "baseline", "tight"]
 
 

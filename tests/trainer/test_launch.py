@@ -40,7 +40,7 @@ def test_node_command_runs_torchrun_over_the_nodes_with_the_trainer_arguments():
     assert argv[:4] == ["exec", "python", "-m", "torch.distributed.run"]
     assert {"--nnodes=3", "--nproc-per-node=4", "--node-rank=$RANK", "--master-addr=$MASTER_ADDR",
             "--master-port=$MASTER_PORT"} <= set(argv)
-    worker = argv[argv.index("trainer.train") + 1:]
+    worker = argv[argv.index("trainer") + 1:]
     assert worker[:6] == ["--data", "gs://b/run/data", "--output", "gs://b/run/model-job", "--preset", "swiglu"]
     sets = [worker[i + 1] for i, a in enumerate(worker) if a == "--set"]
     assert sets == ["model.d_model=128", "train.time_budget_seconds=600.0", "train.max_steps=5000",
@@ -53,7 +53,7 @@ def test_train_args_are_what_interest_train_parses():
 
     job = job_from_args(cli.build_parser().parse_args(["train", *JOB.job.argv()]))
     assert job == JOB.job
-    model_cfg, train_cfg = job.configs()
+    model_cfg, _, train_cfg = job.configs()
     assert model_cfg.d_model == 128 and model_cfg.mlp == "swiglu"
     assert (train_cfg.time_budget_seconds, train_cfg.max_steps, train_cfg.epochs, train_cfg.schedule) == (
         600.0, 5000, None, "cosine")

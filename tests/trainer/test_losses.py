@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from trainer import losses
 from trainer.losses import embedding_penalty, loss_terms, task_loss
 from trainer.model import InterestModel
-from trainer.model_config import ModelConfig
+from trainer.objective import ObjectiveConfig
+
+FULL_CE = ObjectiveConfig()
 
 
 def test_full_ce_equals_reference_over_target_positions(model_kit):
@@ -22,7 +24,7 @@ def test_full_ce_equals_reference_over_target_positions(model_kit):
     logits = hidden @ model.item_embeddings()[1:].T  # (B, T, N)
     per_position = F.cross_entropy(logits.transpose(1, 2), (targets - 1).clamp(min=0), reduction="none")
     reference = per_position[targets > 0].mean()
-    assert torch.allclose(task_loss(model, hidden, targets, cfg), reference, atol=1e-6)
+    assert torch.allclose(task_loss(model, hidden, targets, FULL_CE), reference, atol=1e-6)
     assert (targets > 0).sum() == 6 + 2 + 4
 
 
@@ -50,9 +52,9 @@ def test_fused_cross_entropy_under_bf16_autocast(model_kit):
     model = InterestModel(cfg, model_kit.num_items)
     batch = model_kit.make_batch([6, 6], T=6)
     targets = model_kit.next_item_targets(batch["items"])
-    exact = task_loss(model, model(batch), targets, cfg)
+    exact = task_loss(model, model(batch), targets, FULL_CE)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        mixed = task_loss(model, model(batch), targets, cfg)
+        mixed = task_loss(model, model(batch), targets, FULL_CE)
     mixed.backward()
     assert torch.allclose(mixed.float(), exact, rtol=2e-2)
     assert model.item_embedding.weight.grad.dtype == torch.float32
@@ -66,24 +68,24 @@ def test_full_ce_without_grad_takes_the_plain_path(model_kit):
     targets = model_kit.next_item_targets(batch["items"])
     with torch.no_grad():
         hidden = model(batch)
-        assert task_loss(model, hidden, targets, cfg).grad_fn is None
-    assert torch.allclose(task_loss(model, hidden, targets, cfg),
-                          task_loss(model, hidden.requires_grad_(), targets, cfg), atol=1e-6)
+        assert task_loss(model, hidden, targets, FULL_CE).grad_fn is None
+    assert torch.allclose(task_loss(model, hidden, targets, FULL_CE),
+                          task_loss(model, hidden.requires_grad_(), targets, FULL_CE), atol=1e-6)
 
 
 @pytest.mark.parametrize("loss", ["full_ce", "sampled_softmax", "bce"])
 def test_losses_are_finite_and_decrease(model_kit, loss):
-    cfg = model_kit.tiny(loss=loss, num_negatives=8)
-    model = InterestModel(cfg, 20)
-    history = model_kit.train_losses(model, cfg, model_kit.learnable_batch(), steps=30)
+    model = InterestModel(model_kit.tiny(), 20)
+    history = model_kit.train_losses(model, ObjectiveConfig(loss=loss, num_negatives=8), model_kit.learnable_batch(),
+                                      steps=30)
     assert all(torch.isfinite(torch.tensor(history)))
     assert sum(history[-5:]) < 0.75 * sum(history[:5]), history
 
 
 def test_sampled_softmax_with_item_frequencies_and_accidental_hits(model_kit):
     """Drawing from a skewed distribution (many hits on the target) stays finite and trains."""
-    cfg = model_kit.tiny(loss="sampled_softmax", num_negatives=16)
-    model = InterestModel(cfg, 3)
+    cfg = ObjectiveConfig(loss="sampled_softmax", num_negatives=16)
+    model = InterestModel(model_kit.tiny(), 3)
     batch = model_kit.make_batch([6, 6], T=6, num_items=3)
     targets = model_kit.next_item_targets(batch["items"])
     frequencies = torch.tensor([0.0, 100.0, 1.0, 1.0])  # index 0 (padding) is never drawn
@@ -98,8 +100,8 @@ def test_sampled_softmax_logq_correction_estimates_full_softmax(model_kit):
     known offset log(K Q(target)): sum_k exp(s_k - log Q_k) ~ K sum_j exp(s_j). Without the correction this
     1000:1 skewed proposal misses by about 1 nat (measured), three times the tolerance."""
     K = 20000
-    cfg_full, cfg_sampled = model_kit.tiny(), model_kit.tiny(loss="sampled_softmax", num_negatives=K)
-    model = InterestModel(cfg_full, model_kit.num_items)
+    cfg_full, cfg_sampled = FULL_CE, ObjectiveConfig(loss="sampled_softmax", num_negatives=K)
+    model = InterestModel(model_kit.tiny(), model_kit.num_items)
     with torch.no_grad():
         model.item_embedding.weight.mul_(20)  # spread the logits so the softmax is far from uniform
         batch = model_kit.make_batch([6, 6], T=6)
@@ -115,10 +117,10 @@ def test_sampled_softmax_logq_correction_estimates_full_softmax(model_kit):
 
 def test_penalties_match_hand_computed_values():
     user_values = torch.tensor([[3.0, 4.0], [6.0, 8.0]])  # norms 5 and 10, mean 7.5
-    none = ModelConfig()
-    l2 = ModelConfig(penalty="l2", penalty_lambda=0.1)
-    hinge = ModelConfig(penalty="hinge", penalty_lambda=0.1, penalty_tau=5.0)
-    hinge_below = ModelConfig(penalty="hinge", penalty_lambda=0.1, penalty_tau=8.0)
+    none = ObjectiveConfig()
+    l2 = ObjectiveConfig(penalty="l2", penalty_lambda=0.1)
+    hinge = ObjectiveConfig(penalty="hinge", penalty_lambda=0.1, penalty_tau=5.0)
+    hinge_below = ObjectiveConfig(penalty="hinge", penalty_lambda=0.1, penalty_tau=8.0)
     assert embedding_penalty(user_values, none).item() == 0.0
     assert embedding_penalty(user_values, l2).item() == pytest.approx(0.75)
     assert embedding_penalty(user_values, hinge).item() == pytest.approx(0.1 * 2.5 ** 2)
@@ -130,8 +132,8 @@ def test_penalties_match_hand_computed_values():
 
 
 def test_loss_terms_report_task_and_penalty_apart(model_kit):
-    cfg = model_kit.tiny(penalty="l2", penalty_lambda=0.5)
-    model = InterestModel(cfg, model_kit.num_items)
+    cfg = ObjectiveConfig(penalty="l2", penalty_lambda=0.5)
+    model = InterestModel(model_kit.tiny(), model_kit.num_items)
     batch = model_kit.make_batch([5, 4], T=5)
     targets = model_kit.next_item_targets(batch["items"])
     hidden = model(batch)
@@ -150,9 +152,8 @@ def test_l2_penalty_shrinks_user_norms(model_kit):
     norms = {}
     for penalty, strength in (("none", 0.0), ("l2", 1.0)):
         torch.manual_seed(0)
-        cfg = model_kit.tiny(penalty=penalty, penalty_lambda=strength)
-        model = InterestModel(cfg, 20)
-        model_kit.train_losses(model, cfg, batch, steps=30)
+        model = InterestModel(model_kit.tiny(), 20)
+        model_kit.train_losses(model, ObjectiveConfig(penalty=penalty, penalty_lambda=strength), batch, steps=30)
         with torch.no_grad():
             norms[penalty] = model.eval().user_embedding(batch).norm(dim=-1).mean().item()
     assert norms["l2"] < 0.8 * norms["none"], norms
@@ -161,8 +162,8 @@ def test_l2_penalty_shrinks_user_norms(model_kit):
 @pytest.mark.parametrize("penalty", ["l2", "hinge"])
 def test_penalty_gradient_reaches_the_user_tower(model_kit, penalty):
     """The penalty alone moves the head, the blocks and the input embeddings (not only a constant)."""
-    cfg = model_kit.tiny(penalty=penalty, penalty_lambda=1.0, penalty_tau=1.0)
-    model = InterestModel(cfg, model_kit.num_items)
+    cfg = ObjectiveConfig(penalty=penalty, penalty_lambda=1.0, penalty_tau=1.0)
+    model = InterestModel(model_kit.tiny(), model_kit.num_items)
     batch = model_kit.make_batch([5, 4, 2], T=5)
     loss_terms(model, model(batch), model_kit.next_item_targets(batch["items"]), cfg).penalty.backward()
     for name in ("user_head.log_scale.weight", "user_head.log_scale.bias", "user_head.norm.weight",
@@ -179,7 +180,7 @@ def test_hinge_is_zero_below_tau_and_positive_above(model_kit):
     with torch.no_grad():
         mean_norm = float(model.user_embedding(batch).norm(dim=-1).mean())
     for tau, expected in ((mean_norm + 1.0, 0.0), (mean_norm - 1.0, 0.1 * 1.0 ** 2)):
-        hinge = model_kit.tiny(penalty="hinge", penalty_lambda=0.1, penalty_tau=tau)
+        hinge = ObjectiveConfig(penalty="hinge", penalty_lambda=0.1, penalty_tau=tau)
         model.zero_grad()
         value = embedding_penalty(model.user_embedding(batch), hinge)
         value.backward()

@@ -7,6 +7,7 @@ import torch
 
 from trainer.model import MLPS, Dropout, InterestModel, RotaryEmbedding, apply_rope
 from trainer.model_config import ModelConfig
+from trainer.objective import ObjectiveConfig
 
 POSITION_CHOICES = ("learned", "rope", "rope+learned", "sinusoidal", "none")
 
@@ -145,7 +146,7 @@ def test_serial_and_parallel_differ_and_both_train(model_kit):
         model = InterestModel(cfg, 20)
         with torch.no_grad():
             outputs[block] = model.eval()(batch)
-        losses[block] = model_kit.train_losses(model, cfg, batch, steps=25)
+        losses[block] = model_kit.train_losses(model, ObjectiveConfig(), batch, steps=25)
     assert not torch.allclose(outputs["serial"], outputs["parallel"], atol=1e-4)
     for block, history in losses.items():
         assert history[-1] < 0.5 * history[0], (block, history)
@@ -197,7 +198,7 @@ def test_user_norm_is_free_unless_the_head_is_the_norm_alone(model_kit, user_hea
     batch = model_kit.learnable_batch()
     with torch.no_grad():
         before = model.eval().user_embedding(batch).norm(dim=-1)
-    model_kit.train_losses(model, cfg, batch, steps=5)
+    model_kit.train_losses(model, ObjectiveConfig(), batch, steps=5)
     with torch.no_grad():
         after = model.eval().user_embedding(batch).norm(dim=-1)
     spread = float(after.std() / after.mean())

@@ -14,12 +14,9 @@ from trainer.model_config import ModelConfig
     ({"norm": "batchnorm"}, r"ModelConfig\.norm: .*'layernorm', 'rmsnorm'"),
     ({"mlp": "relu"}, r"ModelConfig\.mlp: .*'gelu', 'swiglu', 'geglu'"),
     ({"block": "sandwich"}, r"ModelConfig\.block: .*'serial', 'parallel'"),
-    ({"loss": "mse"}, r"ModelConfig\.loss: .*'full_ce', 'sampled_softmax', 'bce'"),
-    ({"penalty": "l1"}, r"ModelConfig\.penalty: .*'none', 'l2', 'hinge'"),
     ({"d_model": 0}, r"ModelConfig\.d_model: must be >= 1"),
     ({"n_layer": 0}, r"ModelConfig\.n_layer: must be >= 1"),
     ({"max_len": 0}, r"ModelConfig\.max_len: must be >= 1"),
-    ({"num_negatives": 0}, r"ModelConfig\.num_negatives: must be >= 1"),
     ({"d_model": 64, "n_head": 3}, r"ModelConfig\.n_head: d_model 64 must divide by n_head 3"),
     ({"d_model": 6, "n_head": 2, "position": "rope"}, r"ModelConfig\.position: 'rope' .*head_dim .* must be even"),
     ({"d_model": 6, "n_head": 2, "position": "rope+learned"}, r"ModelConfig\.position: .*must be even"),
@@ -28,9 +25,6 @@ from trainer.model_config import ModelConfig
     ({"attention_dropout": 1.0}, r"ModelConfig\.attention_dropout: must be in \[0, 1\)"),
     ({"d_ff": 0}, r"ModelConfig\.d_ff: must be >= 1 or null"),
     ({"d_ff_ratio": 0.0}, r"ModelConfig\.d_ff_ratio: must be > 0"),
-    ({"penalty": "l2"}, r"ModelConfig\.penalty_lambda: penalty 'l2' needs penalty_lambda > 0"),
-    ({"penalty": "hinge", "penalty_lambda": 1e-3, "penalty_tau": -1.0}, r"ModelConfig\.penalty_tau: must be >= 0"),
-    ({"penalty_lambda": -1.0}, r"ModelConfig\.penalty_lambda: must be >= 0"),
 ])
 def test_invalid_configs_name_the_field(overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -13,6 +13,7 @@ from pipelines import cli
 from trainer.job import resolve_configs
 from trainer.model import InterestModel
 from trainer.model_config import ModelConfig
+from trainer.objective import ObjectiveConfig
 from trainer.presets import PRESETS, get_preset
 from trainer.train_config import TrainConfig
 
@@ -20,21 +21,21 @@ from trainer.train_config import TrainConfig
 def model_of(preset: str, overrides: list[str] | tuple[str, ...] = ()) -> ModelConfig:
     return resolve_configs(preset, overrides)[0]
 
-# What each preset's name says it changes (ModelConfig fields, TrainConfig fields).
+# What each preset's name says it changes (ModelConfig fields, TrainConfig fields, ObjectiveConfig fields).
 CHANGES = {
-    "baseline": (set(), set()),
-    "rope": ({"position"}, set()),
-    "rope-learned": ({"position"}, set()),
-    "rmsnorm": ({"norm"}, set()),
-    "swiglu": ({"mlp"}, set()),
-    "geglu": ({"mlp"}, set()),
-    "parallel": ({"block"}, set()),
-    "hybrid-time": ({"time_encoding"}, set()),
-    "l2": ({"penalty", "penalty_lambda"}, set()),
-    "hinge": ({"penalty", "penalty_lambda", "penalty_tau"}, set()),
-    "cosine": (set(), {"schedule", "warmup_fraction", "min_lr_ratio", "weight_decay"}),
-    "warm-restarts": (set(), {"schedule", "warmup_fraction", "min_lr_ratio", "weight_decay"}),
-    "best": ({"mlp", "time_encoding", "penalty", "penalty_lambda"}, set()),
+    "baseline": (set(), set(), set()),
+    "rope": ({"position"}, set(), set()),
+    "rope-learned": ({"position"}, set(), set()),
+    "rmsnorm": ({"norm"}, set(), set()),
+    "swiglu": ({"mlp"}, set(), set()),
+    "geglu": ({"mlp"}, set(), set()),
+    "parallel": ({"block"}, set(), set()),
+    "hybrid-time": ({"time_encoding"}, set(), set()),
+    "l2": (set(), set(), {"penalty", "penalty_lambda"}),
+    "hinge": (set(), set(), {"penalty", "penalty_lambda", "penalty_tau"}),
+    "cosine": (set(), {"schedule", "warmup_fraction", "min_lr_ratio", "weight_decay"}, set()),
+    "warm-restarts": (set(), {"schedule", "warmup_fraction", "min_lr_ratio", "weight_decay"}, set()),
+    "best": ({"mlp", "time_encoding"}, set(), {"penalty", "penalty_lambda"}),
 }
 
 
@@ -49,17 +50,20 @@ def test_every_seed_experiment_has_a_preset():
 @pytest.mark.parametrize("name", list(CHANGES))
 def test_preset_differs_from_baseline_only_in_its_name(name):
     preset, baseline = get_preset(name), get_preset("baseline")
-    model_fields, train_fields = CHANGES[name]
-    assert (set(preset.model), set(preset.train)) == (model_fields, train_fields)
+    model_fields, train_fields, objective_fields = CHANGES[name]
+    assert (set(preset.model), set(preset.train), set(preset.objective)) == (model_fields, train_fields,
+                                                                             objective_fields)
     changed = changed_fields(model_of(preset.name), model_of(baseline.name))
     assert changed <= model_fields and bool(changed) == bool(model_fields)
+    changed = changed_fields(resolve_configs(preset.name).objective, ObjectiveConfig())
+    assert changed <= objective_fields and bool(changed) == bool(objective_fields)
     assert changed_fields(from_dict(TrainConfig, preset.train), TrainConfig()) <= train_fields
     assert preset.note and "\n" not in preset.note
 
 
 def test_preset_values_are_the_seeds():
-    assert model_of("l2").penalty_lambda == 1e-4
-    hinge = model_of("hinge")
+    assert resolve_configs("l2").objective.penalty_lambda == 1e-4
+    hinge = resolve_configs("hinge").objective
     assert (hinge.penalty, hinge.penalty_tau, hinge.penalty_lambda) == ("hinge", 180.0, 1e-3)
     cosine = from_dict(TrainConfig, get_preset("cosine").train)
     assert (cosine.schedule, cosine.warmup_fraction, cosine.min_lr_ratio, cosine.weight_decay) == \
@@ -115,8 +119,8 @@ def test_presets_cli_table_and_json(capsys):
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_preset_overfits_a_tiny_sequence_set(model_kit, name):
     """Each preset's architecture and loss drive the training loss down on tiny synthetic sequences."""
-    cfg = model_of(name, ["d_model=16", "n_head=2", "max_len=16", "dropout=0.0"])
-    model = InterestModel(cfg, 20)
-    history = model_kit.train_losses(model, cfg, model_kit.learnable_batch(), steps=40)
+    configs = resolve_configs(name, ["d_model=16", "n_head=2", "max_len=16", "dropout=0.0"])
+    model = InterestModel(configs.model, 20)
+    history = model_kit.train_losses(model, configs.objective, model_kit.learnable_batch(), steps=40)
     assert all(torch.isfinite(torch.tensor(history)))
     assert history[-1] < 0.3 * history[0], history

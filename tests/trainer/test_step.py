@@ -12,13 +12,14 @@ from trainer.data import TrainBatch
 from trainer.distributed import Distributed
 from trainer.losses import embedding_penalty
 from trainer.model import InterestModel
+from trainer.objective import ObjectiveConfig
 from trainer.step import StepContext, train_step
 
 LENGTHS = [7, 2, 6, 3, 7, 5]  # rank r takes rows r::2: the two ranks' user norms differ
 
 
-def hinge_cfg(tau: float):
-    return mk.tiny(penalty="hinge", penalty_lambda=0.5, penalty_tau=tau)
+def hinge_cfg(tau: float) -> ObjectiveConfig:
+    return ObjectiveConfig(penalty="hinge", penalty_lambda=0.5, penalty_tau=tau)
 
 
 def global_batch():
@@ -26,17 +27,18 @@ def global_batch():
     return batch, mk.next_item_targets(batch["items"])
 
 
-def make_model(cfg) -> InterestModel:
+def make_model() -> InterestModel:
     """A fresh model whose user head's scale is already trained away from 1, so user norms differ by user."""
     torch.manual_seed(0)
-    model = InterestModel(cfg, mk.NUM_ITEMS)
+    model = InterestModel(mk.tiny(), mk.NUM_ITEMS)
     torch.nn.init.normal_(model.user_head.log_scale.weight, std=0.5)
     return model
 
 
-def one_step(cfg, rank: int, world_size: int, ddp: Distributed) -> tuple[float, dict[str, torch.Tensor]]:
+def one_step(cfg: ObjectiveConfig, rank: int, world_size: int,
+             ddp: Distributed) -> tuple[float, dict[str, torch.Tensor]]:
     """One train_step on this rank's rows of the global batch; the penalty and the updated weights."""
-    model = make_model(cfg)
+    model = make_model()
     forward = DistributedDataParallel(model) if world_size > 1 else model
     batch, targets = global_batch()
     mine = {k: v[rank::world_size] for k, v in batch.items()}
@@ -61,7 +63,7 @@ def _rank(rank: int, init: str, tau: float, out: str) -> None:
 def test_two_processes_apply_the_global_hinge(tmp_path):
     """tau is the lower of the two ranks' mean user norms: averaging per-rank hinges would give twice the global
     hinge, and a gradient from one rank's users only."""
-    model = make_model(mk.tiny()).eval()
+    model = make_model().eval()
     batch, _ = global_batch()
     with torch.no_grad():
         norms = model.user_embedding(batch).norm(dim=-1)

@@ -82,7 +82,8 @@ def finished(tiny_data, tmp_path_factory, kit):
 
 def test_run_writes_the_model_artifact_directory(finished, tiny_data, kit):
     out, summary = finished
-    for name in ("model.pt", "model_config.json", "train_config.json", "vocab.json", "summary.json"):
+    for name in ("model.pt", "model_config.json", "objective_config.json", "train_config.json", "vocab.json",
+                 "summary.json"):
         assert (out / name).is_file(), name
     assert (out / "tensorboard").is_dir() and list((out / "checkpoints").glob("step-*.pt"))
     assert json.loads((out / "summary.json").read_text()) == summary
@@ -390,8 +391,8 @@ def test_train_to_gcs_and_resume_from_there(tiny_data, gcs_bucket, kit):
     assert any(f.startswith("tensorboard/events.out.tfevents") for f in files)
     # The export is published under a run prefix, named by the marker written last (core.rundir).
     model = rundir.open_complete(out, contract.MODEL_KIND)
-    assert {"model.pt", "model_config.json", "train_config.json", "vocab.json", "summary.json",
-            "lineage.json"} == set(model.files)
+    assert {"model.pt", "model_config.json", "objective_config.json", "train_config.json", "vocab.json",
+            "summary.json", "lineage.json"} == set(model.files)
     assert storage.read_json(model.path("summary.json")) == summary
     again = run(tiny_data, out, kit, epochs=None, max_steps=4)
     assert again["resumed_from"] == [4] and again["steps"] == 4
@@ -400,7 +401,7 @@ def test_train_to_gcs_and_resume_from_there(tiny_data, gcs_bucket, kit):
 
 def test_cli_rejects_bad_flags_before_training(tiny_data, tmp_path, capsys):
     assert cli.main(["train", "--data", str(tiny_data), "--output", str(tmp_path), "--set", "warmup=0.1"]) == 2
-    assert "--set warmup: not a ModelConfig or TrainConfig field" in capsys.readouterr().err
+    assert "--set warmup: not a ModelConfig, ObjectiveConfig or TrainConfig field" in capsys.readouterr().err
     assert cli.main(["train", "--data", str(tiny_data), "--output", str(tmp_path), "--preset", "nope"]) == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
@@ -418,7 +419,7 @@ def test_nproc_launches_torchrun_with_the_same_arguments(tiny_data, tmp_path):
     small = TrainJob(data="D", output="O")
     single_node = torchrun_command(small, 4)
     assert single_node[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4",
-                               "-m", "trainer.train", *small.argv()]
+                               "-m", "trainer", *small.argv()]
     rendezvous = ["--nnodes", "2", "--node-rank", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", "head:29400"]
     multi_node = torchrun_command(small, 8, rendezvous)
     assert "--standalone" not in multi_node and multi_node[3:3 + len(rendezvous)] == rendezvous
