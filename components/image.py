@@ -1,6 +1,6 @@
 """The one container image every component runs in (built from the repository's Dockerfile by ``make image``).
 
-Components name it as their ``base_image``; ``pipelines.pipeline.compile_pipeline(image=...)`` puts another
+Components name it as their ``base_image``; ``pipelines.compiler.compile_pipeline(image=...)`` puts another
 reference (a registry path, a CUDA build) on every task, and for a cluster requires one with a registry host
 (``check_cluster_image``).
 

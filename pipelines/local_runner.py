@@ -20,7 +20,7 @@ from typing import Any
 
 from core.configs import require
 from pipelines.arguments import validate_arguments
-from pipelines.pipeline import compile_pipeline
+from pipelines.compiler import compile_pipeline
 
 
 @dataclass(frozen=True)

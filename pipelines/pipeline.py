@@ -29,22 +29,20 @@ none.
 
 import inspect
 from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 from kfp import dsl, kubernetes
 from kfp.dsl import HTML, Artifact, Markdown, Model
 
 from components.evaluate import evaluate
 from components.evaluate_champion import evaluate_champion
-from components.image import IMAGE, check_cluster_image
+from components.image import IMAGE
 from components.preprocess import preprocess
 from components.push import push
 from components.report import report
 from components.select_and_gate import select_and_gate
 from components.train import train
-from core.configs import require
 from pipelines import parameters
 
 PIPELINE_NAME = "interest-pipeline"
@@ -56,11 +54,6 @@ SMALL = ("1", "2G")  # select_and_gate, push, report, record_run
 PREPROCESS = ("2", "8G")  # Beam DirectRunner on ML-1M peaks at about 0.5 GB; room for larger logs
 TRAIN = ("4", "16G")  # one variant; a multi-GPU pod runs one process per GPU on these (and /dev/shm counts here)
 EVALUATE = ("2", "8G")  # full-catalogue ranking of every user
-# Where the compiled pipeline runs: kfp.local (outputs, no retries, no exit handler), the KFP open-source backend
-# (with the Kubernetes platform spec: a second YAML document) or Vertex AI Pipelines (one document: its SDK
-# refuses two, and it ignores Kubernetes settings).
-Target = Literal["local", "kubeflow", "vertex"]
-TARGETS = ("local", "kubeflow", "vertex")
 DESCRIPTION = "Train, compare, gate and ship Transformer user-interest models."
 # Kubeflow's artifact store Secret (in every profile namespace) and its keys, as S3 clients read them.
 S3_SECRET_KEYS = {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}
@@ -218,28 +211,3 @@ def create_pipeline(build: Build = Build()):  # noqa: B008 - a frozen value
     """The pipeline as kfp.local runs it: the graph and its outputs (no retries: kfp.local would sleep through
     their backoffs; no exit handler: a pipeline inside one cannot return outputs)."""
     return pipeline_function(lambda p: outputs(graph(p, build)), returns=Outputs)
-
-
-def compile_pipeline(output: str | Path, image: str = IMAGE, parallelism: int = 0, target: Target = "local",
-                     s3_endpoint: str = "", s3_secret: str = "") -> Path:
-    """Write the pipeline as KFP IR YAML for ``target``: create_pipeline for kfp.local, the cluster runner's form
-    (pipelines.remote.cluster_pipeline) for kubeflow and vertex. A cluster pulls ``image`` from a registry, so
-    there it must name one (components.image.check_cluster_image): an image without a registry host leaves every
-    task waiting on its pull for good."""
-    from kfp import compiler
-
-    from pipelines.remote import cluster_pipeline  # the cluster runner builds on this module
-
-    require(target in TARGETS, "target", f"must be one of {', '.join(TARGETS)}, got {target!r}")
-    require(parallelism >= 0, "--parallelism", f"must be >= 0 (0: every variant at once), got {parallelism}")
-    require(not s3_endpoint or s3_endpoint.startswith(("http://", "https://")), "--s3-endpoint",
-            f"must be an http(s):// URL, got {s3_endpoint!r}")
-    build = Build(image=image, parallelism=parallelism, kubernetes=target != "vertex", s3_endpoint=s3_endpoint,
-                  s3_secret=s3_secret)
-    if target != "local":
-        check_cluster_image(image)
-    path = Path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pipeline = create_pipeline(build) if target == "local" else cluster_pipeline(build)
-    compiler.Compiler().compile(pipeline, package_path=str(path))
-    return path

@@ -247,7 +247,7 @@ def _image(args: argparse.Namespace) -> str:
 
 
 def _compile_for_cluster(args: argparse.Namespace, output: str | Path) -> Path:
-    from pipelines.pipeline import compile_pipeline
+    from pipelines.compiler import compile_pipeline
 
     return compile_pipeline(output, image=_image(args), parallelism=args.parallelism,
                             target="vertex" if args.vertex else "kubeflow", s3_endpoint=args.s3_endpoint,

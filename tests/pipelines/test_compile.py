@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from components.image import IMAGE
-from pipelines.pipeline import compile_pipeline
+from pipelines.compiler import compile_pipeline
 from pipelines.remote import RETRY
 
 CUSTOM_IMAGE = "registry.example.com/team/interest-pipeline:3f2a9c1"

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from core.configs import ConfigError
-from pipelines.pipeline import TARGETS, compile_pipeline
+from pipelines.compiler import TARGETS, compile_pipeline
 from pipelines.remote import RETRY
 from tests.support.kfp_driver import (
     RESOLVED_PLACEHOLDERS,

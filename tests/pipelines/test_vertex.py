@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from pipelines.cli import main
-from pipelines.pipeline import compile_pipeline
+from pipelines.compiler import compile_pipeline
 
 IMAGE = "registry.example.com/team/interest-pipeline:3f2a9c1d0e4b"
 DATA = "gs://models-bucket/events/ml-100k.parquet"
