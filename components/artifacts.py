@@ -8,11 +8,10 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from core.contract import SPLITS, TENSORBOARD
+from core.contract import SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +20,7 @@ RUN_KEY = "run"  # the run's name (NAME-seedN, or the variant's name with the pr
 VARIANT_KEY = "variant"  # the variant (recipe) the run trains
 SEED_KEY = "seed"  # its TrainConfig.seed; -1: the preset's own
 __all__ = ["RUN_KEY", "SEED_KEY", "SPLITS", "VARIANT_KEY", "by_run", "finished_runs", "identity", "load_runs",
-           "log_metrics", "move_tensorboard", "numbers", "record_finished", "run_root", "set_torch_threads", "tag"]
+           "log_metrics", "numbers", "record_finished", "run_root", "set_torch_threads", "tag"]
 
 
 def numbers(values: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
@@ -104,17 +103,6 @@ def set_torch_threads(threads: int) -> None:
         os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
-def move_tensorboard(model_dir: str, tensorboard_dir: str, run: str) -> None:
-    """Move the trainer's ``tensorboard/`` out of the model artifact into the TensorBoard artifact, as
-    ``<tensorboard_dir>/<run>/`` (so TensorBoard names its run after ours, and the model artifact that gets pushed
-    to the registry stays free of logs)."""
-    source = os.path.join(model_dir, TENSORBOARD)
-    if not os.path.isdir(source):
-        raise FileNotFoundError(f"training wrote no TensorBoard logs: {source} is missing")
-    os.makedirs(tensorboard_dir, exist_ok=True)
-    shutil.move(source, os.path.join(tensorboard_dir, run))
-
-
 # ------------------------------------------------------------------------ the run's own place in the pipeline root
 # Artifact URIs change with every attempt and are only known to the tasks that receive them; what must outlive a
 # task (a retried train task's checkpoints) or be found without the KFP API (the exit task's record, TensorBoard
@@ -129,14 +117,16 @@ FINISHED = "finished"
 
 
 def run_root(pipeline_root: str, run_id: str) -> str:
-    """``<pipeline root>/runs/<run id>``; the two come from dsl.PIPELINE_ROOT_PLACEHOLDER and
-    dsl.PIPELINE_JOB_ID_PLACEHOLDER, which the KFP backend (>= 2.5), Vertex AI and kfp.local resolve."""
+    """``<pipeline root>/runs/<run id>``: the root is the pipeline's ``pipeline_root`` parameter (`interest
+    submit|schedule` fill it from --pipeline-root, `interest run` with its run directory), the run id comes from
+    dsl.PIPELINE_JOB_ID_PLACEHOLDER, which the KFP driver, Vertex AI and kfp.local all resolve."""
     from core import storage
     from core.configs import require
 
-    require("{{" not in pipeline_root + run_id, "pipeline root",
-            f"the orchestrator left a placeholder unresolved ({pipeline_root!r}, {run_id!r}): a KFP backend >= 2.5 "
-            "is needed")
+    require(bool(pipeline_root), "pipeline_root", "the pipeline parameter is empty: pass the run's pipeline root "
+            "(interest submit --pipeline-root fills it)")
+    require("{{" not in pipeline_root + run_id, "pipeline_root",
+            f"the orchestrator left a placeholder unresolved ({pipeline_root!r}, {run_id!r})")
     storage.check_uri(pipeline_root, "pipeline root")
     return storage.join(pipeline_root, RUNS, run_id)
 

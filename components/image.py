@@ -1,7 +1,8 @@
 """The one container image every component runs in (built from the repository's Dockerfile by ``make image``).
 
-Components name it as their ``base_image``; ``pipelines.pipeline.create_pipeline(image=...)`` puts another
-reference (a registry path, a CUDA build) on every task when the pipeline is compiled for a cluster.
+Components name it as their ``base_image``; ``pipelines.compiler.compile_pipeline(image=...)`` puts another
+reference (a registry path, a CUDA build) on every task, and for a cluster requires one with a registry host
+(``check_cluster_image``).
 
 The tag is the git commit (12 hex digits, ``-dirty`` with uncommitted changes), as ``make image`` tags it: the
 compiled YAML embeds each component's source from this checkout, and the image must hold the same code. A package

@@ -4,24 +4,33 @@ any work starts (names, presets, every config), so a typo fails in a second inst
 
 from __future__ import annotations
 
+import typing
 import warnings
 from pathlib import Path
 from typing import Any
 
 from core.configs import apply_overrides, from_dict, require
+from pipelines import parameters
 from pipelines.profiles import Profile
 
 # KFP parameter type -> the Python values it accepts (bool is an int in Python: refused separately).
 KFP_TYPES = {"String": str, "Integer": int, "Float": (int, float), "Boolean": bool, "Dict": dict,
-             "List[String]": list, "List": list}
+             "List[String]": list, "List": list, "List[Dict]": list}
 
 
 def pipeline_parameters() -> dict[str, tuple[str, Any]]:
-    """The pipeline's parameters: name -> (KFP type, default); required ones have the default ``None``."""
-    from pipelines.pipeline import create_pipeline
+    """The pipeline's parameters (pipelines.parameters): name -> (KFP type, default); required ones have the
+    default ``None``."""
+    hints = typing.get_type_hints(parameters.PipelineParameters)
+    values = parameters.defaults()
+    return {name: (kfp_type(hints[name]), values.get(name)) for name in parameters.NAMES}
 
-    inputs = create_pipeline().component_spec.inputs or {}
-    return {name: (spec.type, spec.default) for name, spec in inputs.items()}
+
+def kfp_type(hint: Any) -> str:
+    """The KFP name of a parameter's Python type: ``list[str]`` -> ``List[String]``."""
+    names = {str: "String", int: "Integer", float: "Float", bool: "Boolean", dict: "Dict", list: "List"}
+    items = typing.get_args(hint)
+    return f"{names[typing.get_origin(hint)]}[{kfp_type(items[0])}]" if items else names[hint]
 
 
 def profile_arguments(profile: Profile, registry: str) -> dict[str, Any]:
@@ -56,6 +65,9 @@ def validate_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     from trainer.presets import PRESETS
     from trainer.variants import parse_variants
 
+    if isinstance(arguments.get("accelerator_count"), int) and not isinstance(arguments["accelerator_count"], bool):
+        # The KFP driver reads resource parameters as strings (see pipelines.pipeline): 1 means "1".
+        arguments = {**arguments, "accelerator_count": str(arguments["accelerator_count"])}
     known = pipeline_parameters()
     if "baseline_preset" in arguments:
         require("baseline" not in arguments, "--param baseline_preset", "give baseline, not both")
@@ -75,6 +87,10 @@ def validate_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
                 f"expected {kind}, got {value!r}")
         if kind == "List[String]":
             require(all(isinstance(v, str) for v in value), name, f"expected a list of strings, got {value!r}")
+    if args["pipeline_root"]:
+        from core import storage
+
+        storage.check_uri(args["pipeline_root"], "pipeline_root")
 
     registry.check_registry(args["registry"])
     registry.check_name(args["model_name"], "model_name")
@@ -93,8 +109,9 @@ def validate_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     from_dict(PreprocessConfig, args["preprocess_config"])
     from_dict(gate.GateConfig, args["gate_config"])
     from_dict(launch.ClusterConfig, args["cluster"])
-    for name in ("torch_threads", "accelerator_count"):
-        require(args[name] >= 0, name, f"must be >= 0, got {args[name]}")
+    require(args["torch_threads"] >= 0, "torch_threads", f"must be >= 0, got {args['torch_threads']}")
+    require(args["accelerator_count"].isdigit(), "accelerator_count",
+            f"must be a whole number of GPUs >= 0 (\"0\": none), got {args['accelerator_count']!r}")
     return args
 
 

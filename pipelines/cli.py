@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "pipelines.commands.tune",
     "pipelines.commands.release",
     "pipelines.commands.run",
+    "pipelines.commands.doctor",
 )
 
 

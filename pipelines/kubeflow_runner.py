@@ -62,12 +62,22 @@ def _filter_by_name(name: str) -> str:
     return json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]})
 
 
+def find_pipeline(client, pipeline: str, namespace: str | None) -> str | None:
+    """The id of the pipeline named ``pipeline`` in ``namespace`` (None: the shared pipelines), if there is one.
+    kfp.Client.get_pipeline_id lists the shared pipelines only, so in a multi-user deployment it never finds a
+    namespaced one and a second submit fails "already exists" (kubeflow/pipelines #10909)."""
+    found = client.list_pipelines(page_size=2, filter=_filter_by_name(pipeline), namespace=namespace).pipelines or []
+    require(len(found) <= 1, "--namespace", f"{len(found)} pipelines named {pipeline!r} in {namespace or 'shared'}")
+    return found[0].pipeline_id if found else None
+
+
 def publish_version(client, package: str | Path, pipeline: str = DEFAULT_PIPELINE,
                     namespace: str | None = None) -> tuple[str, str, str]:
-    """Upload ``package`` as a version of the named pipeline (created on first use), or find the version this
-    very spec already is; returns (pipeline id, version id, version name)."""
+    """Upload ``package`` as a version of the named pipeline of ``namespace`` (created on first use), or find the
+    version this very spec already is; returns (pipeline id, version id, version name). A pipeline's versions
+    belong to it, so looking the pipeline up in the namespace scopes them too."""
     name = version_name(package)
-    pipeline_id = client.get_pipeline_id(pipeline)
+    pipeline_id = find_pipeline(client, pipeline, namespace)
     if pipeline_id is None:
         pipeline_id = client.upload_pipeline(str(package), pipeline_name=pipeline, namespace=namespace,
                                              description="Train, compare, gate and ship user-interest models").pipeline_id

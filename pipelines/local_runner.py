@@ -20,7 +20,7 @@ from typing import Any
 
 from core.configs import require
 from pipelines.arguments import validate_arguments
-from pipelines.pipeline import compile_pipeline
+from pipelines.compiler import compile_pipeline
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def run_local(arguments: dict[str, Any], run_dir: Path, parallelism: int, verbos
     concurrent = min(parallelism, len(arguments["variants"]))
     if not arguments.get("torch_threads"):  # 0 means every core of the pod: here the cores are shared
         arguments["torch_threads"] = max(1, (os.cpu_count() or 1) // concurrent)
-    arguments = validate_arguments(arguments)
+    arguments = validate_arguments({**arguments, "pipeline_root": str(run_dir)})
     run_dir.mkdir(parents=True)
     package = compile_pipeline(run_dir / "pipeline.yaml", parallelism=parallelism)
     (run_dir / "arguments.json").write_text(json.dumps(arguments, indent=2) + "\n")

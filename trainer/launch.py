@@ -5,12 +5,19 @@ The train component (components/train.py) picks a launcher:
 - ``local``: in the task's own pod. One process (in-process ``trainer.train.fit``) or, with several GPUs,
   ``torchrun --standalone --nproc-per-node=<gpus>`` (DDP, NCCL; ``trainer.job.torchrun_command``).
 - ``pytorchjob``: a Kubeflow Training Operator ``PyTorchJob`` (1 Master + nodes-1 Workers), created with the
-  kubernetes client in the pod's namespace; the task waits for it to succeed or fail, and deletes it when the task
-  itself is cancelled (SIGTERM) or gives up waiting, so no job trains on for a run nobody waits for. The pipeline's
-  service account needs ``create``, ``get`` and ``delete`` on ``pytorchjobs.kubeflow.org`` there. Replicas opt
-  out of the Istio sidecar (it would keep a finished pod running and block the rendezvous port), carry limits as
-  well as requests, a memory-backed ``/dev/shm`` (NCCL and DataLoader workers need more than Docker's 64 MB), the
-  pipeline's GPU tolerations and node selector; the job has an active deadline and a TTL after it finishes.
+  kubernetes client in the pod's namespace. Its name comes from the run id and the variant, so every attempt of a
+  train task names the same job: a retried task whose launcher was lost adopts the job still training (or replaces
+  one that failed) instead of starting a second that would find the checkpoints locked. The job's owner is the
+  launching pod (an ownerReference, moved to each adopting pod), so deleting the run's pods deletes it. The
+  replicas get the launching container's storage settings (``AWS_*``, ``GOOGLE_*`` ... values and secret
+  references as its pod spec has them), so they reach the same store. The task polls the job, passing the
+  master's log into its own; an API error (5xx, a reset connection) is retried with backoff for
+  ``unreachable_seconds``, and the job is deleted only when the task is cancelled (SIGTERM), passes its deadline
+  or meets a permanent error, never over a blip. ``deploy/rbac.yaml`` has what the pipeline's service account
+  needs (PyTorchJobs; pods and their logs to read). Replicas opt out of the Istio sidecar (it would keep a
+  finished pod running and block the rendezvous port), carry limits as well as requests, a memory-backed
+  ``/dev/shm`` (NCCL and DataLoader workers need more than Docker's 64 MB), the pipeline's GPU tolerations and
+  node selector; the job has an active deadline and a TTL after it finishes.
 - ``vertex``: a Vertex AI ``CustomJob`` with worker pools (chief + workers), run with google-cloud-aiplatform; the
   machine type is checked against (or chosen for) the GPUs asked for, the staging bucket must be a gs:// URI,
   ``base_output_dir`` is the job's output prefix, and a named Vertex AI TensorBoard receives the logs.
@@ -25,7 +32,9 @@ model through object-store URIs, so the pipeline root must be on gs:// (Vertex) 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import os
 import re
 import shlex
 import signal
@@ -85,6 +94,9 @@ class ClusterConfig:
     # waiting (and deletes the job) then too.
     timeout_seconds: int = 24 * 3600
     poll_seconds: float = 30.0  # PyTorchJob status poll interval
+    # How long the task keeps polling through Kubernetes API errors (5xx, resets) before it fails; the job is kept
+    # (a retried task adopts it).
+    unreachable_seconds: float = 900.0
 
     def __post_init__(self) -> None:
         check_literals(self)
@@ -94,6 +106,8 @@ class ClusterConfig:
                 "must name the GPU type when gpus_per_node > 0")
         require(self.timeout_seconds > 0, "cluster.timeout_seconds", f"must be > 0, got {self.timeout_seconds}")
         require(self.poll_seconds > 0, "cluster.poll_seconds", f"must be > 0, got {self.poll_seconds}")
+        require(self.unreachable_seconds >= 0, "cluster.unreachable_seconds",
+                f"must be >= 0, got {self.unreachable_seconds}")
         require(self.ttl_seconds_after_finished >= 0, "cluster.ttl_seconds_after_finished",
                 f"must be >= 0, got {self.ttl_seconds_after_finished}")
         require(not self.vertex_tensorboard or VERTEX_TENSORBOARD.fullmatch(self.vertex_tensorboard) is not None,
@@ -168,10 +182,11 @@ class ClusterJob:
                 f"{self.name!r} must be 1-50 lowercase letters, digits or '-', starting and ending alphanumeric")
 
 
-def job_name(prefix: str, variant: str) -> str:
-    """A Kubernetes-safe job name from a prefix and a variant name (``interest-swiglu-<suffix>``)."""
-    stem = re.sub(r"[^a-z0-9-]+", "-", f"{prefix}-{variant}".lower()).strip("-")
-    return f"{stem[:40].rstrip('-')}-{int(time.time()) % 100000:05d}"
+def job_name(run_id: str, variant: str) -> str:
+    """The Kubernetes name of ``variant``'s job in the pipeline run ``run_id``: ``interest-<variant>-<8 hex>``,
+    the same for every attempt of its train task (so a retry finds the job an earlier attempt started)."""
+    stem = re.sub(r"[^a-z0-9-]+", "-", f"interest-{variant}".lower()).strip("-")
+    return f"{stem[:40].rstrip('-')}-{hashlib.sha256(f'{run_id}/{variant}'.encode()).hexdigest()[:8]}"
 
 
 # Rendezvous flags of a cluster node: the Training Operator and Vertex AI set these variables on every replica.
@@ -189,10 +204,41 @@ def node_command(job: ClusterJob, cluster: ClusterConfig) -> list[str]:
 
 ISTIO_OPT_OUT = {"sidecar.istio.io/inject": "false"}
 SHM_VOLUME = "dshm"
+# Environment of the launching container that says where the object store is and how to sign in to it.
+STORAGE_ENV = re.compile(r"AWS_\w+|GOOGLE_\w+|STORAGE_EMULATOR_HOST|CLOUDSDK_\w+")
+KFP_CONTAINER = "main"  # the container of a KFP task pod that runs the component
 
 
-def render_pytorchjob(job: ClusterJob, cluster: ClusterConfig, namespace: str) -> dict[str, Any]:
-    """A ``kubeflow.org/v1`` PyTorchJob manifest: one Master and ``nodes - 1`` Workers, same command."""
+@dataclass(frozen=True)
+class LaunchingPod:
+    """The pod of the train task that launches a PyTorchJob: its owner, and the source of its storage settings."""
+
+    name: str
+    uid: str
+    env: tuple[dict[str, Any], ...] = ()  # storage env entries, values and secret references as its spec has them
+
+    @property
+    def owner_reference(self) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Pod", "name": self.name, "uid": self.uid}
+
+
+def launching_pod(core, namespace: str, name: str | None = None) -> LaunchingPod:
+    """This task's pod (``HOSTNAME`` is the pod's name in Kubernetes), read through the API: its uid and the
+    storage env entries of its component container (STORAGE_ENV)."""
+    from kubernetes import client
+
+    pod = core.read_namespaced_pod(name or os.environ["HOSTNAME"], namespace)
+    containers = pod.spec.containers
+    container = next((c for c in containers if c.name == KFP_CONTAINER), containers[0])
+    env = client.ApiClient().sanitize_for_serialization(container.env or [])
+    return LaunchingPod(pod.metadata.name, pod.metadata.uid,
+                        tuple(e for e in env if STORAGE_ENV.fullmatch(e["name"])))
+
+
+def render_pytorchjob(job: ClusterJob, cluster: ClusterConfig, namespace: str,
+                      owner: LaunchingPod | None = None) -> dict[str, Any]:
+    """A ``kubeflow.org/v1`` PyTorchJob manifest: one Master and ``nodes - 1`` Workers, same command; with the
+    launching pod as its owner and that pod's storage settings on every replica."""
     limits: dict[str, Any] = {"cpu": cluster.cpu, "memory": cluster.memory}
     if cluster.gpus_per_node:
         limits[cluster.accelerator_type] = cluster.gpus_per_node
@@ -206,6 +252,7 @@ def render_pytorchjob(job: ClusterJob, cluster: ClusterConfig, namespace: str) -
                 "command": node_command(job, cluster),
                 "resources": resources,
                 "volumeMounts": [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
+                **({"env": [dict(e) for e in owner.env]} if owner and owner.env else {}),
             }],
             # NCCL and DataLoader workers share memory through /dev/shm; a container gets 64 MB by default.
             "volumes": [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}}],
@@ -228,11 +275,15 @@ def render_pytorchjob(job: ClusterJob, cluster: ClusterConfig, namespace: str) -
     specs = {"Master": replica(1)}
     if cluster.nodes > 1:
         specs["Worker"] = replica(cluster.nodes - 1)
+    metadata: dict[str, Any] = {"name": job.name, "namespace": namespace,
+                                "labels": {"app.kubernetes.io/part-of": "interest-pipeline",
+                                           "interest/preset": job.job.preset}}
+    if owner:
+        metadata["ownerReferences"] = [owner.owner_reference]
     return {
         "apiVersion": f"{PYTORCHJOB_GROUP}/{PYTORCHJOB_VERSION}",
         "kind": "PyTorchJob",
-        "metadata": {"name": job.name, "namespace": namespace,
-                     "labels": {"app.kubernetes.io/part-of": "interest-pipeline", "interest/preset": job.job.preset}},
+        "metadata": metadata,
         "spec": {
             "runPolicy": {"cleanPodPolicy": "None", "backoffLimit": 3,
                           "activeDeadlineSeconds": cluster.timeout_seconds,
@@ -367,39 +418,133 @@ def sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_pytorchjob(job: ClusterJob, cluster: ClusterConfig, api=None) -> dict[str, Any]:
-    """Create the PyTorchJob, wait until it succeeds (returns its final object) or fails (RuntimeError). Cancelled
-    (SIGTERM), past its deadline, or any other error while waiting: the job is deleted before this returns."""
-    if api is None:
+class JobUnreachable(RuntimeError):
+    """The Kubernetes API kept failing for ``cluster.unreachable_seconds``; the job was left running."""
+
+
+class PyTorchJobFailed(RuntimeError):
+    """The PyTorchJob reported Failed."""
+
+
+def transient(exc: BaseException) -> bool:
+    """An API error worth retrying: a 429 or 5xx answer, or a connection that broke or was refused."""
+    import urllib3
+
+    status = getattr(exc, "status", None)
+    if isinstance(status, int) and status:
+        return status == 429 or status >= 500
+    return isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError))
+
+
+class MasterLog:
+    """Passes the Master pod's log into this task's log, a poll at a time (lines not printed yet; a restarted
+    container starts a new log, printed from its start)."""
+
+    def __init__(self, core, namespace: str, job: str):
+        self.core, self.namespace, self.pod = core, namespace, f"{job}-master-0"  # the Training Operator's name
+        self.printed = 0
+
+    def pump(self) -> None:
+        try:
+            text = self.core.read_namespaced_pod_log(self.pod, self.namespace, container="pytorch")
+        except Exception as exc:  # noqa: BLE001 - not scheduled yet, or an API blip: the next poll tries again
+            log.debug("no log of %s yet: %s", self.pod, exc)
+            return
+        lines = text.splitlines()
+        if len(lines) < self.printed:
+            self.printed = 0
+        for line in lines[self.printed:]:
+            print(f"[{self.pod}] {line}", flush=True)
+        self.printed = len(lines)
+
+
+def _start_or_adopt(api, where: tuple[str, ...], manifest: dict[str, Any], owner: LaunchingPod | None) -> None:
+    """Create the job; if an earlier attempt of this task already did, adopt it (its owner becomes this pod)
+    unless it failed, in which case it is replaced."""
+    from kubernetes.client.exceptions import ApiException
+
+    name = manifest["metadata"]["name"]
+    for _ in range(60):
+        try:
+            api.create_namespaced_custom_object(*where, manifest)
+            log.info("created PyTorchJob %s/%s", where[2], name)
+            return
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        try:
+            existing = api.get_namespaced_custom_object(*where, name)
+        except ApiException as exc:
+            if exc.status == 404:  # deleted in between: create it again
+                continue
+            raise
+        if existing.get("metadata", {}).get("deletionTimestamp"):
+            time.sleep(1.0)  # a replaced job still going away
+            continue
+        if job_condition(existing.get("status")) == "Failed":
+            log.warning("PyTorchJob %s/%s of an earlier attempt failed: replacing it", where[2], name)
+            delete_pytorchjob(api, where[2], name)
+            continue
+        if owner:
+            api.patch_namespaced_custom_object(*where, name, {"metadata": {"ownerReferences": [owner.owner_reference]}})
+        log.warning("adopted PyTorchJob %s/%s, started by an earlier attempt of this task", where[2], name)
+        return
+    raise RuntimeError(f"PyTorchJob {where[2]}/{name} could not be created or adopted")
+
+
+def run_pytorchjob(job: ClusterJob, cluster: ClusterConfig, api=None, core=None,
+                   pod_name: str | None = None) -> dict[str, Any]:
+    """Start (or adopt) the PyTorchJob and wait until it succeeds (returns its final object) or fails
+    (PyTorchJobFailed). Cancelled (SIGTERM), past its deadline, or a permanent error: the job is deleted before
+    this returns; API errors that do not stop (JobUnreachable) and a failed job leave it for a retry or its logs.
+    ``api``/``core``: CustomObjectsApi and CoreV1Api (in-cluster ones by default); ``pod_name``: this pod."""
+    if api is None or core is None:
         from kubernetes import client, config
 
         config.load_incluster_config()
-        api = client.CustomObjectsApi()
+        api, core = api or client.CustomObjectsApi(), core or client.CoreV1Api()
     namespace = pod_namespace(cluster)
-    manifest = render_pytorchjob(job, cluster, namespace)
+    owner = launching_pod(core, namespace, pod_name)
+    manifest = render_pytorchjob(job, cluster, namespace, owner)
     where = (PYTORCHJOB_GROUP, PYTORCHJOB_VERSION, namespace, PYTORCHJOB_PLURAL)
-    finished = False
     with sigterm_raises():
-        api.create_namespaced_custom_object(*where, manifest)
-        log.info("created PyTorchJob %s/%s (%d nodes x %d processes)", namespace, job.name, cluster.nodes,
-                 cluster.nproc_per_node)
+        _start_or_adopt(api, where, manifest, owner)
         try:
-            deadline = time.monotonic() + cluster.timeout_seconds
-            while True:
-                obj = api.get_namespaced_custom_object(*where, job.name)
-                outcome = job_condition(obj.get("status"))
-                finished = outcome is not None
-                if outcome == "Succeeded":
-                    return obj
-                if outcome == "Failed":
-                    raise RuntimeError(f"PyTorchJob {namespace}/{job.name} failed: {obj['status']['conditions'][-1]}")
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"PyTorchJob {namespace}/{job.name} not finished after "
-                                       f"{cluster.timeout_seconds}s")
-                time.sleep(cluster.poll_seconds)
-        finally:
-            if not finished:  # a finished job stays for its logs until ttlSecondsAfterFinished
-                delete_pytorchjob(api, namespace, job.name)
+            return _wait(api, MasterLog(core, namespace, job.name), where, job.name, cluster)
+        except (JobUnreachable, PyTorchJobFailed):
+            raise
+        except BaseException:
+            delete_pytorchjob(api, namespace, job.name)
+            raise
+
+
+def _wait(api, master: MasterLog, where: tuple[str, ...], name: str, cluster: ClusterConfig) -> dict[str, Any]:
+    deadline = time.monotonic() + cluster.timeout_seconds
+    failing_since, failures = None, 0
+    while True:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"PyTorchJob {where[2]}/{name} not finished after {cluster.timeout_seconds}s")
+        try:
+            obj = api.get_namespaced_custom_object(*where, name)
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            failing_since = failing_since or time.monotonic()
+            if time.monotonic() - failing_since > cluster.unreachable_seconds:
+                raise JobUnreachable(f"PyTorchJob {where[2]}/{name}: the Kubernetes API failed for "
+                                     f"{cluster.unreachable_seconds:.0f}s ({exc}); the job keeps running") from exc
+            failures += 1
+            log.warning("polling PyTorchJob %s/%s failed (%s): retrying", where[2], name, exc)
+            time.sleep(min(cluster.poll_seconds * 2 ** failures, 300.0))
+            continue
+        failing_since, failures = None, 0
+        master.pump()
+        outcome = job_condition(obj.get("status"))
+        if outcome == "Succeeded":
+            return obj
+        if outcome == "Failed":
+            raise PyTorchJobFailed(f"PyTorchJob {where[2]}/{name} failed: {obj['status']['conditions'][-1]}")
+        time.sleep(cluster.poll_seconds)
 
 
 def delete_pytorchjob(api, namespace: str, name: str) -> None:
@@ -423,14 +568,57 @@ def _aiplatform(what: str):
 
 
 def upload_to_vertex_tensorboard(cluster: ClusterConfig, logdir: str, experiment: str) -> str:
-    """Upload the TensorBoard runs below ``logdir`` (one directory per variant) to the experiment ``experiment``
-    (the pipeline run's id, made a valid experiment name) of ``cluster.vertex_tensorboard``; returns the name."""
+    """Write the scalars of the TensorBoard runs below ``logdir`` (one directory per run) to the experiment
+    ``experiment`` (the pipeline run's id, made a valid experiment name) of ``cluster.vertex_tensorboard``; returns
+    the experiment's name. The events are read with TensorBoard's own reader and written through the SDK's
+    TensorboardRun: aiplatform.upload_tb_log would import TensorFlow, which the image does not have. A retried task
+    writes into the experiment and runs an earlier attempt created."""
+    from collections import defaultdict
+
+    from google.api_core.exceptions import AlreadyExists
+    from google.protobuf.timestamp_pb2 import Timestamp
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     aiplatform = _aiplatform("cluster.vertex_tensorboard")
-    _, project, _, location, _, tensorboard_id = cluster.vertex_tensorboard.split("/")
-    name = re.sub(r"[^a-z0-9-]+", "-", experiment.lower()).strip("-")[:128] or "interest"
-    aiplatform.upload_tb_log(tensorboard_id=tensorboard_id, tensorboard_experiment_name=name, logdir=logdir,
-                             project=project, location=location)
+    _, project, _, location, _, _ = cluster.vertex_tensorboard.split("/")
+    where = {"project": project, "location": location}
+    name = _vertex_id(experiment) or "interest"
+    try:
+        board = aiplatform.TensorboardExperiment.create(tensorboard_experiment_id=name,
+                                                        tensorboard_name=cluster.vertex_tensorboard, **where)
+    except AlreadyExists:
+        board = aiplatform.TensorboardExperiment(f"{cluster.vertex_tensorboard}/experiments/{name}", **where)
+    for run_dir in sorted(p for p in Path(logdir).iterdir() if p.is_dir()):
+        events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})  # 0: every point, not a sample
+        events.Reload()
+        run_id = _vertex_id(run_dir.name)
+        try:
+            run = aiplatform.TensorboardRun.create(tensorboard_run_id=run_id,
+                                                   tensorboard_experiment_name=board.resource_name, **where)
+        except AlreadyExists:
+            run = aiplatform.TensorboardRun(f"{board.resource_name}/runs/{run_id}", **where)
+        tags = events.Tags()["scalars"]
+        known = {series.display_name for series in aiplatform.TensorboardTimeSeries.list(
+            tensorboard_run_name=run.resource_name, **where)}
+        for tag in tags:
+            if tag not in known:
+                run.create_tensorboard_time_series(display_name=tag, value_type="SCALAR")
+        steps: dict[int, dict[str, float]] = defaultdict(dict)
+        wall: dict[int, float] = {}
+        for tag in tags:
+            for event in events.Scalars(tag):
+                steps[event.step][tag] = event.value
+                wall[event.step] = event.wall_time
+        for step in sorted(steps):
+            stamp = Timestamp()
+            stamp.FromNanoseconds(int(wall[step] * 1e9))
+            run.write_tensorboard_scalar_data(time_series_data=steps[step], step=step, wall_time=stamp)
     return name
+
+
+def _vertex_id(text: str) -> str:
+    """A Vertex AI resource id from a name: lowercase letters, digits and '-', at most 128 characters."""
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:128]
 
 
 def run_vertex(job: ClusterJob, cluster: ClusterConfig) -> None:

@@ -1,8 +1,9 @@
 """``interest compile | run | submit | schedule | tensorboard``: the pipeline from the command line.
 
-    interest compile --output pipeline.yaml [--image REGISTRY/REPO:TAG] [--parallelism N]
+    interest compile --output pipeline.yaml --image REGISTRY/REPO:TAG [--parallelism N] [--vertex]
     interest run [--profile smoke|quick|full] [--dataset ml-1m|ml-100k|PATH] [--variants a,b] [--output runs/]
-    interest submit --host URL [--token T | --cookies C] --image REGISTRY/... --dataset gs://... --registry gs://...
+    interest submit --host URL [--token T | --cookies C] --image REGISTRY/... --pipeline-root s3://... \
+        --dataset gs://... --registry gs://...
     interest submit --vertex --project P --region R --pipeline-root gs://... --image ... --registry gs://...
     interest schedule [--vertex ...] --host URL --cron "0 3 * * *" --image ... --registry gs://...
     interest schedule list|pause|resume --host URL [ID]
@@ -38,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                      description="Compile the pipeline to KFP IR YAML.")
     compile_.add_argument("--output", default="pipeline.yaml", help="YAML file to write (default pipeline.yaml)")
     _add_build_flags(compile_)
+    compile_.add_argument("--vertex", action="store_true",
+                          help="the Vertex AI Pipelines form (one YAML document, no Kubernetes settings)")
     compile_.set_defaults(func=run_compile)
 
     run = subparsers.add_parser(
@@ -62,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_kfp_flags(submit, host_required=False)
     submit.add_argument("--run-name", default=None, help="run name (default: pipeline name and time)")
     submit.add_argument("--no-cache", action="store_true", help="run every task even where a cached result exists")
+    _add_store_check_flag(submit)
     _add_vertex_flags(submit, "submit a Vertex AI PipelineJob instead (gcp extra)")
     submit.set_defaults(func=run_submit)
 
@@ -74,6 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_build_flags(sched)
     _add_kfp_flags(sched, host_required=False)
     _add_vertex_flags(sched, "create a Vertex AI PipelineJobSchedule instead (gcp extra)")
+    _add_store_check_flag(sched)
     sched.add_argument("--cron", default=None, help='standard 5-field cron in UTC, e.g. "0 3 * * *"')
     sched.add_argument("--name", default="interest-nightly",
                        help="schedule name (default interest-nightly); an existing one of that name is moved here")
@@ -117,6 +122,21 @@ def _add_build_flags(parser: argparse.ArgumentParser) -> None:
                         "http://minio-service.kubeflow:9000 for a minio:// pipeline root")
     parser.add_argument("--s3-secret", default="",
                         help="Kubernetes Secret with the S3 keys (accesskey, secretkey), e.g. mlpipeline-minio-artifact")
+
+
+def _add_store_check_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-store-check", action="store_true",
+                        help="do not probe an s3:// or minio:// pipeline root and registry for conditional writes "
+                        "from here (when this machine cannot reach the store: run `interest doctor` in the cluster)")
+
+
+def _check_stores(args: argparse.Namespace, arguments: dict[str, Any]) -> None:
+    """Refuse an S3-compatible store that ignores If-None-Match (pipelines.preflight), before anything is sent."""
+    from pipelines.preflight import check_conditional_writes
+
+    if not args.no_store_check:
+        for uri in dict.fromkeys((args.pipeline_root or "", arguments["registry"])):
+            check_conditional_writes(uri)
 
 
 def _add_vertex_flags(parser: argparse.ArgumentParser, what: str) -> None:
@@ -182,6 +202,8 @@ def pipeline_arguments(args: argparse.Namespace, default_registry: str | None, r
     require(bool(arguments["registry"]), "--registry", "is required: a directory or gs://bucket/prefix")
     if remote:
         check_cluster_arguments(arguments, args.pipeline_root)
+        # The tasks keep the run's own files below it: the KFP driver resolves no pipeline-root placeholder.
+        arguments["pipeline_root"] = args.pipeline_root
     for name in ("dataset", "registry"):
         value = arguments[name]
         if isinstance(value, str) and value not in DATASETS and "://" not in value:
@@ -225,10 +247,11 @@ def _image(args: argparse.Namespace) -> str:
 
 
 def _compile_for_cluster(args: argparse.Namespace, output: str | Path) -> Path:
-    from pipelines.pipeline import compile_pipeline
+    from pipelines.compiler import compile_pipeline
 
-    return compile_pipeline(output, image=_image(args), parallelism=args.parallelism, for_cluster=True,
-                            s3_endpoint=args.s3_endpoint, s3_secret=args.s3_secret)
+    return compile_pipeline(output, image=_image(args), parallelism=args.parallelism,
+                            target="vertex" if args.vertex else "kubeflow", s3_endpoint=args.s3_endpoint,
+                            s3_secret=args.s3_secret)
 
 
 def _endpoint(args: argparse.Namespace) -> kubeflow_runner.Endpoint:
@@ -237,12 +260,12 @@ def _endpoint(args: argparse.Namespace) -> kubeflow_runner.Endpoint:
 
 
 def _check_kubeflow_store(args: argparse.Namespace) -> None:
-    """The tasks write checkpoints and the run's record below the pipeline root themselves, so they must reach
-    it: Kubeflow's default root is MinIO (minio://mlpipeline/v2/artifacts), whose endpoint they are told only
-    through --s3-endpoint (its keys: --s3-secret)."""
+    """The tasks write checkpoints and the run's record below the pipeline root themselves, so they must be told
+    it (a pipeline parameter: the KFP driver resolves no root placeholder) and reach it: Kubeflow's own store
+    (SeaweedFS, or MinIO in older manifests) through --s3-endpoint, its keys through --s3-secret."""
     root = args.pipeline_root or ""
-    require(bool(root) or bool(args.s3_endpoint), "--pipeline-root",
-            "is required (gs://, s3://), or --s3-endpoint for Kubeflow's default MinIO root")
+    require(bool(root), "--pipeline-root", "is required (gs://, s3://, or minio://mlpipeline/v2/artifacts/NAMESPACE "
+            "with --s3-endpoint for Kubeflow's own store)")
     require(not root.startswith("minio://") or bool(args.s3_endpoint), "--s3-endpoint",
             f"is required with the pipeline root {root!r}, e.g. http://minio-service.kubeflow:9000")
 
@@ -322,6 +345,7 @@ def run_submit(args: argparse.Namespace) -> int:
     if endpoint:
         _check_kubeflow_store(args)
     arguments = pipeline_arguments(args, default_registry=None, remote=True)
+    _check_stores(args, arguments)
     caching = False if args.no_cache else None
     with tempfile.TemporaryDirectory(prefix="interest-compile-") as tmp:
         package = _compile_for_cluster(args, Path(tmp, "pipeline.yaml"))
@@ -358,6 +382,7 @@ def run_schedule(args: argparse.Namespace) -> int:
     # A bad cron fails before anything is compiled.
     vertex_runner.check_cron(args.cron) if target else kubeflow_runner.kfp_cron(args.cron)
     arguments = pipeline_arguments(args, default_registry=None, remote=True)
+    _check_stores(args, arguments)
     with tempfile.TemporaryDirectory(prefix="interest-compile-") as tmp:
         package = _compile_for_cluster(args, Path(tmp, "pipeline.yaml"))
         if target:

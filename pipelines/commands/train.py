@@ -10,15 +10,14 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import logging
 
+from components.warm_start import resolve_warm_start
 from core.configs import require
 from core.protocols import PROTOCOLS
-from release.registry import REFERENCE_PREFIX, resolve
-from trainer.job import Configs, TrainJob, add_arguments, job_from_args, torchrun_command
+from release.registry import resolve
 from trainer.blocks import DEFAULT_ITEM_BLOCK
+from trainer.job import add_arguments, job_from_args, torchrun_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,19 +53,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="evaluation protocol (docs/protocols.md); default and only allowed value: the one the "
                           "data was preprocessed for (its split.json); recorded in metrics.json")
     evaluate.set_defaults(func=run_evaluate)
-
-
-def resolve_warm_start(job: TrainJob, configs: Configs) -> tuple[TrainJob, Configs]:
-    """``init_from=registry:ROOT[#MODEL]`` -> the champion's version directory, fixed before any process starts
-    (a champion pushed during the run must not change what the run started from): the job (whose command line
-    other processes run) and its configs, both with the resolved directory."""
-    init_from = configs.train.init_from or ""
-    if not init_from.startswith(REFERENCE_PREFIX):
-        return job, configs
-    resolved = resolve(init_from)
-    logging.getLogger("trainer").info("warm start from %s (%s)", resolved, init_from)
-    return (dataclasses.replace(job, overrides=(*job.overrides, f"train.init_from={json.dumps(resolved)}")),
-            configs._replace(train=dataclasses.replace(configs.train, init_from=resolved)))
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -61,18 +61,6 @@ def test_identity_reads_run_variant_and_seed_as_kfp_hands_them_back():
     assert artifacts.identity({"variant": "old"}) == {"name": "old", "variant": "old", "seed": None}
 
 
-def test_move_tensorboard_leaves_the_model_without_logs(tmp_path):
-    model, board = tmp_path / "model", tmp_path / "board"
-    (model / "tensorboard").mkdir(parents=True)
-    (model / "tensorboard" / "events.out.tfevents.1").write_bytes(b"e")
-    (model / "model.pt").write_bytes(b"w")
-    artifacts.move_tensorboard(str(model), str(board), "swiglu")
-    assert sorted(p.name for p in model.iterdir()) == ["model.pt"]
-    assert (board / "swiglu" / "events.out.tfevents.1").read_bytes() == b"e"
-    with pytest.raises(FileNotFoundError, match="no TensorBoard logs"):
-        artifacts.move_tensorboard(str(model), str(board), "swiglu")
-
-
 def test_set_torch_threads():
     import torch
 

@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from components.image import IMAGE
-from pipelines.pipeline import RETRY, compile_pipeline
+from pipelines.compiler import compile_pipeline
+from pipelines.remote import RETRY
 
 CUSTOM_IMAGE = "registry.example.com/team/interest-pipeline:3f2a9c1"
 STEPS = {
@@ -26,7 +27,7 @@ STEPS = {
 def compiled(tmp_path_factory):
     """(pipeline spec, Kubernetes platform spec) compiled for a cluster, with MinIO settings."""
     path = compile_pipeline(tmp_path_factory.mktemp("compiled") / "pipeline.yaml", image=CUSTOM_IMAGE, parallelism=3,
-                            for_cluster=True, s3_endpoint="http://minio-service.kubeflow:9000",
+                            target="kubeflow", s3_endpoint="http://minio-service.kubeflow:9000",
                             s3_secret="mlpipeline-minio-artifact")
     spec, platform = yaml.safe_load_all(path.read_text())
     return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
@@ -131,7 +132,7 @@ def test_train_and_evaluate_are_retried_with_a_long_backoff(spec):
     assert retried == {"train", "evaluate"}
     for name in retried:
         assert tasks[name]["retryPolicy"] == {"maxRetryCount": 3, "backoffDuration": "900s", "backoffFactor": 2.0,
-                                              "backoffMaxDuration": "21600s"}
+                                              "backoffMaxDuration": "360000s"}
     from core.rundir import DEFAULT_LEASE_SECONDS
 
     # The first retry comes after a dead attempt's checkpoint lock has expired.
@@ -149,12 +150,12 @@ def test_an_exit_handler_records_the_run_whatever_happened(spec):
     assert "outputDefinitions" not in spec["root"]  # KFP: no pipeline outputs from inside an exit handler
 
 
-def test_train_and_evaluate_find_the_runs_own_place_through_placeholders(spec):
+def test_train_and_evaluate_find_the_runs_own_place_from_a_parameter_and_the_run_id(spec):
     """A retried train task gets the same checkpoint URI: <pipeline root>/runs/<run id>/checkpoints/<variant>."""
     tasks = all_tasks(spec)
     for name in ("train", "evaluate", "record-run"):
         parameters = tasks[name]["inputs"]["parameters"]
-        assert parameters["pipeline_root"] == {"runtimeValue": {"constant": "{{$.pipeline_root}}"}}, name
+        assert parameters["pipeline_root"]["componentInputParameter"].endswith("pipeline_root"), name
         assert parameters["run_id"] == {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}}, name
 
 
@@ -238,7 +239,7 @@ def test_caching_off_only_where_reuse_would_be_wrong(spec):
 def test_parameters_registry_required_rest_defaulted(spec):
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert "defaultValue" not in params["registry"] and not params["registry"].get("isOptional")
-    assert params["accelerator_count"]["parameterType"] == "NUMBER_INTEGER"
+    assert params["accelerator_count"]["parameterType"] == "STRING"  # the driver reads resource parameters so
     assert params["variants"]["parameterType"] == "LIST"
     assert "baseline" in [variant["name"] for variant in params["variants"]["defaultValue"]]
     assert params["gpu_tolerations"] == {"defaultValue": [], "isOptional": True, "parameterType": "LIST"}

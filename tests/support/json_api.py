@@ -1,13 +1,15 @@
 """A threaded JSON-over-HTTP server on 127.0.0.1 for fakes of REST APIs that cannot run here (KFP, Kubernetes).
 
 A JSON body reaches the handler parsed; a multipart/form-data body (KFP's pipeline upload) as {field: text}.
-``headers``, when given, receives each request's headers (to check what authentication a client sent).
+``headers``, when given, receives each request's headers (to check what authentication a client sent). A handler
+that answers the status ``RESET`` gets the connection closed with no answer at all, as a dropped connection.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +18,7 @@ from urllib.parse import parse_qs, urlparse
 
 # handle(method, path, query, body) -> (status, JSON payload)
 Handle = Callable[[str, str, dict[str, list[str]], Any], tuple[int, Any]]
+RESET = 0  # the status a handler answers to drop the connection instead
 
 
 @contextlib.contextmanager
@@ -33,6 +36,10 @@ def serve_json(handle: Handle, headers: list[dict[str, str]] | None = None) -> I
             if headers is not None:
                 headers.append({k.lower(): v for k, v in self.headers.items()})  # names are case-insensitive
             status, payload = handle(self.command, url.path, parse_qs(url.query), body)
+            if status == RESET:
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             data = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
