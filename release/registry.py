@@ -34,6 +34,7 @@ import fcntl
 import hashlib
 import json
 import re
+import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from typing import Any, Literal
 from core import contract, rundir, storage
 from core.configs import ConfigError
 from core.lineage import code_version
-from release.gate import verify
+from release.gate import BlessingInvalid, verify
 from release.records import Blessing, ChampionRef
 
 POINTER = "champion.json"
@@ -75,10 +76,13 @@ class PushResult:
 
 
 def check_name(value: str, field: str) -> str:
-    """A model name or version: letters, digits, '.', '_', '-', starting with a letter or digit (no '/', no '..')."""
+    """A model name or version: letters, digits, '.', '_', '-', starting with a letter or digit (no '/', no '..'),
+    and none of the registry's own file names (a version called champion.json would be the pointer)."""
     if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         raise ConfigError(f"{field}: {value!r} is not allowed; use 1-128 letters, digits, '.', '_' or '-', "
                           "starting with a letter or digit")
+    if value.lower() == POINTER:
+        raise ConfigError(f"{field}: {value!r} is the name of the registry's champion pointer")
     return value
 
 
@@ -136,9 +140,8 @@ def resolve_path(registry: str, path: str) -> str:
 
 def default_version(model_dir: str) -> str:
     """A content-addressed version, ``m-<first 12 hex digits of sha256(model.pt)>``: the same weights, the same
-    version, so a retried push is recognised."""
-    weights = rundir.open_complete(model_dir).path(contract.WEIGHTS)
-    return "m-" + hashlib.sha256(storage.read_bytes(weights)).hexdigest()[:12]
+    version, so a retried push is recognised (the digest is checked against model.pt's bytes on opening)."""
+    return "m-" + rundir.open_complete(model_dir).files[contract.WEIGHTS]["sha256"][:12]
 
 
 # ----------------------------------------------------------------------------------------------- the pointer
@@ -148,7 +151,7 @@ def default_version(model_dir: str) -> str:
 def _local_lock(directory: str) -> Iterator[None]:
     """An exclusive lock on ``<directory>/.champion.lock`` (threads and processes on this machine)."""
     Path(directory).mkdir(parents=True, exist_ok=True)
-    with open(Path(directory, ".champion.lock"), "a+") as handle:
+    with rundir.open_lock_file(Path(directory, ".champion.lock")) as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield
@@ -305,8 +308,9 @@ def list_versions(registry: str, model_name: str = "interest") -> list[dict[str,
 
 
 def _write_version(target: str, model: rundir.Complete, evaluation: rundir.Complete, data_dir: str | None,
-                   blessing: Blessing, model_sha256: str) -> None:
-    """Stage the model, its test evaluation, the blessing and the lineage, and publish the version whole."""
+                   blessing: Blessing, sources: Mapping[str, str]) -> None:
+    """Publish the version whole from the staged copies: the model, its test evaluation, the blessing and the
+    lineage (naming ``sources``, where the copies were read from)."""
     with rundir.publishing(target, VERSION_KIND) as staging:
         for rel, uri in sorted(_model_files(model).items()):
             if rel != contract.LINEAGE:
@@ -314,9 +318,27 @@ def _write_version(target: str, model: rundir.Complete, evaluation: rundir.Compl
         for name in (contract.METRICS, contract.PER_USER):
             storage.copy_file(evaluation.path(name), staging.join(name))
         storage.write_json(staging.join(contract.BLESSING), blessing.to_json())
-        storage.write_json(staging.join(contract.LINEAGE), lineage(model, evaluation.target, data_dir))
-        staging.meta.update(model_sha256=model_sha256,
+        record = lineage(model, sources["candidate_test"], data_dir)
+        storage.write_json(staging.join(contract.LINEAGE), {**record, "model_dir": sources["candidate_model"]})
+        staging.meta.update(model_sha256=model.files[contract.WEIGHTS]["sha256"],
                             blessing_sha256=hashlib.sha256(json.dumps(blessing.to_json()).encode()).hexdigest())
+
+
+def _stage_inputs(blessing: Blessing, locations: Mapping[str, str], private: str) -> tuple[dict, dict]:
+    """Every directory the blessing binds, copied once into ``private`` (core.rundir.stage_copy: the copy is
+    checked against its own marker); a directory that cannot be copied whole refuses the blessing. Returns
+    (role -> staged copy, role -> where it was read from)."""
+    staged, sources = {}, {}
+    for role, bound in blessing.inputs.items():
+        source = locations.get(role, bound.get("dir") if isinstance(bound, Mapping) else None)
+        if not isinstance(source, str) or not isinstance(role, str) or not NAME_RE.fullmatch(role):
+            raise BlessingInvalid(f"blessing input {role!r}: no directory to read it from")
+        try:
+            rundir.stage_copy(source, str(Path(private, role)))
+        except rundir.IncompleteOutput as exc:
+            raise BlessingInvalid(f"blessing input {role}: {exc}") from None
+        staged[role], sources[role] = str(Path(private, role)), source
+    return staged, sources
 
 
 def push(blessing: Blessing | Mapping[str, Any], registry: str, model_name: str = "interest",
@@ -327,10 +349,14 @@ def push(blessing: Blessing | Mapping[str, Any], registry: str, model_name: str 
     ``model_dir`` and ``eval_dir`` (the test split's evaluation) default to the blessing's candidate; with
     ``locations`` (blessing input role -> directory) they and the other judged evaluations are read from where a
     pipeline task received its copies. ``data_dir`` (optional) adds the data's stats, split, preprocess config and
-    fingerprint to the lineage; ``version`` defaults to ``default_version(model_dir)``. Raises BlessingInvalid
-    (nothing written) when the files differ from those judged or the verdict does not follow from its checks,
-    OutputLocked when another push holds the version, VersionConflict when the version holds other weights,
-    ChampionChanged when the pointer moved since the gate.
+    fingerprint to the lineage; ``version`` defaults to ``m-<12 hex of sha256(model.pt)>``.
+
+    Each judged file is read once: copied into a private staging folder, hashed there and compared with the
+    blessing, and only those staged bytes are published (a file swapped at its source during the push is never
+    shipped); the version's name and marker come from them too. Raises BlessingInvalid (nothing written) when
+    the files differ from those judged or the verdict does not follow from its checks, OutputLocked when another
+    push holds the version, VersionConflict when the version holds other weights, ChampionChanged when the
+    pointer moved since the gate.
     """
     if not isinstance(blessing, Blessing):
         blessing = Blessing.from_json(blessing)
@@ -341,29 +367,32 @@ def push(blessing: Blessing | Mapping[str, Any], registry: str, model_name: str 
         locations["candidate_test"] = eval_dir
     check_registry(registry)
     check_name(model_name, "model name")
-    model_dir = locations.get("candidate_model", blessing.candidate.get("model_dir"))
-    eval_dir = locations.get("candidate_test", blessing.candidate.get("test_dir"))
     if version is not None:
         check_name(version, "version")
     current, _ = read_pointer(registry, model_name)
     previous = current.get("version") if current else None
     if not blessing.blessed:
         return PushResult("not_blessed", model_name, version or "", "", previous)
-    verify(blessing, locations)  # nothing is written unless the blessing holds for these exact files
-    model = rundir.open_complete(model_dir)
-    evaluation = rundir.open_complete(eval_dir)
-    for name in (contract.METRICS, contract.PER_USER):  # the next gate compares against (and bootstraps over) them
-        evaluation.path(name)
-    version = version or default_version(model_dir)
-    target = version_uri(registry, model_name, version)
-    model_sha256 = hashlib.sha256(storage.read_bytes(model.path(contract.WEIGHTS))).hexdigest()
-    with rundir.locked(target, CLAIM_LEASE_SECONDS):  # the claim: one pusher per version
-        if rundir.is_complete(target):
-            stored = rundir.read_marker(target).get("model_sha256")
-            if stored != model_sha256:
-                raise VersionConflict(f"{target} already holds another model (model.pt sha256 {str(stored)[:12]}...)")
-        else:
-            _write_version(target, model, evaluation, data_dir, blessing, model_sha256)
+    if "candidate_model" not in blessing.inputs or "candidate_test" not in blessing.inputs:
+        raise BlessingInvalid("blessing binds no candidate model or test evaluation; re-run the gate")
+    with tempfile.TemporaryDirectory(prefix="interest-push-") as private:
+        staged, sources = _stage_inputs(blessing, locations, private)
+        verify(blessing, staged)  # nothing is written unless the blessing holds for the staged bytes
+        model = rundir.open_complete(staged["candidate_model"])
+        evaluation = rundir.open_complete(staged["candidate_test"])
+        for name in (contract.METRICS, contract.PER_USER):  # the next gate compares against (and bootstraps over)
+            evaluation.path(name)
+        model_sha256 = model.files[contract.WEIGHTS]["sha256"]  # checked against the staged bytes on opening
+        version = version or default_version(staged["candidate_model"])
+        target = version_uri(registry, model_name, version)
+        with rundir.locked(target, CLAIM_LEASE_SECONDS):  # the claim: one pusher per version
+            if rundir.is_complete(target):  # complete: every file's digest checked against its marker
+                stored = rundir.open_complete(target).files.get(contract.WEIGHTS, {}).get("sha256")
+                if stored != model_sha256:
+                    raise VersionConflict(f"{target} already holds another model (model.pt sha256 "
+                                          f"{str(stored)[:12]}...)")
+            else:
+                _write_version(target, model, evaluation, data_dir, blessing, sources)
     pointer = {
         "model_name": model_name, "version": version, "path": version_path(model_name, version),
         "metrics": contract.read_json(target, contract.METRICS),

@@ -150,14 +150,15 @@ def load_model(model_dir: str, device: torch.device) -> LoadedModel:
 
 
 def evaluate(model_dir: str, data_dir: str, split: str = "test", output_dir: str | None = None,
-             batch_size: int = 512, protocol: str | None = None) -> dict:
+             batch_size: int = 512, protocol: str | None = None, overwrite: bool = False) -> dict:
     """Evaluate the model of ``model_dir`` on ``split`` ('valid' or 'test') of ``data_dir``; returns metrics.json's
     content and, when ``output_dir`` is given, publishes metrics.json and per_user.parquet there (its writer lock
     is taken first, so a second writer fails before any work).
 
     ``protocol`` (core/protocols.py) is the data's own (split.json) when None; another one is refused, since the
-    data's items, users and targets were chosen for its protocol (preprocess again with ``--protocol``)."""
-    publishing = (rundir.writing(output_dir, contract.EVALUATION_KIND) if output_dir is not None
+    data's items, users and targets were chosen for its protocol (preprocess again with ``--protocol``).
+    ``overwrite``: replace whatever ``output_dir`` holds (else only an earlier evaluation, core.rundir)."""
+    publishing = (rundir.writing(output_dir, contract.EVALUATION_KIND, overwrite=overwrite) if output_dir is not None
                   else contextlib.nullcontext())
     with publishing as staging:
         seqs = load_sequences(data_dir)

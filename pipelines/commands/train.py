@@ -41,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--data", required=True, help="preprocessed data directory")
     evaluate.add_argument("--split", default="test", choices=("valid", "test"), help="which targets (default test)")
     evaluate.add_argument("--output", required=True, help="where metrics.json and per_user.parquet go")
+    evaluate.add_argument("--overwrite", action="store_true",
+                          help="replace --output even when it holds something other than an evaluation")
     evaluate.add_argument("--batch-size", type=int, default=512, help="users per batch (default 512)")
     evaluate.add_argument("--protocol", choices=list(PROTOCOLS),
                           help="evaluation protocol (docs/protocols.md); default and only allowed value: the one the "
@@ -82,6 +84,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     require(args.batch_size >= 1, "--batch-size", f"must be >= 1, got {args.batch_size}")
     from trainer.evaluate import evaluate
 
-    metrics = evaluate(resolve(args.model), args.data, args.split, args.output, args.batch_size, args.protocol)
+    metrics = evaluate(resolve(args.model), args.data, args.split, args.output, args.batch_size, args.protocol,
+                       args.overwrite)
     print(json.dumps(metrics, indent=2))
     return 0

@@ -96,7 +96,7 @@ def test_two_pushes_of_different_models_to_one_version_never_mix(tmp_path):
     assert len(winners) == 1, outcomes
     (loser,) = set(outcomes) - set(winners)
     assert outcomes[loser].startswith(("locked: ", "conflict: ")) and "v1" in outcomes[loser]
-    version = rundir.open_complete(f"{root}/interest/v1", verify_digests=True)
+    version = rundir.open_complete(f"{root}/interest/v1")
     assert storage.read_bytes(version.path("model.pt")) == Path(winners[0], "model.pt").read_bytes()
     assert version.manifest["model_sha256"] and registry.read_champion(root).version == "v1"
 
@@ -121,7 +121,7 @@ def test_two_pushes_to_one_version_on_gcs_never_mix(flaky_gcs, gcs_bucket, tmp_p
         t.join(timeout=120)
     assert sorted(outcomes.values()).count("pushed") == 1, outcomes
     winner = next(m for m, outcome in outcomes.items() if outcome == "pushed")
-    version = rundir.open_complete(f"{root}/interest/v1", verify_digests=True)
+    version = rundir.open_complete(f"{root}/interest/v1")
     assert storage.read_bytes(version.path("model.pt")) == Path(winner, "model.pt").read_bytes()
 
 
@@ -154,7 +154,7 @@ def test_a_push_killed_half_way_is_never_served_and_the_rerun_completes_it(tmp_p
     result = registry.push(blessing, root, version="v1")
     assert result.outcome == "pushed"
     assert registry.list_versions(root) == [{"version": "v1", "status": "complete", "champion": True}]
-    rundir.open_complete(f"{root}/interest/v1", verify_digests=True)
+    rundir.open_complete(f"{root}/interest/v1")
 
 
 def test_the_champion_is_found_from_any_working_directory(tmp_path, monkeypatch):
