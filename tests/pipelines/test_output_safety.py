@@ -199,3 +199,28 @@ def test_a_second_writer_fails_at_once_naming_the_first_and_the_output_is_never_
     prefix = f"{complete.manifest['root']}/" if complete.manifest["root"] else ""
     assert {f for f in files_under(out) if not f.startswith(tuple(working))} == {
         rundir.MARKER, *(prefix + name for name in complete.files)}
+
+
+@pytest.mark.parametrize("target", ["model", "data"])
+def test_evaluate_onto_a_model_or_data_directory_is_refused_and_deletes_nothing(trained, tmp_path, capsys, target):
+    data, model = trained
+    victim = tmp_path / target
+    shutil.copytree(model if target == "model" else data, victim)
+    before = rundir.open_complete(str(victim)).manifest
+    argv = ["evaluate", "--model", str(model), "--data", str(data), "--output", str(victim)]
+    assert cli.main(argv) == 2
+    assert "pass --overwrite to replace it" in one_error_line(capsys)
+    assert rundir.open_complete(str(victim)).manifest == before  # untouched, every digest still holds
+    assert cli.main([*argv, "--overwrite"]) == 0  # asked for: replaced by the evaluation
+    assert rundir.open_complete(str(victim), contract.EVALUATION_KIND)
+
+
+def test_train_onto_a_data_directory_is_refused_before_training(trained, tmp_path, capsys):
+    data, _ = trained
+    victim = tmp_path / "data"
+    shutil.copytree(data, victim)
+    argv = ["train", "--data", str(data), "--output", str(victim), *TINY, "--max-steps", "2"]
+    assert cli.main(argv) == 2
+    assert "holds 'preprocessed-data' output, not 'model'" in one_error_line(capsys)
+    rundir.open_complete(str(victim), contract.DATA_KIND)
+

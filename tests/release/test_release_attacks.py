@@ -3,6 +3,7 @@ failed on the code before blessings were bound to their files and versions were 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from core import contract, rundir, storage
+from core.configs import ConfigError
 from pipelines.cli import main
 from release import registry
 from release.gate import BlessingInvalid
@@ -204,3 +206,56 @@ def test_a_corrupt_champion_pointer_is_one_clear_line(tmp_path, capsys):
     assert main(["registry", "list", "--registry", str(root)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "champion.json: the champion pointer is not valid JSON" in err[0]
+
+
+def test_a_model_swapped_during_the_push_never_ships(tmp_path):
+    """A thread replaces model.pt by link-and-rename every ~2 ms, alternating the blessed weights with other
+    weights of the same size, while pushes run: each push ships exactly the blessed bytes, under the name those
+    bytes give, or is refused; it never ships the unblessed ones (before push staged its inputs, 2 of 8 did)."""
+    model_dir, eval_dir = write_run(tmp_path, "m", seed=1)
+    blessing = blessing_for(model_dir, eval_dir)
+    weights = Path(model_dir, "model.pt")
+    blessed = weights.read_bytes()
+    (tmp_path / "blessed.pt").write_bytes(blessed)
+    (tmp_path / "other.pt").write_bytes(os.urandom(len(blessed)))
+    stop, swaps = threading.Event(), []
+
+    def swap() -> None:
+        while not stop.is_set():
+            for source in ("other.pt", "blessed.pt"):
+                os.link(tmp_path / source, tmp_path / "next.pt")
+                os.rename(tmp_path / "next.pt", weights)
+                swaps.append(source)
+                stop.wait(0.002)
+
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    outcomes = []
+    try:
+        for attempt in range(12):
+            root = str(tmp_path / f"registry-{attempt}")
+            try:
+                result = registry.push(blessing, root)
+            except BlessingInvalid:
+                outcomes.append("refused")
+                continue
+            outcomes.append(result.outcome)
+            version = rundir.open_complete(result.uri)
+            shipped = storage.read_bytes(version.path("model.pt"))
+            assert shipped == blessed, f"push {attempt} shipped unblessed weights"
+            assert result.version == "m-" + hashlib.sha256(shipped).hexdigest()[:12]
+            assert version.manifest["model_sha256"] == hashlib.sha256(shipped).hexdigest()
+    finally:
+        stop.set()
+        swapper.join()
+    assert len(swaps) > 50 and set(outcomes) <= {"pushed", "refused"}, (len(swaps), outcomes)
+
+
+@pytest.mark.parametrize("name", ["champion.json", "CHAMPION.JSON"])
+def test_a_version_or_model_named_like_the_pointer_is_refused(tmp_path, name):
+    model_dir, eval_dir = write_run(tmp_path, "m", seed=1)
+    with pytest.raises(ConfigError, match="the name of the registry's champion pointer"):
+        registry.push(blessing_for(model_dir, eval_dir), str(tmp_path / "registry"), version=name)
+    with pytest.raises(ConfigError, match="the name of the registry's champion pointer"):
+        registry.push(blessing_for(model_dir, eval_dir), str(tmp_path / "registry"), model_name=name)
+    assert not (tmp_path / "registry").exists()
