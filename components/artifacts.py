@@ -17,7 +17,10 @@ from core.contract import SPLITS, TENSORBOARD
 log = logging.getLogger(__name__)
 
 VARIANT_KEY = "variant"  # artifact metadata key naming the variant an artifact belongs to
-__all__ = ["SPLITS", "VARIANT_KEY", "by_variant", "finished_variants", "load_variants", "log_metrics",
+# Blessing input roles select_and_gate copies into its evidence artifact for the push (the candidate's own travel
+# as the candidate and candidate_evaluation artifacts).
+EVIDENCE_ROLES = ("baseline_model", "baseline_test", "champion_model", "champion_test")
+__all__ = ["EVIDENCE_ROLES", "SPLITS", "VARIANT_KEY", "by_variant", "finished_variants", "load_variants", "log_metrics",
            "move_tensorboard", "numbers", "record_variant", "replicate_of", "run_root", "set_torch_threads"]
 
 

@@ -29,7 +29,14 @@ def select_and_gate(
     import json
     import os
 
-    from components.artifacts import SPLITS, VARIANT_KEY, by_variant, load_variants, log_metrics
+    from components.artifacts import (
+        EVIDENCE_ROLES,
+        SPLITS,
+        VARIANT_KEY,
+        by_variant,
+        load_variants,
+        log_metrics,
+    )
     from components.events import Task
     from core import rundir, storage
     from core.configs import from_dict
@@ -49,7 +56,7 @@ def select_and_gate(
     for split in SPLITS:
         rundir.copy_complete(os.path.join(chosen_evaluation, split), os.path.join(candidate_evaluation.path, split))
     os.makedirs(evidence.path, exist_ok=True)
-    for role in ("baseline_test", "champion_test"):
+    for role in EVIDENCE_ROLES:
         if role in decision.inputs:
             rundir.copy_complete(decision.inputs[role]["dir"], os.path.join(evidence.path, role))
     storage.write_json(blessing.path, decision.to_json())

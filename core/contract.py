@@ -8,6 +8,7 @@ manifest) and read through ``core.rundir.open_complete``, which refuses an incom
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,9 @@ MODEL_WORKING_STATE = (CHECKPOINTS, TENSORBOARD)
 EVALUATION_KIND = "evaluation"
 METRICS = "metrics.json"
 PER_USER = "per_user.parquet"  # user_id, user_index, rank and one column per per-user metric
+# What an evaluation measured, in metrics.json (this key) and in per_user.parquet's metadata: model_sha256 (of the
+# model.pt bytes loaded), data_digest (the data dir's rundir content digest), split, protocol, items (catalogue).
+MEASURED_KEY = "measured"
 SPLITS = ("valid", "test")  # evaluation sub-directories: the candidate is chosen on valid, gated on test
 
 # --- release ---
@@ -66,14 +70,31 @@ def read_optional_json(directory: str | None, name: str) -> Any | None:
     return storage.read_json(uri) if uri else None
 
 
-def write_per_user(path: str, columns: dict[str, Any]) -> None:
-    """Write per-user evaluation values (``user_id`` first) as Parquet at ``path``."""
+def write_per_user(path: str, columns: dict[str, Any], measured: dict[str, Any] | None = None) -> None:
+    """Write per-user evaluation values (``user_id`` first) as Parquet at ``path``; ``measured`` (what was
+    evaluated: model, data, split, protocol, catalogue) goes into the file's own metadata, so the per-user values
+    name what they measured wherever they are copied."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    table = pa.table(columns)
+    if measured is not None:
+        table = table.replace_schema_metadata({MEASURED_KEY: json.dumps(measured, sort_keys=True)})
     buffer = io.BytesIO()
-    pq.write_table(pa.table(columns), buffer)
+    pq.write_table(table, buffer)
     storage.write_bytes(path, buffer.getvalue())
+
+
+def read_measured(evaluation_dir: str) -> dict[str, Any] | None:
+    """What the per-user values of an evaluation measured (its Parquet metadata), or None when not recorded."""
+    import pyarrow.parquet as pq
+
+    uri = rundir.open_complete(evaluation_dir).optional_path(PER_USER)
+    if uri is None:
+        return None
+    metadata = pq.read_schema(io.BytesIO(storage.read_bytes(uri))).metadata or {}
+    raw = metadata.get(MEASURED_KEY.encode())
+    return json.loads(raw) if raw else None
 
 
 def read_per_user(evaluation_dir: str) -> PerUser | None:

@@ -285,6 +285,12 @@ class Complete:
                                    f"{', '.join(sorted(self.files)) or 'none'})")
         return storage.join(self.root, name)
 
+    @property
+    def content_digest(self) -> str:
+        """One sha256 over every listed file's name and sha256: the directory's content, wherever it is kept."""
+        listing = "".join(f"{name}\0{entry['sha256']}\n" for name, entry in sorted(self.files.items()))
+        return hashlib.sha256(listing.encode()).hexdigest()
+
     def optional_path(self, name: str) -> str | None:
         return storage.join(self.root, name) if name in self.files else None
 

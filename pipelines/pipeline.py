@@ -183,7 +183,8 @@ def create_pipeline(image: str = IMAGE, parallelism: int = 0, for_cluster: bool 
                     push(candidate=decision.outputs["candidate"],
                          candidate_evaluation=decision.outputs["candidate_evaluation"],
                          evidence=decision.outputs["evidence"], blessing=decision.outputs["blessing"],
-                         data=prep.outputs["data"], registry=registry, model_name=model_name),
+                         data=prep.outputs["data"], registry=registry, model_name=model_name,
+                         gate_config=gate_config, baseline_preset=baseline_preset),
                     "Push to registry", *SMALL,
                 )
                 pushed.set_caching_options(enable_caching=False)  # a side effect on the registry

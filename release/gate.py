@@ -46,6 +46,20 @@ MODEL_FILES = (contract.WEIGHTS, contract.MODEL_CONFIG, contract.VOCAB)
 EVALUATION_FILES = (contract.METRICS, contract.PER_USER)
 
 
+# What every evaluation must name (trainer.evaluate: metrics.json's "measured" and per_user.parquet's metadata).
+MEASURED_FIELDS = ("model_sha256", "data_digest", "split", "protocol", "items")
+
+
+# (evaluation role, the model role it must have measured, its split), the candidate's test first: its data is the run's.
+MEASURED_BY = (("candidate_test", "candidate_model", "test"), ("candidate_valid", "candidate_model", "valid"),
+               ("baseline_test", "baseline_model", "test"), ("champion_test", "champion_model", "test"))
+
+
+class EvaluationMismatch(ConfigError):
+    """An evaluation given for a model, split or data set measured another one (exit code 2): its numbers say
+    nothing about the model it would bless."""
+
+
 class BlessingInvalid(RuntimeError):
     """A blessing does not hold for the files it names: one changed since the gate, or the verdict does not follow
     from its checks. The push refuses it (exit code 3) and writes nothing."""
@@ -125,8 +139,8 @@ def paired_bootstrap(per_user_a: Mapping[str, np.ndarray], per_user_b: Mapping[s
     """Percentile bootstrap of mean(a - b) over the users both cover, paired by ``user_id`` (``user_index`` for
     evaluations without ids).
 
-    ValueError ("not comparable: N shared of M users") when the shared users are fewer than ``min_overlap`` of
-    a's, or none. Returns ``mean_diff`` (observed), ``ci_low`` and ``ci_high`` (the two-sided ``confidence``
+    ValueError ("not comparable: N shared of ...") when the shared users are fewer than ``min_overlap`` of either
+    side's, or none. Returns ``mean_diff`` (observed), ``ci_low`` and ``ci_high`` (the two-sided ``confidence``
     interval), ``users`` (shared) and ``candidate_users`` (a's); the same seed gives the same interval.
     """
     return replicate_bootstrap([per_user_a], [per_user_b], resamples, seed, confidence, metric, min_overlap)
@@ -149,9 +163,11 @@ def replicate_bootstrap(runs_a: Sequence[Mapping[str, np.ndarray]], runs_b: Sequ
     for run_ids in ids[1:]:
         shared = np.intersect1d(shared, run_ids, assume_unique=True)
     candidate_users = len(ids[0])
-    if len(shared) == 0 or len(shared) < min_overlap * candidate_users:
-        raise ValueError(f"not comparable: {len(shared)} shared of {candidate_users} users (by {key}); evaluate both "
-                         f"models on the same split (at least {min_overlap:.0%} of the users must be shared)")
+    most = max(len(run_ids) for run_ids in ids)  # from both sides: a subset evaluation is not the same population
+    if len(shared) == 0 or len(shared) < min_overlap * most:
+        raise ValueError(f"not comparable: {len(shared)} shared of {candidate_users} and {most} users (by {key}); "
+                         f"evaluate both models on the same split (at least {min_overlap:.0%} of each side's users "
+                         "must be shared)")
 
     def mean_over(side: Sequence[Mapping[str, np.ndarray]], side_ids: list[np.ndarray]) -> np.ndarray:
         values = []
@@ -205,13 +221,37 @@ def _max_check(name: str, value: float, threshold: float) -> Check:
                     if math.isfinite(value) else "missing or NaN")
 
 
-def _change_check(name: str, candidate: Variant, reference: Variant, threshold: float) -> Check:
-    change = relative_change(candidate.test_recall, reference.test_recall)
+def paired_means(per_user_a: Mapping[str, np.ndarray], per_user_b: Mapping[str, np.ndarray], min_overlap: float,
+                 metric: str = METRIC) -> tuple[float, float, int]:
+    """Mean ``metric`` of a and of b over the users both cover, paired by id; ValueError ("not comparable") when
+    they share fewer than ``min_overlap`` of either side's users. Returns (mean a, mean b, shared users)."""
+    key = "user_id" if _pairing_key(per_user_a) == _pairing_key(per_user_b) == "user_id" else "user_index"
+    a_ids, b_ids = np.asarray(per_user_a[key]), np.asarray(per_user_b[key])
+    shared, at_a, at_b = np.intersect1d(a_ids, b_ids, return_indices=True)
+    most = max(len(a_ids), len(b_ids))
+    if len(shared) == 0 or len(shared) < min_overlap * most:
+        raise ValueError(f"not comparable: {len(shared)} shared of {len(a_ids)} and {len(b_ids)} users (by {key}); "
+                         f"at least {min_overlap:.0%} of each side's users must be shared")
+    values_a = np.asarray(per_user_a[metric], dtype=np.float64)[at_a]
+    values_b = np.asarray(per_user_b[metric], dtype=np.float64)[at_b]
+    return float(values_a.mean()), float(values_b.mean()), len(shared)
+
+
+def _change_check(name: str, candidate: Variant, reference: Variant, threshold: float, config: GateConfig) -> Check:
+    """The relative change of the mean over the users both evaluated, paired by id (never two populations)."""
+    if candidate.per_user is None or reference.per_user is None:
+        return Check.of(name, None, threshold, False, f"per-user {METRIC} missing for the candidate or "
+                        f"{reference.name}: the change is measured on paired users only")
+    try:
+        mine, theirs, users = paired_means(candidate.per_user, reference.per_user, config.min_user_overlap)
+    except (KeyError, ValueError) as exc:
+        return Check.of(name, None, threshold, False, f"cannot pair users with {reference.name}: {exc}")
+    change = relative_change(mine, theirs)
     if math.isnan(change):
         return Check.of(name, None, threshold, False, f"{METRIC} missing or NaN on the candidate or the reference")
     ok = change >= threshold
-    return Check.of(name, change, threshold, ok, f"{change:+.2%} {METRIC} vs {reference.name} "
-                    f"({'>=' if ok else '<'} {threshold:+.2%})")
+    return Check.of(name, change, threshold, ok, f"{change:+.2%} {METRIC} vs {reference.name} over {users} paired "
+                    f"users ({'>=' if ok else '<'} {threshold:+.2%})")
 
 
 def _bootstrap_check(name: str, candidate: Variant, reference: Variant, config: GateConfig) -> Check:
@@ -245,13 +285,13 @@ def gate_checks(candidate: Variant, baseline: Variant | None, champion: Variant 
         checks += [_skipped("change_vs_champion", "no production champion yet"),
                    _skipped("bootstrap_vs_champion", "no production champion yet")]
     else:
-        checks += [_change_check("change_vs_champion", candidate, champion, config.min_change_vs_champion),
+        checks += [_change_check("change_vs_champion", candidate, champion, config.min_change_vs_champion, config),
                    _bootstrap_check("bootstrap_vs_champion", candidate, champion, config)]
     if baseline is None:
         checks += [_skipped("change_vs_baseline", "the run has no baseline variant"),
                    _skipped("bootstrap_vs_baseline", "the run has no baseline variant")]
     else:
-        checks += [_change_check("change_vs_baseline", candidate, baseline, config.min_change_vs_baseline),
+        checks += [_change_check("change_vs_baseline", candidate, baseline, config.min_change_vs_baseline, config),
                    _bootstrap_check("bootstrap_vs_baseline", candidate, baseline, config)]
     return tuple(checks)
 
@@ -268,6 +308,67 @@ def _digests(directory: str, names: Sequence[str]) -> dict[str, Any]:
         if uri is not None:
             files[name] = hashlib.sha256(storage.read_bytes(uri)).hexdigest()
     return {"dir": directory, "files": files}
+
+
+def weights_sha256(model_dir: str) -> str:
+    """The sha256 of a model dir's model.pt (checked against its bytes when the directory is opened)."""
+    model = rundir.open_complete(model_dir)
+    model.path(contract.WEIGHTS)  # IncompleteOutput naming it when there is none
+    return model.files[contract.WEIGHTS]["sha256"]
+
+
+def measured(evaluation_dir: str) -> dict[str, Any]:
+    """What an evaluation names as measured; EvaluationMismatch when it names nothing, or when its metrics.json
+    and per_user.parquet disagree (the two files of two evaluations put together)."""
+    stated = contract.read_json(evaluation_dir, contract.METRICS).get(contract.MEASURED_KEY)
+    if not isinstance(stated, dict) or not set(MEASURED_FIELDS) <= set(stated):
+        raise EvaluationMismatch(f"{evaluation_dir}: its {contract.METRICS} does not name what it measured "
+                                 f"({', '.join(MEASURED_FIELDS)}); evaluate again with `interest evaluate`")
+    if contract.read_measured(evaluation_dir) != stated:
+        raise EvaluationMismatch(f"{evaluation_dir}: {contract.METRICS} and {contract.PER_USER} name different "
+                                 "measurements (files of two evaluations put together)")
+    return stated
+
+
+def check_measured(evaluation_dir: str, what: str, split: str, model_sha256: str,
+                   today: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``evaluation_dir``'s measurement, when it measured the model.pt of sha256 ``model_sha256`` on ``split`` of
+    the data ``today`` names (data digest, protocol, catalogue size; None: this is the reference itself);
+    EvaluationMismatch naming every difference otherwise."""
+    found = measured(evaluation_dir)
+    problems = []
+    if found["split"] != split:
+        problems.append(f"the {found['split']!r} split, not {split!r}")
+    if found["model_sha256"] != model_sha256:
+        problems.append(f"a model.pt of sha256 {str(found['model_sha256'])[:12]}..., not {what}'s "
+                        f"({model_sha256[:12]}...)")
+    for field in ("data_digest", "protocol", "items"):
+        if today is not None and found[field] != today[field]:
+            problems.append(f"{field} {str(found[field])[:16]!r}, not this run's {str(today[field])[:16]!r}")
+    if problems:
+        raise EvaluationMismatch(f"{evaluation_dir} (given as {what}'s {split} evaluation) measured "
+                                 + "; ".join(problems) + f"; evaluate {what} on this run's data with `interest evaluate`")
+    return found
+
+
+def _check_measurements(variants: Sequence[Variant], candidate: Variant, champion: Variant | None) -> dict:
+    """Every evaluation the gate reads measured its own variant's model, on its split, all on one data set (the
+    candidate's test data, which must be the data the candidate was trained on): returns that measurement."""
+    if not candidate.test_dir:
+        return {}
+    today = check_measured(candidate.test_dir, candidate.name, "test", weights_sha256(candidate.model_dir), None)
+    trained_on = (candidate.lineage.get("data") or {}).get("dir_digest")
+    if trained_on is not None and trained_on != today["data_digest"]:
+        raise EvaluationMismatch(f"{candidate.test_dir}: measured data {today['data_digest'][:12]}..., but "
+                                 f"{candidate.name} was trained on {trained_on[:12]}...; evaluate it on its own data")
+    for variant in variants:
+        weights = weights_sha256(variant.model_dir)
+        for split, directory in (("valid", variant.valid_dir), ("test", variant.test_dir)):
+            if directory:
+                check_measured(directory, variant.name, split, weights, today)
+    if champion is not None:
+        check_measured(champion.test_dir, champion.name, "test", weights_sha256(champion.model_dir), today)
+    return today
 
 
 def champion_variant(ref: ChampionRef, evaluation_dir: str | None = None) -> Variant:
@@ -292,8 +393,13 @@ def decide(variants: Sequence[Variant], baseline_name: str | None, champion: Cha
     baseline_runs = [v for v in variants if v.group == baseline_name] or [v for v in variants if v.name == baseline_name]
     baseline = select_candidate(baseline_runs) if baseline_runs else None
     judged_champion = champion_variant(champion, champion_evaluation) if champion else None
+    _check_measurements(variants, candidate, judged_champion)
     checks = gate_checks(candidate, baseline, judged_champion, config)
     inputs = {"candidate_model": _digests(candidate.model_dir, MODEL_FILES)}
+    if baseline is not None:
+        inputs["baseline_model"] = _digests(baseline.model_dir, MODEL_FILES)
+    if judged_champion is not None:
+        inputs["champion_model"] = _digests(judged_champion.model_dir, MODEL_FILES)
     for role, directory in (("candidate_valid", candidate.valid_dir), ("candidate_test", candidate.test_dir),
                             ("baseline_test", baseline.test_dir if baseline else None),
                             ("champion_test", judged_champion.test_dir if judged_champion else None)):
@@ -335,7 +441,8 @@ def verify(blessing: Blessing, locations: Mapping[str, str] | None = None) -> No
     """Check that ``blessing`` still holds; BlessingInvalid (one line naming the file or check) otherwise.
 
     1. Every bound file is read again (from ``locations[role]`` when given: where a pipeline's task received its
-       copy; else the directory the gate read) and its sha256 compared with the blessing's.
+       copy; else the directory the gate read) and its sha256 compared with the blessing's; every evaluation
+       must have measured the bound model of its role, on its split, all on the candidate's test data.
     2. Every check is derived again from those files and the blessing's GateConfig; each must come out as the
        blessing states it, and ``blessed`` must be exactly "every check passed".
     """
@@ -357,6 +464,19 @@ def verify(blessing: Blessing, locations: Mapping[str, str] | None = None) -> No
                     f"{(actual or 'missing')[:12]}..., the blessing's {digest[:12]}...; re-run the gate")
     if "candidate_model" not in dirs or "candidate_test" not in dirs:
         raise BlessingInvalid("blessing binds no candidate model or test evaluation; re-run the gate")
+    today = None
+    for evaluation_role, model_role, split in MEASURED_BY:
+        if evaluation_role not in dirs:
+            continue
+        if model_role not in dirs:
+            raise BlessingInvalid(f"blessing binds {evaluation_role} but not the model it measured ({model_role}); "
+                                  "re-run the gate")
+        try:
+            found = check_measured(dirs[evaluation_role], model_role.removesuffix("_model"), split,
+                                   weights_sha256(dirs[model_role]), today)
+        except EvaluationMismatch as exc:
+            raise BlessingInvalid(str(exc)) from None
+        today = today or found
     try:
         config = from_dict(GateConfig, dict(blessing.config))
     except ConfigError as exc:

@@ -43,12 +43,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from core import contract, rundir, storage
-from core.configs import ConfigError
+from core.configs import ConfigError, from_dict, to_dict
 from core.lineage import code_version
-from release.gate import BlessingInvalid, verify
+from release.gate import BlessingInvalid, GateConfig, verify, weights_sha256
 from release.records import Blessing, ChampionRef
 
 POINTER = "champion.json"
+POLICY = "policy.json"  # <registry>/<model-name>/policy.json: the release policy every push of that model is held to
 VERSION_KIND = contract.REGISTRY_VERSION_KIND
 # Files the push writes into a version next to the model's own files.
 REGISTRY_FILES = (contract.METRICS, contract.PER_USER, contract.BLESSING, contract.LINEAGE)
@@ -64,6 +65,14 @@ class ChampionChanged(RuntimeError):
 
 class VersionConflict(RuntimeError):
     """The version already exists in the registry and holds a different model."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a blessing must have been judged by: the pipeline's configuration, never the blessing's own."""
+
+    gate: GateConfig = GateConfig()  # thresholds and bootstrap settings the checks are derived with
+    baseline: str | None = None  # the variant every candidate must be compared with (None: none required)
 
 
 @dataclass(frozen=True)
@@ -180,6 +189,60 @@ def read_pointer(registry: str, model_name: str) -> tuple[dict | None, storage.G
     if not isinstance(pointer, dict) or not isinstance(pointer.get("version"), str):
         raise ConfigError(f"{uri}: the champion pointer has no version; restore it or remove it")
     return pointer, generation if generation is not None else int(pointer.get("sequence", 0))
+
+
+def record_policy(registry: str, model_name: str, policy: Policy) -> None:
+    """Record the release policy of ``model_name`` with the registry: pushes without one of their own use it."""
+    storage.write_json(storage.join(model_uri(registry, model_name), POLICY),
+                       {"gate": to_dict(policy.gate), "baseline": policy.baseline})
+
+
+def read_policy(registry: str, model_name: str) -> Policy | None:
+    """The policy recorded with the registry (None when none is)."""
+    uri = storage.join(model_uri(registry, model_name), POLICY)
+    if not storage.is_file(uri):
+        return None
+    data = storage.read_json(uri)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{uri}: not a release policy (expected an object with gate and baseline)")
+    return Policy(from_dict(GateConfig, data.get("gate") or {}), data.get("baseline"))
+
+
+def _check_policy(blessing: Blessing, policy: Policy) -> None:
+    """BlessingInvalid unless the blessing was judged by exactly ``policy``."""
+    try:
+        judged_by = from_dict(GateConfig, dict(blessing.config))
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise BlessingInvalid(f"blessing config: {exc}") from None
+    if judged_by != policy.gate:
+        differs = sorted(k for k, v in to_dict(policy.gate).items() if to_dict(judged_by).get(k) != v)
+        raise BlessingInvalid(f"blessing was judged by another policy than this push's ({', '.join(differs)} "
+                              "differ); the policy is the pipeline's configuration, not the blessing's: re-run the gate")
+    if policy.baseline is not None:
+        runs = blessing.variants if isinstance(blessing.variants, Mapping) else {}
+        record = runs.get(blessing.baseline) if isinstance(blessing.baseline, str) else None
+        variant = record.get("variant") if isinstance(record, Mapping) else None
+        if policy.baseline not in (blessing.baseline, variant):
+            raise BlessingInvalid(f"blessing was compared with baseline {blessing.baseline!r}, the policy's is "
+                                  f"{policy.baseline!r}; re-run the gate with --baseline {policy.baseline}")
+
+
+def _check_champion_claim(blessing: Blessing, registry: str, model_name: str, staged: Mapping[str, str]) -> None:
+    """The blessing's champion (or its claim that there is none) is the one the registry's pointer names at the
+    generation the blessing records, and the champion model it bound is that version's model.pt."""
+    pointer, generation = read_pointer(registry, model_name)
+    if generation != blessing.champion_generation:
+        return  # moved since the gate: the pointer's compare-and-swap refuses the push (or finds it already done)
+    claimed = (blessing.champion or {}).get("version") if isinstance(blessing.champion, Mapping) else None
+    actual = pointer.get("version") if pointer else None
+    if claimed != actual:
+        raise BlessingInvalid(f"blessing says the champion is {claimed!r} but the registry's pointer at generation "
+                              f"{generation} names {actual!r}; re-run the gate")
+    if actual is not None:
+        champion = read_champion(registry, model_name)
+        if "champion_model" not in staged or weights_sha256(staged["champion_model"]) != weights_sha256(champion.uri):
+            raise BlessingInvalid(f"blessing's champion model is not the model.pt of {actual} in the registry; "
+                                  "re-run the gate")
 
 
 def read_champion(registry: str, model_name: str = "interest") -> ChampionRef | None:
@@ -324,6 +387,15 @@ def _write_version(target: str, model: rundir.Complete, evaluation: rundir.Compl
                             blessing_sha256=hashlib.sha256(json.dumps(blessing.to_json()).encode()).hexdigest())
 
 
+def _check_data(evaluation_dir: str, data_dir: str) -> None:
+    """The candidate's test evaluation (and so every evaluation verify bound to it) measured ``data_dir``."""
+    today = rundir.open_complete(data_dir, contract.DATA_KIND).content_digest
+    found = contract.read_json(evaluation_dir, contract.METRICS)[contract.MEASURED_KEY]["data_digest"]
+    if found != today:
+        raise BlessingInvalid(f"the blessing's evaluations measured data {str(found)[:12]}..., not {data_dir} "
+                              f"({today[:12]}...); re-run the gate on this data")
+
+
 def _stage_inputs(blessing: Blessing, locations: Mapping[str, str], private: str) -> tuple[dict, dict]:
     """Every directory the blessing binds, copied once into ``private`` (core.rundir.stage_copy: the copy is
     checked against its own marker); a directory that cannot be copied whole refuses the blessing. Returns
@@ -343,8 +415,13 @@ def _stage_inputs(blessing: Blessing, locations: Mapping[str, str], private: str
 
 def push(blessing: Blessing | Mapping[str, Any], registry: str, model_name: str = "interest",
          version: str | None = None, model_dir: str | None = None, eval_dir: str | None = None,
-         data_dir: str | None = None, locations: Mapping[str, str] | None = None) -> PushResult:
+         data_dir: str | None = None, locations: Mapping[str, str] | None = None,
+         policy: Policy | None = None) -> PushResult:
     """Verify the blessing, copy the blessed model into the registry as ``version`` and make it the champion.
+
+    ``policy`` (default: the one recorded with the registry, else ``Policy()``) is what the blessing must have
+    been judged by; its champion, or its claim that there is none, must be the pointer's at the generation it
+    records; with ``data_dir`` every evaluation must have measured that data.
 
     ``model_dir`` and ``eval_dir`` (the test split's evaluation) default to the blessing's candidate; with
     ``locations`` (blessing input role -> directory) they and the other judged evaluations are read from where a
@@ -373,11 +450,15 @@ def push(blessing: Blessing | Mapping[str, Any], registry: str, model_name: str 
     previous = current.get("version") if current else None
     if not blessing.blessed:
         return PushResult("not_blessed", model_name, version or "", "", previous)
-    if "candidate_model" not in blessing.inputs or "candidate_test" not in blessing.inputs:
+    _check_policy(blessing, policy or read_policy(registry, model_name) or Policy())
+    if not isinstance(blessing.inputs, Mapping) or not {"candidate_model", "candidate_test"} <= set(blessing.inputs):
         raise BlessingInvalid("blessing binds no candidate model or test evaluation; re-run the gate")
     with tempfile.TemporaryDirectory(prefix="interest-push-") as private:
         staged, sources = _stage_inputs(blessing, locations, private)
         verify(blessing, staged)  # nothing is written unless the blessing holds for the staged bytes
+        _check_champion_claim(blessing, registry, model_name, staged)
+        if data_dir is not None:
+            _check_data(staged["candidate_test"], data_dir)
         model = rundir.open_complete(staged["candidate_model"])
         evaluation = rundir.open_complete(staged["candidate_test"])
         for name in (contract.METRICS, contract.PER_USER):  # the next gate compares against (and bootstraps over)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import io
 import time
 from dataclasses import dataclass
@@ -134,6 +135,7 @@ class LoadedModel:
     model: InterestModel
     vocab: dict  # vocab.json: the item ids of its indices 1..N
     lineage: dict  # lineage.json (empty for models exported before it existed)
+    sha256: str  # of the model.pt bytes these weights were loaded from (what an evaluation names as measured)
 
 
 def load_model(model_dir: str, device: torch.device) -> LoadedModel:
@@ -146,7 +148,8 @@ def load_model(model_dir: str, device: torch.device) -> LoadedModel:
     data = storage.read_bytes(model_files.path(contract.WEIGHTS))
     model.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
     lineage = model_files.optional_path(contract.LINEAGE)
-    return LoadedModel(model.to(device), vocab, storage.read_json(lineage) if lineage else {})
+    return LoadedModel(model.to(device), vocab, storage.read_json(lineage) if lineage else {},
+                       hashlib.sha256(data).hexdigest())
 
 
 def evaluate(model_dir: str, data_dir: str, split: str = "test", output_dir: str | None = None,
@@ -176,11 +179,13 @@ def evaluate(model_dir: str, data_dir: str, split: str = "test", output_dir: str
         per_user, metrics = evaluate_model(model, eval_set, batch_size, device, bf16=device.type == "cuda",
                                            catalogue=catalogue)
         seconds = time.perf_counter() - started
+        measured = {"model_sha256": loaded.sha256, "data_digest": seqs.lineage["dir_digest"], "split": split,
+                    "protocol": metrics["protocol"], "items": seqs.num_items}
         metrics.update(params=model.num_parameters(), users_per_second=len(eval_set) / seconds if seconds else 0.0,
-                       split=split)
+                       split=split, **{contract.MEASURED_KEY: measured})
         if staging is not None:
             columns = {"user_id": eval_set.user_id, "user_index": eval_set.user_index.numpy()}
             columns.update({k: v.numpy() for k, v in per_user.items() if k != TOP_ITEMS})
-            contract.write_per_user(staging.join(contract.PER_USER), columns)
+            contract.write_per_user(staging.join(contract.PER_USER), columns, measured)
             storage.write_json(staging.join(contract.METRICS), metrics)
     return metrics

@@ -19,7 +19,14 @@ from pipelines.cli import main
 from release import registry
 from release.gate import BlessingInvalid
 from release.records import Blessing
-from tests.support.fake_artifacts import blessing_for, write_run
+from tests.support.fake_artifacts import (
+    LENIENT,
+    LENIENT_POLICY,
+    STRICT,
+    blessing_for,
+    policy_flags,
+    write_run,
+)
 
 
 def write_blessing(path: Path, blessing: Blessing | dict) -> str:
@@ -35,7 +42,7 @@ def test_weights_retrained_after_the_gate_are_refused(tmp_path, capsys):
         for name in ("model_config.json", "train_config.json", "vocab.json", "summary.json"):
             storage.copy_file(f"{model_dir}/{name}", staging.join(name))
         storage.write_bytes(staging.join("model.pt"), b"other weights")
-    assert main(["push", "--blessing", blessing, "--registry", str(tmp_path / "registry")]) == 3
+    assert main(["push", "--blessing", blessing, "--registry", str(tmp_path / "registry"), *policy_flags(LENIENT)]) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "model.pt (candidate_model) is not the file the gate judged" in err[0]
     assert not (tmp_path / "registry").exists()
@@ -47,7 +54,7 @@ def test_a_test_evaluation_changed_after_the_gate_is_refused(tmp_path):
     _, other_eval = write_run(tmp_path, "other", seed=7, hit_rate=0.9)
     rundir.copy_complete(other_eval, str(tmp_path / "swapped"))
     with pytest.raises(BlessingInvalid, match="metrics.json \\(candidate_test\\)"):
-        registry.push(blessing, str(tmp_path / "registry"), locations={"candidate_test": str(tmp_path / "swapped")})
+        registry.push(blessing, str(tmp_path / "registry"), locations={"candidate_test": str(tmp_path / "swapped")}, policy=LENIENT_POLICY)
     assert not (tmp_path / "registry").exists()
 
 
@@ -55,12 +62,12 @@ def test_a_verdict_edited_by_hand_is_refused(tmp_path, capsys):
     model_dir, eval_dir = write_run(tmp_path, "m", seed=1)
     refused = blessing_for(model_dir, eval_dir, blessed=False).to_json()
     forged = write_blessing(tmp_path / "forged.json", {**refused, "blessed": True})
-    assert main(["push", "--blessing", forged, "--registry", str(tmp_path / "registry")]) == 3
+    assert main(["push", "--blessing", forged, "--registry", str(tmp_path / "registry"), *policy_flags(STRICT)]) == 3
     assert "verdict does not follow from the checks: blessed=True but min_recall@10" in capsys.readouterr().err
     # Flipping the failed check to "pass" as well does not help: each check is derived again from the files.
     checks = [{**c, "passed": True} for c in refused["checks"]]
     forged = write_blessing(tmp_path / "forged2.json", {**refused, "blessed": True, "checks": checks})
-    assert main(["push", "--blessing", forged, "--registry", str(tmp_path / "registry")]) == 3
+    assert main(["push", "--blessing", forged, "--registry", str(tmp_path / "registry"), *policy_flags(STRICT)]) == 3
     assert "check min_recall@10: the blessing says pass" in capsys.readouterr().err
     assert not (tmp_path / "registry").exists()
 
@@ -76,7 +83,7 @@ def test_a_document_that_is_not_a_blessing_is_a_clear_error(tmp_path, capsys):
 def _push_same_version(barrier, results, root, model_dir, eval_dir):
     barrier.wait(timeout=60)
     try:
-        results.put((model_dir, registry.push(blessing_for(model_dir, eval_dir), root, version="v1").outcome))
+        results.put((model_dir, registry.push(blessing_for(model_dir, eval_dir), root, version="v1", policy=LENIENT_POLICY).outcome))
     except rundir.OutputLocked as exc:
         results.put((model_dir, f"locked: {exc}"))
     except registry.VersionConflict as exc:
@@ -112,7 +119,7 @@ def test_two_pushes_to_one_version_on_gcs_never_mix(flaky_gcs, gcs_bucket, tmp_p
     def push(model_dir, eval_dir):
         barrier.wait(timeout=60)
         try:
-            outcomes[model_dir] = registry.push(blessing_for(model_dir, eval_dir), root, version="v1").outcome
+            outcomes[model_dir] = registry.push(blessing_for(model_dir, eval_dir), root, version="v1", policy=LENIENT_POLICY).outcome
         except (rundir.OutputLocked, registry.VersionConflict, registry.ChampionChanged) as exc:
             outcomes[model_dir] = type(exc).__name__
 
@@ -139,7 +146,7 @@ def _push_and_die(root, model_dir, eval_dir, blessing_json):
             os.kill(os.getpid(), signal.SIGKILL)
 
     storage.copy_file = copy_then_die
-    registry.push(Blessing.from_json(json.loads(blessing_json)), root, version="v1")
+    registry.push(Blessing.from_json(json.loads(blessing_json)), root, version="v1", policy=LENIENT_POLICY)
 
 
 def test_a_push_killed_half_way_is_never_served_and_the_rerun_completes_it(tmp_path):
@@ -153,7 +160,7 @@ def test_a_push_killed_half_way_is_never_served_and_the_rerun_completes_it(tmp_p
     assert child.exitcode == -signal.SIGKILL
     assert registry.list_versions(root) == [{"version": "v1", "status": "incomplete", "champion": False}]
     assert registry.read_champion(root) is None  # the pointer never names an incomplete version
-    result = registry.push(blessing, root, version="v1")
+    result = registry.push(blessing, root, version="v1", policy=LENIENT_POLICY)
     assert result.outcome == "pushed"
     assert registry.list_versions(root) == [{"version": "v1", "status": "complete", "champion": True}]
     rundir.open_complete(f"{root}/interest/v1")
@@ -165,7 +172,7 @@ def test_the_champion_is_found_from_any_working_directory(tmp_path, monkeypatch)
     model_dir, eval_dir = write_run(tmp_path, "m", seed=1)
     (tmp_path / "ops").mkdir()
     monkeypatch.chdir(tmp_path / "ops")
-    registry.push(blessing_for(model_dir, eval_dir), "../registry", version="v1")
+    registry.push(blessing_for(model_dir, eval_dir), "../registry", version="v1", policy=LENIENT_POLICY)
     pointer = json.loads((tmp_path / "registry" / "interest" / "champion.json").read_text())
     assert pointer["path"] == "interest/v1" and "uri" not in pointer
     monkeypatch.chdir(tmp_path / "m")
@@ -182,14 +189,14 @@ def test_a_symlinked_version_inside_the_registry_is_not_followed(tmp_path):
     (root / "interest" / "v1").symlink_to(outside, target_is_directory=True)
     model_dir, eval_dir = write_run(tmp_path, "m", seed=1)
     with pytest.raises(Exception, match="symbolic link"):
-        registry.push(blessing_for(model_dir, eval_dir), str(root), version="v1")
+        registry.push(blessing_for(model_dir, eval_dir), str(root), version="v1", policy=LENIENT_POLICY)
     assert list(outside.iterdir()) == []  # nothing written outside the registry's root
 
 
 def test_a_pointer_edited_to_leave_the_registry_is_refused(tmp_path):
     model_dir, eval_dir = write_run(tmp_path, "m", seed=1)
     root = tmp_path / "registry"
-    registry.push(blessing_for(model_dir, eval_dir), str(root), version="v1")
+    registry.push(blessing_for(model_dir, eval_dir), str(root), version="v1", policy=LENIENT_POLICY)
     pointer_file = root / "interest" / "champion.json"
     pointer = json.loads(pointer_file.read_text())
     for bad in ("../../outside/v1", "/etc/v1", "interest/../../v1"):
@@ -201,7 +208,7 @@ def test_a_pointer_edited_to_leave_the_registry_is_refused(tmp_path):
 def test_a_corrupt_champion_pointer_is_one_clear_line(tmp_path, capsys):
     model_dir, eval_dir = write_run(tmp_path, "m", seed=1)
     root = tmp_path / "registry"
-    registry.push(blessing_for(model_dir, eval_dir), str(root), version="v1")
+    registry.push(blessing_for(model_dir, eval_dir), str(root), version="v1", policy=LENIENT_POLICY)
     (root / "interest" / "champion.json").write_text('{"version": "v1", "path": "interest/v')
     assert main(["registry", "list", "--registry", str(root)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -235,7 +242,7 @@ def test_a_model_swapped_during_the_push_never_ships(tmp_path):
         for attempt in range(12):
             root = str(tmp_path / f"registry-{attempt}")
             try:
-                result = registry.push(blessing, root)
+                result = registry.push(blessing, root, policy=LENIENT_POLICY)
             except BlessingInvalid:
                 outcomes.append("refused")
                 continue
@@ -255,7 +262,7 @@ def test_a_model_swapped_during_the_push_never_ships(tmp_path):
 def test_a_version_or_model_named_like_the_pointer_is_refused(tmp_path, name):
     model_dir, eval_dir = write_run(tmp_path, "m", seed=1)
     with pytest.raises(ConfigError, match="the name of the registry's champion pointer"):
-        registry.push(blessing_for(model_dir, eval_dir), str(tmp_path / "registry"), version=name)
+        registry.push(blessing_for(model_dir, eval_dir), str(tmp_path / "registry"), version=name, policy=LENIENT_POLICY)
     with pytest.raises(ConfigError, match="the name of the registry's champion pointer"):
-        registry.push(blessing_for(model_dir, eval_dir), str(tmp_path / "registry"), model_name=name)
+        registry.push(blessing_for(model_dir, eval_dir), str(tmp_path / "registry"), model_name=name, policy=LENIENT_POLICY)
     assert not (tmp_path / "registry").exists()
