@@ -494,8 +494,10 @@ def _publish_remote(staging: Staging, target: str, carry: Sequence[str], marker_
         storage.write_if_generation(storage.join(target, MARKER), json.dumps(manifest, indent=2).encode(),
                                     marker_generation)
     except storage.GenerationMismatch:
-        raise OutputLocked(f"{target} was published by another run while this one was writing it (its lock "
-                           "lease expired?); nothing of this run was published") from None
+        # Our own write may have landed with its answer lost (then retried): the marker names our version.
+        if (read_marker(target) or {}).get("root") != version:
+            raise OutputLocked(f"{target} was published by another run while this one was writing it (its lock "
+                               "lease expired?); nothing of this run was published") from None
     keep = {version, (previous or {}).get("root")}  # readers of the previous version may still be reading it
     _delete_versions(target, keep)
 
