@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import contract, rundir, storage
+from core import contract, rundir
 from pipelines import cli
 from release import registry
 from release.gate import BlessingInvalid, EvaluationMismatch, GateConfig, decide
