@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from typing import Any
 
 import numpy as np
 
 from core import rundir, storage
+from core.configs import ConfigError
 
 # --- preprocessed data directory (preprocess -> train, evaluate, push) ---
 DATA_KIND = "preprocessed-data"
@@ -68,6 +70,24 @@ def read_optional_json(directory: str | None, name: str) -> Any | None:
         return None
     uri = rundir.open_complete(directory).optional_path(name)
     return storage.read_json(uri) if uri else None
+
+
+# torch.save stores an archive's members uncompressed, so they add up to about the file's own size; an archive that
+# expands by more than this factor (a zip bomb in place of model.pt) is refused before torch.load allocates it.
+MAX_WEIGHTS_EXPANSION = 1.5
+
+
+def check_weights_archive(data: bytes, where: str) -> None:
+    """ConfigError unless ``data`` is a zip archive whose members expand to at most MAX_WEIGHTS_EXPANSION times
+    its size (torch.load's format); checked from the archive's directory, before anything is decompressed."""
+    try:
+        members = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except zipfile.BadZipFile:
+        raise ConfigError(f"{where}: not a torch.save archive (a zip file)") from None
+    expanded = sum(member.file_size for member in members)
+    if expanded > MAX_WEIGHTS_EXPANSION * len(data) + 4096:
+        raise ConfigError(f"{where}: its members expand to {expanded:,} bytes from {len(data):,} (more than "
+                          f"{MAX_WEIGHTS_EXPANSION}x: torch.save never compresses); refused before loading it")
 
 
 def write_per_user(path: str, columns: dict[str, Any], measured: dict[str, Any] | None = None) -> None:

@@ -39,6 +39,7 @@ from core import contract, rundir, storage
 from core.configs import ConfigError, check_literals, from_dict, require, to_dict
 from release.records import METRIC, Blessing, ChampionRef, Check, Variant, by_group, finite_or_none, number
 
+MAX_RESAMPLES = 1_000_000  # bootstrap resamples a config (or a blessing read back) may ask for
 # Candidate test metrics that must be present and finite.
 REQUIRED_METRICS = (METRIC, "ndcg@10", "mrr", "user_norm_mean")
 # The files of each judged directory whose digests a blessing binds.
@@ -85,8 +86,8 @@ class GateConfig:
         require(self.max_user_norm_mean > 0, "GateConfig.max_user_norm_mean", "must be > 0")
         for name in ("min_change_vs_champion", "min_change_vs_baseline"):
             require(getattr(self, name) >= -1.0, f"GateConfig.{name}", "must be >= -1 (a relative change)")
-        require(100 <= self.bootstrap_resamples <= 1_000_000, "GateConfig.bootstrap_resamples",
-                "must lie in [100, 1000000]")
+        require(100 <= self.bootstrap_resamples <= MAX_RESAMPLES, "GateConfig.bootstrap_resamples",
+                f"must lie in [100, {MAX_RESAMPLES}]")
         require(0.5 <= self.confidence < 1.0, "GateConfig.confidence", "must lie in [0.5, 1)")
         require(0.0 < self.min_user_overlap <= 1.0, "GateConfig.min_user_overlap", "must lie in (0, 1]")
 
@@ -153,6 +154,7 @@ def replicate_bootstrap(runs_a: Sequence[Mapping[str, np.ndarray]], runs_b: Sequ
     minus the mean over b's, over the users every run covers, paired by id; users are resampled, and one resample
     applies within every seed (they are the same people in each replicate's evaluation, so a user's seeds are never
     counted as several users). One run on each side is exactly ``paired_bootstrap``."""
+    require(1 <= resamples <= MAX_RESAMPLES, "resamples", f"must lie in [1, {MAX_RESAMPLES}], got {resamples}")
     runs = [*runs_a, *runs_b]
     key = "user_id" if all(_pairing_key(r) == "user_id" for r in runs) else "user_index"
     ids = [np.asarray(r[key]) for r in runs]

@@ -146,6 +146,7 @@ def load_model(model_dir: str, device: torch.device) -> LoadedModel:
     vocab = storage.read_json(model_files.path(contract.VOCAB))
     model = InterestModel(cfg, len(vocab["items"]))
     data = storage.read_bytes(model_files.path(contract.WEIGHTS))
+    contract.check_weights_archive(data, storage.join(model_dir, contract.WEIGHTS))
     model.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
     lineage = model_files.optional_path(contract.LINEAGE)
     return LoadedModel(model.to(device), vocab, storage.read_json(lineage) if lineage else {},
