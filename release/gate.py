@@ -446,7 +446,8 @@ def verify(blessing: Blessing, locations: Mapping[str, str] | None = None) -> No
        copy; else the directory the gate read) and its sha256 compared with the blessing's; every evaluation
        must have measured the bound model of its role, on its split, all on the candidate's test data.
     2. Every check is derived again from those files and the blessing's GateConfig; each must come out as the
-       blessing states it, and ``blessed`` must be exactly "every check passed".
+       blessing states it (value, threshold, verdict and reason), its candidate metrics must be the test
+       evaluation's, and ``blessed`` must be exactly "every check passed".
     """
     locations = dict(locations or {})
     dirs = {}
@@ -457,9 +458,12 @@ def verify(blessing: Blessing, locations: Mapping[str, str] | None = None) -> No
             complete = rundir.open_complete(directory)
         except rundir.IncompleteOutput as exc:
             raise BlessingInvalid(f"blessing input {role}: {exc}") from None
+        expected = set(MODEL_FILES if role.endswith("_model") else EVALUATION_FILES) & set(complete.files)
+        if set(bound["files"]) != expected:
+            raise BlessingInvalid(f"blessing input {role} binds {sorted(bound['files'])}, the gate binds "
+                                  f"{sorted(expected)}; re-run the gate")
         for name, digest in bound["files"].items():
-            uri = complete.optional_path(name)
-            actual = hashlib.sha256(storage.read_bytes(uri)).hexdigest() if uri else None
+            actual = complete.files[name]["sha256"]  # open_complete checked it against the file's bytes
             if actual != digest:
                 raise BlessingInvalid(
                     f"{storage.join(directory, name)} ({role}) is not the file the gate judged: its sha256 is "
@@ -498,11 +502,17 @@ def verify(blessing: Blessing, locations: Mapping[str, str] | None = None) -> No
         champion = evaluated(f"champion {blessing.champion.get('version')}", "champion_test")
         if champion is None:
             raise BlessingInvalid("blessing names a champion but binds no evaluation of it; re-run the gate")
+    if not _same_value(dict(blessing.candidate_metrics), {k: finite_or_none(v) for k, v in candidate.test.items()}):
+        raise BlessingInvalid("blessing's candidate_metrics are not its test evaluation's metrics.json; re-run the gate")
     recomputed = {c.name: c for c in gate_checks(candidate, baseline, champion, config)}
     stated = {c.name: c for c in blessing.checks}
     if set(stated) != set(recomputed):
         raise BlessingInvalid(f"blessing checks {sorted(stated)} are not the gate's {sorted(recomputed)}")
     for name, check in recomputed.items():
+        if (stated[name].reason, stated[name].threshold) != (check.reason, check.threshold):
+            raise BlessingInvalid(f"check {name}: the blessing says {stated[name].reason!r} (threshold "
+                                  f"{stated[name].threshold!r}) but its files give {check.reason!r} (threshold "
+                                  f"{check.threshold!r})")
         if stated[name].passed != check.passed or not _same_value(stated[name].value, check.value):
             raise BlessingInvalid(f"check {name}: the blessing says {'pass' if stated[name].passed else 'FAIL'} "
                                   f"({stated[name].value!r}) but its files give {'pass' if check.passed else 'FAIL'} "

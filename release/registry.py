@@ -233,11 +233,15 @@ def _check_champion_claim(blessing: Blessing, registry: str, model_name: str, st
     pointer, generation = read_pointer(registry, model_name)
     if generation != blessing.champion_generation:
         return  # moved since the gate: the pointer's compare-and-swap refuses the push (or finds it already done)
-    claimed = (blessing.champion or {}).get("version") if isinstance(blessing.champion, Mapping) else None
-    actual = pointer.get("version") if pointer else None
+    champion = blessing.champion or {}
+    claimed = (champion.get("version"), champion.get("path")) if blessing.champion is not None else None
+    actual = (pointer["version"], pointer.get("path") or version_path(model_name, pointer["version"])) if pointer \
+        else None
     if claimed != actual:
-        raise BlessingInvalid(f"blessing says the champion is {claimed!r} but the registry's pointer at generation "
-                              f"{generation} names {actual!r}; re-run the gate")
+        raise BlessingInvalid(f"blessing says the champion is {claimed and claimed[0]!r} ({claimed and claimed[1]}) "
+                              f"but the registry's pointer at generation {generation} names {actual and actual[0]!r} "
+                              f"({actual and actual[1]}); re-run the gate")
+    actual = actual and actual[0]
     if actual is not None:
         champion = read_champion(registry, model_name)
         if "champion_model" not in staged or weights_sha256(staged["champion_model"]) != weights_sha256(champion.uri):
