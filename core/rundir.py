@@ -21,8 +21,11 @@ Every stage that writes a directory (preprocess, the training export, evaluate, 
    ``<target>/_SUCCESS.json`` naming that prefix, conditional on the marker's generation at lock time; readers
    trust only what the marker lists, and the previous version stays readable until the next publish. A failed or
    killed run therefore leaves the previous complete output untouched.
-3. **Readers check completeness** (``open_complete``): the marker exists and every file it lists is present with
-   its size; ``IncompleteOutput`` (a ConfigError: exit 2) names the missing piece otherwise.
+3. **Readers verify** (``open_complete``): the marker exists, names no root but its own version, and every file
+   it lists is present, no symbolic link, with its size and sha256; ``IncompleteOutput`` (a ConfigError: exit 2)
+   names the missing or changed piece otherwise. (ML-1M: 37 ms for the 12 MB data directory, benchmarks/README.)
+4. **Writers replace only their own kind**: an output of another kind, or files no run published, are refused
+   (``OutputExists``, exit 2) unless the writer is asked to ``overwrite``.
 
 ``carry`` names entries of the current target that are working state rather than output (a trainer's
 ``checkpoints/`` and live ``tensorboard/``): they are moved into the staging directory just before publishing,
