@@ -159,3 +159,21 @@ def test_a_candidate_evaluated_on_a_subset_is_not_compared_with_a_full_data_cham
     assert not blessing.blessed
     for name in ("change_vs_champion", "bootstrap_vs_champion"):
         assert not checks[name].passed and "not comparable: 46 shared of 46 and 300 users" in checks[name].reason
+
+
+def test_a_blessing_without_the_policys_baseline_is_refused(tmp_path):
+    """The no-baseline claim: gated with no baseline (or another one) when the pipeline's policy names one."""
+    from tests.support.fake_artifacts import write_run
+
+    runs = {name: write_run(tmp_path, name, seed=seed, hit_rate=0.5 if name == "cand" else 0.3)
+            for seed, name in enumerate(("cand", "base", "other"))}
+    variants = [Variant.load(name, model, None, test) for name, (model, test) in runs.items()]
+    policy = registry.Policy(LENIENT, baseline="base")
+    for baseline in (None, "other"):
+        blessing = decide(variants, baseline, None, LENIENT)
+        assert blessing.blessed and blessing.candidate["name"] == "cand"
+        with pytest.raises(BlessingInvalid, match=f"compared with baseline {baseline!r}, the policy's is 'base'"):
+            registry.push(blessing, str(tmp_path / "registry"), policy=policy)
+    assert registry.read_champion(str(tmp_path / "registry")) is None
+    assert registry.push(decide(variants, "base", None, LENIENT), str(tmp_path / "registry"),
+                         policy=policy).outcome == "pushed"
