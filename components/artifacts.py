@@ -16,12 +16,12 @@ from core.contract import SPLITS, TENSORBOARD
 
 log = logging.getLogger(__name__)
 
-VARIANT_KEY = "variant"  # artifact metadata key naming the variant an artifact belongs to
-# Blessing input roles select_and_gate copies into its evidence artifact for the push (the candidate's own travel
-# as the candidate and candidate_evaluation artifacts).
-EVIDENCE_ROLES = ("baseline_model", "baseline_test", "champion_model", "champion_test")
-__all__ = ["EVIDENCE_ROLES", "SPLITS", "VARIANT_KEY", "by_variant", "finished_variants", "load_variants", "log_metrics",
-           "move_tensorboard", "numbers", "record_variant", "replicate_of", "run_root", "set_torch_threads"]
+# Artifact metadata keys of a train task's outputs and what follows them (docs/contracts.md):
+RUN_KEY = "run"  # the run's name (NAME-seedN, or the variant's name with the preset's seed)
+VARIANT_KEY = "variant"  # the variant (recipe) the run trains
+SEED_KEY = "seed"  # its TrainConfig.seed; -1: the preset's own
+__all__ = ["RUN_KEY", "SEED_KEY", "SPLITS", "VARIANT_KEY", "by_run", "finished_runs", "identity", "load_runs",
+           "log_metrics", "move_tensorboard", "numbers", "record_finished", "run_root", "set_torch_threads", "tag"]
 
 
 def numbers(values: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
@@ -49,35 +49,49 @@ def log_metrics(metrics, values: Mapping[str, Any], prefix: str = "") -> dict[st
     return logged
 
 
-def by_variant(artifacts: Iterable, kind: str) -> dict[str, Any]:
-    """Map the variant name in each artifact's metadata to the artifact (Collected lists come in any order)."""
+def identity(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """``{name, variant, seed}`` of a train task's artifact metadata (KFP may hand ints back as floats; seed -1: the
+    preset's own, None here). Artifacts written before runs had their own key held the run's name under
+    ``variant`` and the variant's under ``variant_name``; they read the same."""
+    if RUN_KEY in metadata:
+        name, variant = metadata[RUN_KEY], metadata.get(VARIANT_KEY)
+    else:
+        name, variant = metadata.get(VARIANT_KEY), metadata.get("variant_name")
+    seed = metadata.get(SEED_KEY)
+    seed = int(seed) if isinstance(seed, int | float) and seed >= 0 else None
+    return {"name": name or None, "variant": variant or name or None, "seed": seed}
+
+
+def tag(artifact, run: str, variant: str, seed: int | None) -> None:
+    """Name the run (and its variant and seed) an artifact belongs to in its metadata."""
+    artifact.metadata.update({RUN_KEY: run, VARIANT_KEY: variant, SEED_KEY: -1 if seed is None else seed})
+
+
+def by_run(artifacts: Iterable, kind: str) -> dict[str, Any]:
+    """Map the run named in each artifact's metadata to the artifact (Collected lists come in any order)."""
     found: dict[str, Any] = {}
     for artifact in artifacts:
-        name = artifact.metadata.get(VARIANT_KEY)
+        name = identity(artifact.metadata)["name"]
         if not name:
-            raise ValueError(f"{kind} artifact {artifact.uri} has no {VARIANT_KEY!r} in its metadata")
+            raise ValueError(f"{kind} artifact {artifact.uri} has no {RUN_KEY!r} in its metadata")
         if name in found:
-            raise ValueError(f"two {kind} artifacts for variant {name!r}: {found[name].uri} and {artifact.uri}")
+            raise ValueError(f"two {kind} artifacts for run {name!r}: {found[name].uri} and {artifact.uri}")
         found[name] = artifact
     return found
 
 
-def load_variants(models: Iterable, evaluations: Iterable) -> list:
-    """``release.records.Variant`` records of Collected model and evaluation artifacts."""
-    from release.records import Variant
+def load_runs(models: Iterable, evaluations: Iterable) -> list:
+    """``release.records.Run`` records of Collected model and evaluation artifacts."""
+    from release.records import Run
 
-    evaluation_dirs = {name: a.path for name, a in by_variant(evaluations, "evaluation").items()}
-    return [Variant.load(name, model.path, *(os.path.join(evaluation_dirs[name], split) for split in SPLITS),
-                         **replicate_of(model.metadata))
-            for name, model in by_variant(models, "model").items()]
-
-
-def replicate_of(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """``variant_name`` and ``seed`` of a train task's artifact metadata (KFP may hand ints back as floats; seed -1:
-    the preset's own)."""
-    seed = metadata.get("seed")
-    seed = int(seed) if isinstance(seed, int | float) and seed >= 0 else None
-    return {"variant_name": metadata.get("variant_name") or None, "seed": seed}
+    evaluation_dirs = {name: a.path for name, a in by_run(evaluations, "evaluation").items()}
+    runs = []
+    for name, model in by_run(models, "model").items():
+        valid_dir, test_dir = (os.path.join(evaluation_dirs[name], split) for split in SPLITS)
+        who = identity(model.metadata)
+        runs.append(Run.load(name=name, variant=who["variant"], seed=who["seed"], model_dir=model.path,
+                             valid_dir=valid_dir, test_dir=test_dir))
+    return runs
 
 
 def set_torch_threads(threads: int) -> None:
@@ -90,26 +104,28 @@ def set_torch_threads(threads: int) -> None:
         os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
-def move_tensorboard(model_dir: str, tensorboard_dir: str, variant: str) -> None:
+def move_tensorboard(model_dir: str, tensorboard_dir: str, run: str) -> None:
     """Move the trainer's ``tensorboard/`` out of the model artifact into the TensorBoard artifact, as
-    ``<tensorboard_dir>/<variant>/`` (so TensorBoard names the run after the variant, and the model artifact
-    that gets pushed to the registry stays free of logs)."""
+    ``<tensorboard_dir>/<run>/`` (so TensorBoard names its run after ours, and the model artifact that gets pushed
+    to the registry stays free of logs)."""
     source = os.path.join(model_dir, TENSORBOARD)
     if not os.path.isdir(source):
         raise FileNotFoundError(f"training wrote no TensorBoard logs: {source} is missing")
     os.makedirs(tensorboard_dir, exist_ok=True)
-    shutil.move(source, os.path.join(tensorboard_dir, variant))
+    shutil.move(source, os.path.join(tensorboard_dir, run))
 
 
 # ------------------------------------------------------------------------ the run's own place in the pipeline root
 # Artifact URIs change with every attempt and are only known to the tasks that receive them; what must outlive a
 # task (a retried train task's checkpoints) or be found without the KFP API (the exit task's record, TensorBoard
 # over every variant) lives at <pipeline root>/runs/<run id>/ instead:
-#   checkpoints/<variant>/   resumable training state (TrainJob.checkpoint_dir)
-#   tensorboard/<variant>/   each variant's TensorBoard logs (`interest tensorboard --kubeflow RUN` serves them)
-#   variants/<variant>.json  a finished variant's model and evaluation artifact URIs (written by evaluate)
-#   run.json, run.md         the run's final status and its finished variants (the exit handler's task)
+# (a pipeline run's id; each trained model in it is a "run" named NAME or NAME-seedN):
+#   checkpoints/<run>/   resumable training state (TrainJob.checkpoint_dir)
+#   tensorboard/<run>/   each run's TensorBoard logs (`interest tensorboard --kubeflow RUN_ID` serves them)
+#   finished/<run>.json  a finished run's name, variant, seed, model and evaluation artifact URIs (by evaluate)
+#   run.json, run.md     the pipeline run's final status and its finished runs (the exit handler's task)
 RUNS = "runs"
+FINISHED = "finished"
 
 
 def run_root(pipeline_root: str, run_id: str) -> str:
@@ -125,30 +141,31 @@ def run_root(pipeline_root: str, run_id: str) -> str:
     return storage.join(pipeline_root, RUNS, run_id)
 
 
-def record_variant(root: str, variant: str, model_uri: str, evaluation_uri: str) -> str:
-    """Note that ``variant`` finished (trained and evaluated), with its artifacts' URIs; returns the record's URI."""
+def record_finished(root: str, run: str, variant: str, seed: int | None, model_uri: str, evaluation_uri: str) -> str:
+    """Note that ``run`` finished (trained and evaluated), with its artifacts' URIs; returns the record's URI."""
     from core import storage
 
-    uri = storage.join(root, "variants", f"{variant}.json")
-    storage.write_json(uri, {"variant": variant, "model": model_uri, "evaluation": evaluation_uri})
+    uri = storage.join(root, FINISHED, f"{run}.json")
+    storage.write_json(uri, {"run": run, "variant": variant, "seed": seed, "model": model_uri,
+                             "evaluation": evaluation_uri})
     return uri
 
 
-def finished_variants(root: str) -> dict[str, dict[str, Any]]:
-    """Every variant ``record_variant`` noted below ``root``: name -> {model, evaluation, valid, test} with the
-    validation and test metrics read back; a variant whose evaluation is not readable (its upload failed) is left
-    out with a warning."""
-    from core import contract, storage
+def finished_runs(root: str) -> list:
+    """``release.records.Run`` records of every run ``record_finished`` noted below ``root``, read back from its
+    model and evaluation artifacts; a run whose artifacts are not readable (an upload failed) is left out with a
+    warning."""
+    from core import storage
     from core.configs import ConfigError
+    from release.records import Run
 
-    found = {}
-    for uri in storage.list_files(storage.join(root, "variants")):
+    found = []
+    for uri in storage.list_files(storage.join(root, FINISHED)):
         record = storage.read_json(uri)
+        valid_dir, test_dir = (storage.join(record["evaluation"], split) for split in SPLITS)
         try:
-            metrics = {split: contract.read_json(storage.join(record["evaluation"], split), contract.METRICS)
-                       for split in SPLITS}
+            found.append(Run.load(name=record["run"], variant=record["variant"], seed=record["seed"],
+                                  model_dir=record["model"], valid_dir=valid_dir, test_dir=test_dir))
         except (ConfigError, OSError) as exc:  # IncompleteOutput is a ConfigError
-            log.warning("variant %s finished but its evaluation cannot be read: %s", record["variant"], exc)
-            continue
-        found[record["variant"]] = {**record, **metrics}
+            log.warning("run %s finished but its artifacts cannot be read: %s", record["run"], exc)
     return found

@@ -14,7 +14,7 @@ def evaluate_champion(
     torch_threads: int,
     champion_evaluation: Output[Artifact],
 ):
-    """Reads the champion pointer once and writes ``champion.json`` (the ``release.records.ChampionRef`` the gate
+    """Reads the champion pointer once and writes ``champion_ref.json`` (the ``release.records.ChampionRef`` the gate
     judges against and whose generation the push compares, or ``null`` when there is none yet) and, for a
     champion, ``valid/`` and ``test/`` evaluations of it on this run's data (items matched by id; see
     trainer.evaluate), so the gate pairs the same users."""
@@ -24,6 +24,7 @@ def evaluate_champion(
 
     from components.artifacts import SPLITS, set_torch_threads
     from components.events import Task
+    from core.contract import CHAMPION_REF
     from release.registry import read_champion
     from trainer.evaluate import evaluate
 
@@ -34,7 +35,7 @@ def evaluate_champion(
     if champion is not None:
         for split in SPLITS:
             evaluate(champion.uri, data.path, split, os.path.join(champion_evaluation.path, split))
-    with open(os.path.join(champion_evaluation.path, "champion.json"), "w") as f:
+    with open(os.path.join(champion_evaluation.path, CHAMPION_REF), "w") as f:
         json.dump({"champion": dataclasses.asdict(champion) if champion else None}, f, indent=2)
     champion_evaluation.metadata["champion"] = champion.version if champion else ""
     task.done(f"champion {champion.version}" if champion else "no production champion yet")

@@ -16,17 +16,16 @@ def push(
     registry: str,
     model_name: str,
     gate_config: dict,
-    baseline_preset: str,
+    baseline: str,
 ) -> str:
     """Runs only on a blessing: verifies it against the copies this task received (every judged file's sha256,
     the verdict re-derived), copies the model with its test metrics, blessing and lineage into the registry and
     moves the champion pointer (refused if another run moved it since the champion was read: re-gate). The
-    blessing must have been judged by this pipeline's ``gate_config`` and ``baseline_preset`` (its policy), not
+    blessing must have been judged by this pipeline's ``gate_config`` and ``baseline`` (its policy), not
     by a config of its own. Returns the version's URI."""
     import json
     import os
 
-    from components.artifacts import EVIDENCE_ROLES
     from components.events import Task
     from core.configs import from_dict
     from release.gate import GateConfig
@@ -39,9 +38,9 @@ def push(
         decision = Blessing.from_json(json.load(f), blessing.path)
     locations = {"candidate_model": candidate.path,
                  **{f"candidate_{split}": os.path.join(candidate_evaluation.path, split) for split in ("valid", "test")},
-                 **{role: os.path.join(evidence.path, role) for role in EVIDENCE_ROLES
-                    if os.path.isdir(os.path.join(evidence.path, role))}}
-    policy = Policy(from_dict(GateConfig, gate_config), baseline_preset or None)
+                 **{role: os.path.join(evidence.path, role)
+                    for role in (os.listdir(evidence.path) if os.path.isdir(evidence.path) else [])}}
+    policy = Policy(from_dict(GateConfig, gate_config), baseline or None)
     result = push_version(decision, registry, model_name, locations=locations, data_dir=data.path, policy=policy)
     print(f"push: {result.outcome} {result.uri} (previous champion: {result.previous_version})")
     task.done(f"{result.outcome} {result.uri}")

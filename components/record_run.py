@@ -1,4 +1,4 @@
-"""Component: the exit handler's task: record how the run ended, and what every finished variant reached."""
+"""Component: the exit handler's task: record how the pipeline run ended, and what every finished run reached."""
 
 from kfp import dsl
 from kfp.dsl import Markdown, Output
@@ -11,41 +11,44 @@ def record_run(
     status: dsl.PipelineTaskFinalStatus,
     pipeline_root: str,
     run_id: str,
-    baseline_preset: str,
+    baseline: str,
+    gate_config: dict,
     summary: Output[Markdown],
 ):
-    """Runs last, whether the run succeeded, failed or was cancelled (``dsl.ExitHandler``). Writes ``run.json``
-    (state, error, finished variants with their validation and test metrics) and ``run.md`` to the run's own place
-    (components.artifacts.run_root), and the same Markdown as this task's artifact for the KFP UI: when one variant
-    failed for good, the gate and the report never ran, and this is where the others' results are found."""
+    """Runs last, whether the pipeline run succeeded, failed or was cancelled (``dsl.ExitHandler``). Writes
+    ``run.json`` (state, error, finished runs with their variant, seed, validation and test metrics) and ``run.md``
+    (the finished variants compared with the ``baseline`` variant: the report's ``release.comparison`` table, with
+    the bootstrap settings of ``gate_config``) to the pipeline run's own place (components.artifacts.run_root),
+    and the same Markdown as this task's artifact for the KFP UI: when one run failed for good, the gate and the
+    report never ran, and this is where the others' results are found."""
     import json
     from datetime import UTC, datetime
 
-    from components.artifacts import finished_variants, run_root
-    from core import storage
+    from components.artifacts import finished_runs, run_root
+    from core import contract, storage
+    from release.comparison import Bootstrap, Comparison, summary_table
 
     root = run_root(pipeline_root, run_id)
-    variants = finished_variants(root)
+    runs = finished_runs(root)
     record = {"state": status.state, "pipeline_job": status.pipeline_job_resource_name,
               "error": {"code": status.error_code, "message": status.error_message} if status.error_code else None,
               "finished_at": datetime.now(UTC).isoformat(timespec="seconds"), "run_root": root,
-              "variants": variants}
-    base = variants.get(baseline_preset, {}).get("test", {}).get("recall@10")
+              "runs": {r.name: {"variant": r.variant, "seed": r.seed, "valid": dict(r.valid), "test": dict(r.test)}
+                       for r in runs}}
     lines = [f"# Run {run_id}: {status.state}", ""]
     if record["error"]:
         lines += [f"Error: {status.error_message}", ""]
-    lines += [f"{len(variants)} variant(s) finished (trained and evaluated).", "",
-              "| variant | valid Recall@10 | test Recall@10 | test NDCG@10 | vs baseline |", "|---|---:|---:|---:|---:|"]
-    for name, v in sorted(variants.items(), key=lambda item: -item[1]["valid"].get("recall@10", 0.0)):
-        test = v["test"].get("recall@10")
-        change = f"{(test / base - 1) * 100:+.1f}%" if base and test is not None else "-"
-        lines.append(f"| {name} | {v['valid'].get('recall@10', float('nan')):.4f} | "
-                     f"{test if test is not None else float('nan'):.4f} | {v['test'].get('ndcg@10', float('nan')):.4f} "
-                     f"| {change} |")
+    lines += [f"{len(runs)} run(s) finished (trained and evaluated).", ""]
+    if runs:
+        comparison = Comparison.of(runs, baseline, Bootstrap.of(gate_config)).to_json()
+        comparison["variants"].sort(key=lambda v: -(v["valid_recall@10"]["mean"] or 0.0))  # best first
+        header, rows = summary_table(comparison)
+        lines += ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2),
+                  *("| " + " | ".join(row) + " |" for row in rows)]
     text = "\n".join(lines) + "\n"
-    storage.write_json(storage.join(root, "run.json"), record)
-    storage.write_text(storage.join(root, "run.md"), text)
+    storage.write_json(storage.join(root, contract.RUN_RECORD), record)
+    storage.write_text(storage.join(root, contract.RUN_MARKDOWN), text)
     with open(summary.path, "w") as f:
         f.write(text)
-    summary.metadata.update(state=status.state, variants=sorted(variants), run_root=root)
-    print(json.dumps({"state": status.state, "variants": sorted(variants), "run_root": root}))
+    summary.metadata.update(state=status.state, runs=sorted(record["runs"]), run_root=root)
+    print(json.dumps({"state": status.state, "runs": sorted(record["runs"]), "run_root": root}))

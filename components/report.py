@@ -12,7 +12,7 @@ def report(
     models: Input[list[Model]],
     evaluations: Input[list[Artifact]],
     blessing: Input[Artifact],
-    baseline_preset: str,
+    baseline: str,
     html: Output[HTML],
     markdown: Output[Markdown],
     comparison: Output[Artifact],
@@ -24,7 +24,7 @@ def report(
     tables' numbers (what ``interest run`` prints); ``plots``: the same figures as PNG files."""
     import json
 
-    from components.artifacts import load_variants
+    from components.artifacts import load_runs
     from components.events import Task
     from release.records import Blessing
     from release.report import write_report
@@ -32,9 +32,9 @@ def report(
     task = Task("report")
     with open(blessing.path) as f:
         decision = Blessing.from_json(json.load(f), blessing.path)
-    variants = load_variants(models, evaluations)
-    write_report(variants, decision, html.path, markdown.path, plots.path, baseline=baseline_preset,
+    runs = load_runs(models, evaluations)
+    write_report(runs, decision, html.path, markdown.path, plots.path, baseline=baseline,
                  output_json=comparison.path, plots_label=plots.uri)
     comparison.metadata["format"] = "release.report comparison.json"
     plots.metadata["format"] = "directory of PNG plots"
-    task.done(f"{len(variants)} runs compared")
+    task.done(f"{len(runs)} runs compared")

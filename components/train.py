@@ -42,7 +42,7 @@ def train(
     import json
     import os
 
-    from components.artifacts import VARIANT_KEY, log_metrics, move_tensorboard, run_root, set_torch_threads
+    from components.artifacts import log_metrics, move_tensorboard, run_root, set_torch_threads, tag
     from components.events import Task
     from core import storage
     from core.configs import from_dict
@@ -78,8 +78,7 @@ def train(
     with open(os.path.join(model.path, "summary.json")) as f:
         summary = json.load(f)
     for artifact in (model, tensorboard):
-        artifact.metadata[VARIANT_KEY] = name
-        artifact.metadata.update(variant_name=spec.name, seed=spec.seed if spec.seed is not None else -1)
+        tag(artifact, name, spec.name, spec.seed)
     model.metadata.update(accelerator=accelerator or "cpu", gpus=gpus,
                           resumed_from=list(summary.get("resumed_from") or []))
     tensorboard.metadata["format"] = "tensorboard"  # a directory of SummaryWriter event files, one run per variant

@@ -49,12 +49,18 @@ SPLITS = ("valid", "test")  # evaluation sub-directories: the candidate is chose
 
 # --- release ---
 BLESSING = "blessing.json"
+CHAMPION_REF = "champion_ref.json"  # {"champion": ChampionRef | null}: the pointer as one pipeline run read it
+CHAMPION_POINTER = "champion.json"  # <registry>/<model-name>/champion.json: the registry's pointer (release.registry)
 REGISTRY_VERSION_KIND = "registry-version"  # a model as the registry keeps it: the model dir plus its release files
 MODEL_KINDS = (MODEL_KIND, REGISTRY_VERSION_KIND)  # what evaluation and warm starts read a model from
 REPORT_KIND = "report"
 REPORT_HTML = "report.html"
 REPORT_MARKDOWN = "report.md"
-REPORT_COMPARISON = "comparison.json"  # the report's numbers: per variant means, intervals, differences
+REPORT_COMPARISON = "comparison.json"  # the report's numbers (release.comparison.Comparison.to_json)
+
+# --- a pipeline run's own place: <pipeline root>/runs/<run id>/ (components.artifacts.run_root) ---
+RUN_RECORD = "run.json"  # the pipeline run's end state and its finished runs (the exit handler's task)
+RUN_MARKDOWN = "run.md"  # the same as a table
 
 PerUser = dict[str, np.ndarray]
 

@@ -4,6 +4,7 @@ any work starts (names, presets, every config), so a typo fails in a second inst
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,11 @@ def validate_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     from trainer.variants import parse_variants
 
     known = pipeline_parameters()
+    if "baseline_preset" in arguments:
+        require("baseline" not in arguments, "--param baseline_preset", "give baseline, not both")
+        warnings.warn("the pipeline parameter baseline_preset is now called baseline (a variant name)",
+                      DeprecationWarning, stacklevel=2)
+        arguments = {("baseline" if k == "baseline_preset" else k): v for k, v in arguments.items()}
     unknown = sorted(set(arguments) - set(known))
     require(not unknown, f"--param {unknown[0] if unknown else ''}",
             f"not a pipeline parameter; parameters: {', '.join(known)}")
@@ -81,8 +87,8 @@ def validate_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     for spec in specs:
         resolve_configs(spec.preset, (*run_wide, *spec.overrides()))
     names = [spec.name for spec in specs]
-    require(args["baseline_preset"] in names or args["baseline_preset"] in PRESETS, "baseline_preset",
-            f"{args['baseline_preset']!r} is neither a variant of this run ({', '.join(dict.fromkeys(names))}) nor "
+    require(args["baseline"] in names or args["baseline"] in PRESETS, "baseline",
+            f"{args['baseline']!r} is neither a variant of this run ({', '.join(dict.fromkeys(names))}) nor "
             f"a preset ({', '.join(PRESETS)})")
     from_dict(PreprocessConfig, args["preprocess_config"])
     from_dict(gate.GateConfig, args["gate_config"])

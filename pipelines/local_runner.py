@@ -31,9 +31,8 @@ class LocalRun:
     report_markdown: Path
     comparison: dict[str, Any]  # the report's numbers (release.report.comparison_json): the final table
     log: Path  # everything kfp.local and the tasks printed
-    tensorboard: Path  # one link per variant to its TensorBoard logs: tensorboard --logdir THIS
-    recall: dict[str, dict[str, float]]  # variant -> {"valid": Recall@10, "test": Recall@10}
-    candidate: str  # the selected variant
+    tensorboard: Path  # one link per run to its TensorBoard logs: tensorboard --logdir THIS
+    candidate_run: str  # the selected run's name (release.comparison: the candidate)
     blessed: bool
     blessing: dict[str, Any]  # blessing.json
     pushed_model: str | None  # the candidate's version directory in the registry, if it was blessed and pushed
@@ -232,16 +231,10 @@ def collect_local_run(run_dir: Path, package: Path, outputs: dict[str, Any], arg
     """Read what a finished local run produced and copy the report to the top of ``run_dir`` as real ``.html``
     and ``.md`` files (the KFP artifacts keep their own copies; their names have no extension, so a browser
     would show the page's source)."""
-    from components.artifacts import SPLITS, VARIANT_KEY
+    from components.artifacts import identity
     from core import contract
     from release import registry
 
-    recall = {}
-    for evaluation in outputs["evaluations"]:
-        recall[evaluation.metadata[VARIANT_KEY]] = {
-            split: contract.read_json(os.path.join(evaluation.path, split), contract.METRICS)["recall@10"]
-            for split in SPLITS
-        }
     blessing_artifact = outputs["blessing"]
     blessing = json.loads(Path(blessing_artifact.path).read_text())
     blessed = bool(blessing_artifact.metadata["blessed"])
@@ -263,8 +256,8 @@ def collect_local_run(run_dir: Path, package: Path, outputs: dict[str, Any], arg
     return LocalRun(
         run_dir=run_dir, pipeline_yaml=package, report_html=reports["report_html"],
         report_markdown=reports["report_markdown"], comparison=json.loads(reports["comparison"].read_text()),
-        log=log or run_dir / LOG_NAME, tensorboard=link_tensorboard_logs(run_dir), recall=recall,
-        candidate=blessing_artifact.metadata[VARIANT_KEY], blessed=blessed, blessing=blessing,
+        log=log or run_dir / LOG_NAME, tensorboard=link_tensorboard_logs(run_dir),
+        candidate_run=identity(blessing_artifact.metadata)["name"], blessed=blessed, blessing=blessing,
         pushed_model=version_dir(pointer) if ours else None,
         production_model=version_dir(pointer) if pointer else None, plots=plots,
     )

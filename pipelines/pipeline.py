@@ -99,7 +99,7 @@ def create_pipeline(image: str = IMAGE, parallelism: int = 0, for_cluster: bool 
         model_overrides: list[str] = list(defaults.model_overrides),  # noqa: B006
         train_config: dict = defaults.train_config,
         gate_config: dict = defaults.gate_config,
-        baseline_preset: str = "baseline",
+        baseline: str = "baseline",
         model_name: str = "interest",
         torch_threads: int = 0,
         accelerator_type: str = "",
@@ -112,7 +112,7 @@ def create_pipeline(image: str = IMAGE, parallelism: int = 0, for_cluster: bool 
         """``registry``: model registry root (a directory or gs://bucket/prefix); ``dataset``: ml-1m, ml-100k or an
         events file path/URI; ``variants``: trainer.variants specs ({name, preset, set, seed}); ``*_config``: fields of PreprocessConfig,
         TrainConfig (over each preset's) and GateConfig; ``model_overrides``: ModelConfig key=value for every
-        variant; ``baseline_preset``: the variant changes are measured against; ``torch_threads``: threads per
+        variant; ``baseline``: the variant changes are measured against; ``torch_threads``: threads per
         train/evaluate task (0: OMP_NUM_THREADS, i.e. the task's CPU request); ``accelerator_type``/
         ``accelerator_count``: GPUs of each train task's pod, e.g. nvidia.com/gpu on Kubeflow or NVIDIA_L4 on
         Vertex AI (torchrun runs one process per GPU; empty/0: CPU); ``cluster``: ClusterConfig fields to train
@@ -124,7 +124,7 @@ def create_pipeline(image: str = IMAGE, parallelism: int = 0, for_cluster: bool 
         run_place = {"pipeline_root": dsl.PIPELINE_ROOT_PLACEHOLDER, "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
         finale = None
         if for_cluster:
-            finale = _resources(record_run(baseline_preset=baseline_preset, **run_place), "Record run", *SMALL)
+            finale = _resources(record_run(baseline=baseline, gate_config=gate_config, **run_place), "Record run", *SMALL)
             finale.set_caching_options(enable_caching=False)
         with dsl.ExitHandler(finale, name="run") if finale else contextlib.nullcontext():
             prep = _resources(preprocess(dataset=dataset, config=preprocess_config, beam_args=beam_args),
@@ -171,7 +171,7 @@ def create_pipeline(image: str = IMAGE, parallelism: int = 0, for_cluster: bool 
                     models=dsl.Collected(trained.outputs["model"]),
                     evaluations=dsl.Collected(evaluated.outputs["evaluation"]),
                     champion_evaluation=champion.outputs["champion_evaluation"],
-                    baseline_preset=baseline_preset, gate_config=gate_config,
+                    baseline=baseline, gate_config=gate_config,
                 ),
                 "Select candidate and gate", *SMALL,
             )
@@ -184,7 +184,7 @@ def create_pipeline(image: str = IMAGE, parallelism: int = 0, for_cluster: bool 
                          candidate_evaluation=decision.outputs["candidate_evaluation"],
                          evidence=decision.outputs["evidence"], blessing=decision.outputs["blessing"],
                          data=prep.outputs["data"], registry=registry, model_name=model_name,
-                         gate_config=gate_config, baseline_preset=baseline_preset),
+                         gate_config=gate_config, baseline=baseline),
                     "Push to registry", *SMALL,
                 )
                 pushed.set_caching_options(enable_caching=False)  # a side effect on the registry
@@ -192,7 +192,7 @@ def create_pipeline(image: str = IMAGE, parallelism: int = 0, for_cluster: bool 
             summary = _resources(
                 report(models=dsl.Collected(trained.outputs["model"]),
                        evaluations=dsl.Collected(evaluated.outputs["evaluation"]),
-                       blessing=decision.outputs["blessing"], baseline_preset=baseline_preset),
+                       blessing=decision.outputs["blessing"], baseline=baseline),
                 "Report", *SMALL,
             )
         tasks = [prep, trained, evaluated, champion, decision, pushed, summary, *([finale] if finale else [])]

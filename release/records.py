@@ -1,8 +1,11 @@
-"""Typed records of the release step: what the gate judges (``Variant``), what it decides (``Blessing`` with its
-``Check``s and the digests of every file it judged) and what the registry serves (``ChampionRef``).
+"""Typed records of the release step: what the gate judges (``Run``: one trained model with its evaluations;
+``Variant``: a recipe and its runs), what it decides (``Blessing`` with its ``Check``s and the digests of every
+file it judged) and what the registry serves (``ChampionRef``).
 
-Names say one thing each: the **candidate** is the variant this run selected; the **champion** is the model in
-production, the one the registry's pointer names. The JSON forms are in docs/contracts.md.
+Names say one thing each: a **run** is one trained model (a variant trained once, with one seed); a **variant** is
+a recipe and its runs; the **candidate** is the run this pipeline run selected; the **champion** is the model in
+production, the one the registry's pointer names; the **baseline** is the variant changes are measured against.
+The JSON forms are in docs/contracts.md.
 """
 
 from __future__ import annotations
@@ -36,44 +39,44 @@ def _metrics(directory: str | None) -> dict[str, Any]:
     return contract.read_json(directory, contract.METRICS) if directory else {}
 
 
-@dataclass(frozen=True, eq=False)
-class Variant:
-    """A trained variant with its evaluations: the unit the gate selects among and the report shows."""
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Run:
+    """One trained model (a variant trained once, with one seed) and its evaluations: what the gate selects among
+    and the report shows per seed."""
 
-    name: str  # the variant's name in the run (a preset, or a grid entry)
+    name: str  # the run's name: NAME-seedN for a replicate, else the variant's name
+    variant: str = ""  # the variant (recipe) it trains; "" means the run is its own variant (set to ``name``)
+    seed: int | None = None  # its TrainConfig.seed; None: the preset's own
     model_dir: str  # its model artifact directory
-    valid_dir: str | None  # `interest evaluate` output on the validation split
-    test_dir: str | None  # `interest evaluate` output on the test split
+    valid_dir: str | None = None  # `interest evaluate` output on the validation split
+    test_dir: str | None = None  # `interest evaluate` output on the test split
     summary: Mapping[str, Any] = field(default_factory=dict)  # summary.json
     valid: Mapping[str, Any] = field(default_factory=dict)  # valid metrics.json
     test: Mapping[str, Any] = field(default_factory=dict)  # test metrics.json
     per_user: PerUser | None = None  # test per_user.parquet columns (paired bootstrap)
-    lineage: Mapping[str, Any] = field(default_factory=dict)  # lineage.json: the data it was trained on
-    # The variant this run replicates (a grid entry trained once per seed); None: the run is its own variant.
-    variant_name: str | None = None
-    seed: int | None = None  # the replicate's TrainConfig.seed; None: the preset's
-    model_config: Mapping[str, Any] = field(default_factory=dict)  # model_config.json (the report's penalty table)
     valid_per_user: PerUser | None = None  # valid per_user.parquet columns (the report's validation intervals)
+    lineage: Mapping[str, Any] = field(default_factory=dict)  # lineage.json: the data it was trained on
+    model_config: Mapping[str, Any] = field(default_factory=dict)  # model_config.json (the report's penalty table)
+
+    def __post_init__(self) -> None:
+        if not self.variant:
+            object.__setattr__(self, "variant", self.name)
 
     @classmethod
-    def load(cls, name: str, model_dir: str, valid_dir: str | None = None, test_dir: str | None = None,
-             variant_name: str | None = None, seed: int | None = None) -> Variant:
-        """Read a variant from complete directories (IncompleteOutput when one is not)."""
+    def load(cls, *, name: str, model_dir: str, valid_dir: str | None = None, test_dir: str | None = None,
+             variant: str = "", seed: int | None = None) -> Run:
+        """Read a run from complete directories (IncompleteOutput when one is not)."""
         model = rundir.open_complete(model_dir)
-        summary = model.optional_path(contract.SUMMARY)
-        lineage = model.optional_path(contract.LINEAGE)
-        config = model.optional_path(contract.MODEL_CONFIG)
-        return cls(name, model_dir, valid_dir, test_dir,
-                   storage.read_json(summary) if summary else {}, _metrics(valid_dir), _metrics(test_dir),
-                   contract.read_per_user(test_dir) if test_dir else None,
-                   storage.read_json(lineage) if lineage else {}, variant_name, seed,
-                   storage.read_json(config) if config else {},
-                   contract.read_per_user(valid_dir) if valid_dir else None)
 
-    @property
-    def group(self) -> str:
-        """The variant this run belongs to: replicates of one variant share it."""
-        return self.variant_name or self.name
+        def optional(file_name: str) -> dict[str, Any]:
+            uri = model.optional_path(file_name)
+            return storage.read_json(uri) if uri else {}
+
+        return cls(name=name, variant=variant, seed=seed, model_dir=model_dir, valid_dir=valid_dir,
+                   test_dir=test_dir, summary=optional(contract.SUMMARY), valid=_metrics(valid_dir),
+                   test=_metrics(test_dir), per_user=contract.read_per_user(test_dir) if test_dir else None,
+                   valid_per_user=contract.read_per_user(valid_dir) if valid_dir else None,
+                   lineage=optional(contract.LINEAGE), model_config=optional(contract.MODEL_CONFIG))
 
     @property
     def valid_recall(self) -> float:
@@ -101,15 +104,27 @@ class Variant:
         return fingerprint.get("content_digest")
 
 
-def by_group(variants: Sequence[Variant]) -> dict[str, list[Variant]]:
-    """Runs grouped by the variant they replicate, in the order the variants first appear."""
-    groups: dict[str, list[Variant]] = {}
-    for v in variants:
-        groups.setdefault(v.group, []).append(v)
-    return groups
+@dataclass(frozen=True, kw_only=True)
+class Variant:
+    """A recipe (a preset with overrides) and its runs: one per seed, or one with the preset's own seed."""
+
+    name: str  # the variant's name in the run (a preset, or a grid entry)
+    runs: tuple[Run, ...]  # its trained models, in the order they were given
+
+    @property
+    def seeds(self) -> list[int | None]:
+        return [r.seed for r in self.runs]
 
 
-@dataclass(frozen=True)
+def variants_of(runs: Sequence[Run]) -> list[Variant]:
+    """Runs grouped into their variants, in the order the variants first appear."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.variant, []).append(run)
+    return [Variant(name=name, runs=tuple(members)) for name, members in groups.items()]
+
+
+@dataclass(frozen=True, kw_only=True)
 class ChampionRef:
     """The registry's production model as its pointer names it."""
 
@@ -121,7 +136,7 @@ class ChampionRef:
     metrics: Mapping[str, Any] = field(default_factory=dict)  # test metrics stored at its push (its own data)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Check:
     name: str
     value: Any  # a number, a bootstrap result {mean_diff, ci_low, ci_high, users, ...}, or None
@@ -131,33 +146,33 @@ class Check:
 
     @classmethod
     def of(cls, name: str, value: Any, threshold: Any, passed: bool, reason: str) -> Check:
-        return cls(name, finite_or_none(value), threshold, bool(passed), reason)
+        return cls(name=name, value=finite_or_none(value), threshold=threshold, passed=bool(passed), reason=reason)
 
 
 # The JSON type of each blessing field (a hostile or damaged document is a clear error, not a crash later).
 _BLESSING_TYPES: dict[str, Any] = {
     "blessed": bool, "candidate": dict, "candidate_metrics": dict, "baseline": (str, type(None)),
-    "champion": (dict, type(None)), "champion_generation": (int, str), "config": dict, "variants": dict,
+    "champion": (dict, type(None)), "champion_generation": (int, str), "config": dict, "runs": dict,
     "inputs": dict, "created_at": str}
 _BLESSING_TYPE_NAMES = {
     "blessed": "true or false", "candidate": "an object", "candidate_metrics": "an object",
     "baseline": "a string or null", "champion": "an object or null", "champion_generation": "an integer or a string",
-    "config": "an object", "variants": "an object", "inputs": "an object", "created_at": "a string"}
+    "config": "an object", "runs": "an object", "inputs": "an object", "created_at": "a string"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Blessing:
     """The gate's decision and everything needed to check it later (``release.gate.verify``)."""
 
     blessed: bool
-    candidate: Mapping[str, Any]  # {name, model_dir, valid_dir, test_dir}
+    candidate: Mapping[str, Any]  # the selected run: {name, variant, seed, model_dir, valid_dir, test_dir}
     candidate_metrics: Mapping[str, Any]  # its test metrics (NaN as null)
-    baseline: str | None  # the run's baseline variant (None: none)
+    baseline: str | None  # the baseline variant's name (None: the run has none)
     champion: Mapping[str, Any] | None  # {version, path, evaluation, re_evaluated, same_data} or None
     champion_generation: storage.Generation  # the pointer's generation read before gating (0: none)
     checks: tuple[Check, ...]
     config: Mapping[str, Any]  # the GateConfig that judged
-    variants: Mapping[str, Any]  # every variant's validation Recall@10: the evidence of the selection
+    runs: Mapping[str, Any]  # run name -> {valid_recall@10, variant, seed}: the evidence of the selection
     # role -> {"dir": directory as read, "files": {name: sha256}}: every file the gate judged
     inputs: Mapping[str, Any]
     created_at: str
@@ -175,8 +190,10 @@ class Blessing:
             raise ConfigError(f"{source}: not a blessing document (expected a JSON object)")
         try:
             checks = tuple(Check(**c) for c in data["checks"])
+            if "runs" not in data and "variants" in data:  # the field's name before runs had their own noun
+                data = {**data, "runs": data["variants"]}
             fields = {k: data[k] for k in ("blessed", "candidate", "candidate_metrics", "baseline", "champion",
-                                           "champion_generation", "config", "variants", "inputs", "created_at")}
+                                           "champion_generation", "config", "runs", "inputs", "created_at")}
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"{source}: not a blessing written by `interest gate` (missing or bad {exc})") from None
         for name, kinds in _BLESSING_TYPES.items():
@@ -185,6 +202,8 @@ class Blessing:
         if not all(isinstance(c.name, str) and isinstance(c.passed, bool) and isinstance(c.reason, str)
                    for c in checks):
             raise ConfigError(f"{source}: each check needs a string name and reason and a true/false passed")
+        if not all(isinstance(record, dict) for record in fields["runs"].values()):
+            raise ConfigError(f"{source}: each of 'runs' must be an object")
         for role, bound in fields["inputs"].items():
             if not (isinstance(bound, dict) and isinstance(bound.get("dir"), str) and isinstance(bound.get("files"), dict)
                     and all(isinstance(k, str) and isinstance(v, str) for k, v in bound["files"].items())):

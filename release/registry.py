@@ -48,7 +48,7 @@ from core.lineage import code_version
 from release.gate import BlessingInvalid, GateConfig, verify, weights_sha256
 from release.records import Blessing, ChampionRef
 
-POINTER = "champion.json"
+POINTER = contract.CHAMPION_POINTER
 POLICY = "policy.json"  # <registry>/<model-name>/policy.json: the release policy every push of that model is held to
 VERSION_KIND = contract.REGISTRY_VERSION_KIND
 # Files the push writes into a version next to the model's own files.
@@ -218,13 +218,11 @@ def _check_policy(blessing: Blessing, policy: Policy) -> None:
         differs = sorted(k for k, v in to_dict(policy.gate).items() if to_dict(judged_by).get(k) != v)
         raise BlessingInvalid(f"blessing was judged by another policy than this push's ({', '.join(differs)} "
                               "differ); the policy is the pipeline's configuration, not the blessing's: re-run the gate")
-    if policy.baseline is not None:
-        runs = blessing.variants if isinstance(blessing.variants, Mapping) else {}
-        record = runs.get(blessing.baseline) if isinstance(blessing.baseline, str) else None
-        variant = record.get("variant") if isinstance(record, Mapping) else None
-        if policy.baseline not in (blessing.baseline, variant):
-            raise BlessingInvalid(f"blessing was compared with baseline {blessing.baseline!r}, the policy's is "
-                                  f"{policy.baseline!r}; re-run the gate with --baseline {policy.baseline}")
+    # The baseline is a variant of the run when the run trained it (else the gate has none to compare with).
+    trained = {record.get("variant") for record in blessing.runs.values() if isinstance(record, Mapping)}
+    if policy.baseline is not None and policy.baseline in trained and blessing.baseline != policy.baseline:
+        raise BlessingInvalid(f"blessing was compared with baseline {blessing.baseline!r}, the policy's is "
+                              f"{policy.baseline!r}; re-run the gate with --baseline {policy.baseline}")
 
 
 def _check_champion_claim(blessing: Blessing, registry: str, model_name: str, staged: Mapping[str, str]) -> None:
@@ -260,7 +258,8 @@ def read_champion(registry: str, model_name: str = "interest") -> ChampionRef | 
         rundir.open_complete(uri, VERSION_KIND)
     except rundir.IncompleteOutput as exc:
         raise ConfigError(f"the champion pointer of {model_name} names an unusable version: {exc}") from None
-    return ChampionRef(model_name, pointer["version"], path, uri, generation, pointer.get("metrics", {}))
+    return ChampionRef(model_name=model_name, version=pointer["version"], path=path, uri=uri, generation=generation,
+                       metrics=pointer.get("metrics", {}))
 
 
 def resolve(ref: str, model_name: str = "interest") -> str:
@@ -405,15 +404,14 @@ def _stage_inputs(blessing: Blessing, locations: Mapping[str, str], private: str
     checked against its own marker); a directory that cannot be copied whole refuses the blessing. Returns
     (role -> staged copy, role -> where it was read from)."""
     staged, sources = {}, {}
-    for role, bound in blessing.inputs.items():
-        source = locations.get(role, bound.get("dir") if isinstance(bound, Mapping) else None)
-        if not isinstance(source, str) or not isinstance(role, str) or not NAME_RE.fullmatch(role):
-            raise BlessingInvalid(f"blessing input {role!r}: no directory to read it from")
+    for index, (role, bound) in enumerate(sorted(blessing.inputs.items())):
+        source = locations.get(role, bound["dir"])  # Blessing.from_json checked the types
+        copy = str(Path(private, f"input-{index}"))  # roles hold ':' (test:RUN): never part of a path
         try:
-            rundir.stage_copy(source, str(Path(private, role)))
+            rundir.stage_copy(source, copy)
         except rundir.IncompleteOutput as exc:
             raise BlessingInvalid(f"blessing input {role}: {exc}") from None
-        staged[role], sources[role] = str(Path(private, role)), source
+        staged[role], sources[role] = copy, source
     return staged, sources
 
 

@@ -3,9 +3,10 @@ table, the gate's decision with each check, and training curves; one self-contai
 as base64, no external resources), a Markdown version of the tables for the KFP UI, and ``comparison.json`` (the
 numbers of the tables, which ``interest run`` prints as its final table).
 
-Variants are ``release.records.Variant`` records (one per trained model; replicates of a variant share its
-``group``), the blessing a ``release.records.Blessing``. Means, intervals and paired differences come from
-``release.compare``; a difference whose interval contains zero reads "no significant difference" everywhere.
+The runs are ``release.records.Run`` records (one per trained model; replicates of a variant share its
+``variant``), the blessing a ``release.records.Blessing``. Means, intervals and differences are those of one
+``release.comparison.Comparison`` (the gate's: the same runs and bootstrap settings give the same numbers); a
+difference whose interval contains zero reads "no significant difference" everywhere.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from core import contract, rundir, storage
-from release.compare import Interval, VariantSummary, paired_difference, summarize
-from release.gate import relative_change
-from release.records import METRIC, Blessing, Variant, number
+from release.comparison import Bootstrap, Comparison, VariantResult, difference
+from release.records import Blessing, Run, number
+from release.stats import Interval, relative_change
 
 # (file name, title, x key, y key, x label, y label) of each plot drawn from summary.json's history.
 PLOTS = (
@@ -73,11 +74,11 @@ def interval_text(interval: Interval, spec: str = ".4f") -> str:
     return f"{_fmt(interval.mean, spec)} [{_fmt(interval.low, spec)}, {_fmt(interval.high, spec)}]"
 
 
-def _delta_cells(summary: VariantSummary, split: str) -> list[str]:
+def _delta_cells(summary: VariantResult, split: str) -> list[str]:
     if summary.is_baseline:
         return ["reference", "—"]
-    delta = summary.delta[split]
-    return [delta.text(), delta.label] if delta else ["—", "—"]
+    delta = summary.vs_baseline[split]
+    return [delta.text(), delta.label if delta.bootstrap else "—"] if delta else ["—", "—"]
 
 
 def _steps_text(values: Sequence[float]) -> str:
@@ -88,14 +89,14 @@ def _steps_text(values: Sequence[float]) -> str:
     return f"{low:,.0f}" if low == high else f"{low:,.0f}–{high:,.0f}"
 
 
-def _variant_rows(summaries: list[VariantSummary], candidate_variant: str | None,
+def _variant_rows(summaries: Sequence[VariantResult], candidate_variant: str | None,
                   baseline: str) -> tuple[list[str], list[list[str]]]:
     header = ["variant", "seeds", "valid Recall@10", f"valid vs {baseline} [95% CI]", "valid significance",
               "test Recall@10", f"test vs {baseline} [95% CI]", "test significance", "NDCG@10", "user norm mean / p95", "params", "steps",
               "training time", "steps/s"]
     rows = []
     for s in summaries:
-        seeds = [seed for seed in s.seeds if seed is not None]
+        seeds = [seed for seed in s.variant.seeds if seed is not None]
         steps = [number(r.summary.get("steps")) for r in s.runs]
         rate = s.summary_mean("steps") / s.summary_mean("train_seconds")
         rows.append([
@@ -111,7 +112,7 @@ def _variant_rows(summaries: list[VariantSummary], candidate_variant: str | None
     return header, rows
 
 
-def _run_rows(summaries: list[VariantSummary], candidate: str | None) -> tuple[list[str], list[list[str]]]:
+def _run_rows(summaries: Sequence[VariantResult], candidate: str | None) -> tuple[list[str], list[list[str]]]:
     header = ["run", "variant", "seed", "valid Recall@10", "test Recall@10", "user norm mean", "steps",
               "training time", "tokens/s"]
     rows = [[f"{r.name}{' ★' if r.name == candidate else ''}", s.name, "—" if r.seed is None else str(r.seed),
@@ -122,11 +123,11 @@ def _run_rows(summaries: list[VariantSummary], candidate: str | None) -> tuple[l
     return header, rows
 
 
-def _penalty_of(run: Variant) -> str:
+def _penalty_of(run: Run) -> str:
     return str(run.model_config.get("penalty", "none"))
 
 
-def penalty_reference(summaries: list[VariantSummary]) -> VariantSummary | None:
+def penalty_reference(summaries: Sequence[VariantResult]) -> VariantResult | None:
     """The unpenalised variant penalties are measured against: the baseline when it is unpenalised, else the first
     unpenalised variant; None when the run has no penalised variant or no unpenalised one."""
     if not any(_penalty_of(s.runs[0]) != "none" for s in summaries):
@@ -135,11 +136,11 @@ def penalty_reference(summaries: list[VariantSummary]) -> VariantSummary | None:
     return next((s for s in unpenalised if s.is_baseline), unpenalised[0] if unpenalised else None)
 
 
-def _penalty_rows(summaries: list[VariantSummary], reference: VariantSummary, resamples: int, seed: int,
-                  confidence: float) -> tuple[list[str], list[list[str]]]:
+def _penalty_rows(summaries: Sequence[VariantResult], reference: VariantResult,
+                  bootstrap: Bootstrap) -> tuple[list[str], list[list[str]]]:
     """The write-up's table: each penalty setting's validation Recall@10 and validation user norm, relative to the
     unpenalised model; only variants that differ from it in the penalty alone."""
-    def without_penalty(s: VariantSummary) -> dict:
+    def without_penalty(s: VariantResult) -> dict:
         return {k: v for k, v in s.runs[0].model_config.items() if k not in PENALTY_FIELDS}
 
     reference_norm = reference.mean("user_norm_mean", "valid")
@@ -157,10 +158,10 @@ def _penalty_rows(summaries: list[VariantSummary], reference: VariantSummary, re
         if config["penalty"] == "hinge":
             tau = number(config.get("penalty_tau"))
             setting += f", τ {tau:.4g} ({tau / reference_norm:.2f} × unpenalised norm)"
-        delta = paired_difference(s.runs, reference.runs, "valid", resamples, seed, confidence)
+        delta = difference(s.runs, reference.runs, "valid", reference.name, bootstrap)
         norm = s.mean("user_norm_mean", "valid")
-        rows.append([s.name, setting, interval_text(s.recall["valid"]), delta.text() if delta else "—",
-                     delta.label if delta else "—",
+        rows.append([s.name, setting, interval_text(s.recall["valid"]), delta.text(),
+                     delta.label if delta.bootstrap else "—",
                      interval_text(Interval.across([number(r.valid.get("user_norm_mean")) for r in s.runs]), ".1f"),
                      change_text(norm, reference_norm, "norm")])
     return header, rows
@@ -182,7 +183,7 @@ def _check_rows(blessing: Blessing) -> tuple[list[str], list[list[str]]]:
     return ["check", "value", "threshold", "result", "reason"], rows
 
 
-def _decision(blessing: Blessing, summaries: list[VariantSummary]) -> str:
+def _decision(blessing: Blessing, summaries: Sequence[VariantResult]) -> str:
     name = blessing.candidate.get("name")
     champion = blessing.champion or {}
     if champion:
@@ -201,15 +202,15 @@ def _decision(blessing: Blessing, summaries: list[VariantSummary]) -> str:
     return f"{verdict}: candidate {name} ({chosen}), gated against {against}{why}"
 
 
-def _selection_note(summaries: list[VariantSummary]) -> str:
+def _selection_note(summaries: Sequence[VariantResult]) -> str:
     if not any(len(s.runs) > 1 for s in summaries):
         return ""
     return ("With replicates the gate still ships one model: the variant with the best mean validation Recall@10 "
-            "over its seeds, and of its runs the best-validated one; the baseline it is gated against is the "
-            "baseline variant's best-validated run, so both sides are a best of the same number of seeds.")
+            "over its seeds, and of its runs the best-validated one; the gate judges that variant (the mean over "
+            "its seeds) against the baseline, the same difference as the table's.")
 
 
-def _steps_note(variants: Sequence[Variant]) -> str:
+def _steps_note(variants: Sequence[Run]) -> str:
     steps = [number(v.summary.get("steps")) for v in variants]
     finite = [s for s in steps if math.isfinite(s)]
     if finite and min(finite) != max(finite):
@@ -228,7 +229,7 @@ def _look(index: int, is_baseline: bool) -> dict[str, Any]:
             "linestyle": LINESTYLES[index % len(LINESTYLES)], "linewidth": 1.6, "markersize": 5, "zorder": 3}
 
 
-def curve(runs: Sequence[Variant], x_key: str, y_key: str) -> tuple[list[float], list[float], list[float],
+def curve(runs: Sequence[Run], x_key: str, y_key: str) -> tuple[list[float], list[float], list[float],
                                                                       list[float]]:
     """(x, mean y, min y, max y) over a variant's seeds at the validation steps every seed has, where every value is
     finite; x is the mean over seeds too (wall-clock seconds differ by seed)."""
@@ -245,7 +246,7 @@ def curve(runs: Sequence[Variant], x_key: str, y_key: str) -> tuple[list[float],
             [max(ys) for _, ys in points])
 
 
-def _label(summary: VariantSummary) -> str:
+def _label(summary: VariantResult) -> str:
     name = summary.name.replace("$", r"\$")  # no mathtext
     seeds = f" ({len(summary.runs)} seeds)" if len(summary.runs) > 1 else ""
     role = " (baseline)" if summary.is_baseline and summary.name != "baseline" else ""
@@ -258,12 +259,12 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def plot_png(summaries: list[VariantSummary], title: str, x_key: str, y_key: str, x_label: str,
+def plot_png(summaries: Sequence[VariantResult], title: str, x_key: str, y_key: str, x_label: str,
              y_label: str) -> bytes:
     return _png(plot_figure(summaries, title, x_key, y_key, x_label, y_label))
 
 
-def plot_figure(summaries: list[VariantSummary], title: str, x_key: str, y_key: str, x_label: str,
+def plot_figure(summaries: Sequence[VariantResult], title: str, x_key: str, y_key: str, x_label: str,
                 y_label: str) -> Figure:
     """One line per variant (mean over its seeds, their range shaded), each with its own colour, marker and line
     style, the baseline black and thick, the legend beside the axes (never over the curves)."""
@@ -289,7 +290,7 @@ def plot_figure(summaries: list[VariantSummary], title: str, x_key: str, y_key: 
     return figure
 
 
-def norm_plot_png(summary: VariantSummary) -> bytes:
+def norm_plot_png(summary: VariantResult) -> bytes:
     """The write-up's phenomenon for the unpenalised model: validation Recall@10 and the mean user-embedding norm
     against steps on two axes (the norm keeps growing after recall levels off)."""
     figure = Figure(figsize=(12, 6), dpi=100, layout="constrained")
@@ -343,28 +344,22 @@ def _html_cell(text: str) -> str:
     return f'<span class="{CELL_CLASSES[text]}">{escaped}</span>' if text in CELL_CLASSES else escaped
 
 
-def comparison_json(summaries: list[VariantSummary], blessing: Blessing, baseline: str,
-                    variants: Sequence[Variant]) -> dict[str, Any]:
-    """What ``comparison.json`` holds: the numbers behind the tables."""
-    steps = {number(v.summary.get("steps")) for v in variants}
-    return {"metric": METRIC, "baseline": baseline if any(s.is_baseline for s in summaries) else None,
-            "candidate": blessing.candidate.get("name"),
-            "candidate_variant": blessing.candidate.get("variant") or blessing.candidate.get("name"),
-            "blessed": blessing.blessed, "equal_steps": len(steps) == 1,
-            "variants": [s.to_json() for s in summaries]}
+def comparison_json(comparison: Comparison, blessing: Blessing) -> dict[str, Any]:
+    """What ``comparison.json`` holds: the comparison's numbers and the gate's verdict."""
+    return {**comparison.to_json(), "blessed": blessing.blessed}
 
 
-def write_report(variants: list[Variant], blessing: Blessing, output_html: str, output_markdown: str,
+def write_report(runs: Sequence[Run], blessing: Blessing, output_html: str, output_markdown: str,
                  plots_dir: str | None = None, baseline: str = "baseline", output_json: str | None = None,
                  plots_label: str | None = None) -> None:
     """Write the HTML page and the Markdown tables (local paths or gs:// URIs); with ``plots_dir`` also each
     plot as a PNG file there (the Markdown names it ``plots_label``, e.g. the artifact's URI, or ``plots_dir``),
     with ``output_json`` the tables' numbers. ``baseline`` names the variant differences
-    are measured against; the bootstrap uses the blessing's resamples, seed and confidence."""
-    config = blessing.config or {}
-    resamples, seed = int(config.get("bootstrap_resamples", 1000)), int(config.get("bootstrap_seed", 0))
-    confidence = float(config.get("confidence", 0.95))
-    summaries = summarize(variants, baseline, resamples, seed, confidence)
+    are measured against; the bootstrap uses the blessing's settings (the gate's ``Comparison``)."""
+    bootstrap = Bootstrap.of(blessing.config or {})
+    resamples, confidence = bootstrap.resamples, bootstrap.confidence
+    comparison = Comparison.of(runs, baseline, bootstrap)
+    summaries = comparison.variants
     candidate_variant = blessing.candidate.get("variant") or blessing.candidate.get("name")
     header, rows = _variant_rows(summaries, candidate_variant, baseline)
     tables: list[tuple[str, str, list[str], list[list[str]]]] = [("variants", "Variants", header, rows)]
@@ -373,7 +368,7 @@ def write_report(variants: list[Variant], blessing: Blessing, output_html: str, 
     reference = penalty_reference(summaries)
     if reference is not None:
         tables.append(("penalties", "User-norm penalties (the write-up's table, on the validation split)",
-                       *_penalty_rows(summaries, reference, resamples, seed, confidence)))
+                       *_penalty_rows(summaries, reference, bootstrap)))
     check_header, check_rows = _check_rows(blessing)
     decision = _decision(blessing, summaries)
     images = []
@@ -394,12 +389,14 @@ def write_report(variants: list[Variant], blessing: Blessing, output_html: str, 
         if not has_baseline:
             return f"No variant named {bold(baseline)}: no differences to show. {star}"
         return (f"Differences against {bold(baseline)}: paired over users (by user_id), per user the mean over a "
-                f"variant's seeds; {confidence:.0%} percentile bootstrap over users ({resamples} resamples, one "
-                f"resample applied within every seed). An interval containing zero is "
+                f"variant's seeds, as a relative change of the means; {confidence:.0%} percentile bootstrap over "
+                f"users ({resamples} resamples, one resample applied within every seed, the ratio taken within each "
+                f"resample). The gate judges the candidate's variant by the same numbers. An interval containing "
+                f"zero is "
                 f"{italic('no significant difference')}. Recall@10 cells show the mean over seeds and, with several "
                 f"seeds, its {confidence:.0%} t-interval across seeds. {star}")
 
-    notes = [n for n in (_steps_note(variants), _selection_note(summaries)) if n]
+    notes = [n for n in (_steps_note(runs), _selection_note(summaries)) if n]
     sections = []
     for table_id, title, head, body in tables:
         sections.append(f"<h2>{html.escape(title)}</h2>")
@@ -432,14 +429,14 @@ def write_report(variants: list[Variant], blessing: Blessing, output_html: str, 
                  + (f" and the PNG files in `{plots_label or plots_dir}`." if plots_dir else ".")]
     storage.write_text(output_markdown, "\n\n".join(markdown) + "\n")
     if output_json:
-        storage.write_json(output_json, comparison_json(summaries, blessing, baseline, variants))
+        storage.write_json(output_json, comparison_json(comparison, blessing))
 
 
-def write_report_dir(variants: list[Variant], blessing: Blessing, output_dir: str, baseline: str = "baseline") -> str:
+def write_report_dir(runs: Sequence[Run], blessing: Blessing, output_dir: str, baseline: str = "baseline") -> str:
     """Publish ``output_dir`` whole (core.rundir) with report.html, report.md, comparison.json and plots/*.png;
     returns the path of report.html, a real ``.html`` file a browser renders."""
     with rundir.writing(output_dir, contract.REPORT_KIND) as staging:
-        write_report(variants, blessing, staging.join(contract.REPORT_HTML), staging.join(contract.REPORT_MARKDOWN),
+        write_report(runs, blessing, staging.join(contract.REPORT_HTML), staging.join(contract.REPORT_MARKDOWN),
                      staging.join("plots"), baseline, staging.join(contract.REPORT_COMPARISON))
     return storage.join(output_dir, contract.REPORT_HTML)
 

@@ -40,7 +40,6 @@ INPUT_COLUMNS = {
 }
 # Integer inputs are embedding indices: the model reads them as int64.
 LONG_INPUTS = ("items", "hour_of_day", "day_of_week")
-SPLITS = contract.SPLITS
 
 
 @dataclass(frozen=True)
@@ -257,8 +256,8 @@ class EvalSet:
 
     @classmethod
     def build(cls, seqs: Sequences, split: str, max_len: int) -> EvalSet:
-        if split not in SPLITS:
-            raise ConfigError(f"--split: {split!r} is not allowed; choose one of {', '.join(SPLITS)}")
+        if split not in contract.SPLITS:
+            raise ConfigError(f"--split: {split!r} is not allowed; choose one of {', '.join(contract.SPLITS)}")
         if split == "valid":
             end, has_target = seqs.train_end, seqs.train_end < seqs.valid_end
         else:

@@ -1,11 +1,11 @@
 """``interest gate``, ``interest push``, ``interest report`` and ``interest registry``: decide, ship, show.
 
     interest evaluate --model registry:gs://bucket/registry --data runs/data --split test --output runs/champion-test
-    interest gate --variant name=baseline,model=runs/b/model,valid=runs/b/eval-valid,test=runs/b/eval-test \\
-                  --variant name=swiglu,model=... --registry gs://bucket/registry --champion-eval runs/champion-test \\
+    interest gate --run name=baseline,model=runs/b/model,valid=runs/b/eval-valid,test=runs/b/eval-test \\
+                  --run name=swiglu,model=... --registry gs://bucket/registry --champion-eval runs/champion-test \\
                   --output runs/blessing.json
     interest push --blessing runs/blessing.json --registry gs://bucket/registry --data runs/data
-    interest report --variant ... --blessing runs/blessing.json --output runs/report
+    interest report --run ... --blessing runs/blessing.json --output runs/report
     interest registry list --registry gs://bucket/registry
 
 ``interest push`` exits 3 when it refuses the blessing (a judged file changed, or the verdict does not follow
@@ -23,40 +23,43 @@ from core import storage
 from core.configs import ConfigError, load, safe_yaml
 from release import registry
 from release.gate import BlessingInvalid, GateConfig, decide
-from release.records import Blessing, Variant
+from release.records import Blessing, Run
 
 EXIT_REFUSED = 3
-VARIANT_KEYS = ("name", "model", "valid", "test", "variant", "seed")
+RUN_KEYS = ("name", "model", "valid", "test", "variant", "seed")
 
 
-def parse_variant(text: str) -> dict[str, str]:
+def parse_run(text: str) -> dict[str, str]:
     """``name=N,model=DIR[,valid=DIR][,test=DIR][,variant=V,seed=S]`` -> its fields (checked, not read yet);
-    ``variant``/``seed``: this run is seed S of variant V (replicates are grouped in the report and the gate)."""
+    ``variant``/``seed``: this run is seed S of variant V (replicates are grouped in the report and the gate;
+    without ``variant`` the run is its own variant)."""
     fields = {}
     for part in text.split(","):
         key, sep, value = part.partition("=")
-        if not sep or key not in VARIANT_KEYS or not value:
-            raise ConfigError(f"--variant {text!r}: expected comma-separated key=value with keys "
-                              f"{', '.join(VARIANT_KEYS)} (name and model required)")
+        if not sep or key not in RUN_KEYS or not value:
+            raise ConfigError(f"--run {text!r}: expected comma-separated key=value with keys "
+                              f"{', '.join(RUN_KEYS)} (name and model required)")
         fields[key] = value
     if "name" not in fields or "model" not in fields:
-        raise ConfigError(f"--variant {text!r}: name= and model= are required")
+        raise ConfigError(f"--run {text!r}: name= and model= are required")
     if "seed" in fields and not fields["seed"].lstrip("-").isdigit():
-        raise ConfigError(f"--variant {text!r}: seed= must be an integer")
+        raise ConfigError(f"--run {text!r}: seed= must be an integer")
     return fields
 
 
-def _variants(args: argparse.Namespace) -> list[Variant]:
-    """Every --variant, its flags checked first, then read from its directories."""
-    specs = [parse_variant(text) for text in args.variant]
+def _runs(args: argparse.Namespace) -> list[Run]:
+    """Every --run, its flags checked first, then read from its directories."""
+    specs = [parse_run(text) for text in args.run]
     names = [spec["name"] for spec in specs]
     if len(set(names)) != len(names):
-        raise ConfigError(f"--variant: names must be unique, got {', '.join(names)}")
-    if args.baseline != "none" and args.baseline not in names + [s.get("variant") for s in specs]:
-        raise ConfigError(f"--baseline: no variant named {args.baseline!r}; variants: {', '.join(names)} "
+        raise ConfigError(f"--run: names must be unique, got {', '.join(names)}")
+    variants = list(dict.fromkeys(s.get("variant", s["name"]) for s in specs))
+    if args.baseline != "none" and args.baseline not in variants:
+        raise ConfigError(f"--baseline: no variant named {args.baseline!r}; variants: {', '.join(variants)} "
                           "(or --baseline none)")
-    return [Variant.load(spec["name"], spec["model"], spec.get("valid"), spec.get("test"), spec.get("variant"),
-                         int(spec["seed"]) if "seed" in spec else None) for spec in specs]
+    return [Run.load(name=spec["name"], model_dir=spec["model"], valid_dir=spec.get("valid"),
+                     test_dir=spec.get("test"), variant=spec.get("variant", ""),
+                     seed=int(spec["seed"]) if "seed" in spec else None) for spec in specs]
 
 
 def read_blessing(uri: str) -> Blessing:
@@ -67,20 +70,23 @@ def read_blessing(uri: str) -> Blessing:
     return Blessing.from_json(safe_yaml(text, f"--blessing {uri}"), f"--blessing {uri}")
 
 
-def _add_variant_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--variant", action="append", required=True, metavar="name=N,model=DIR,valid=DIR,test=DIR",
-                        help="a trained variant: its model dir and `interest evaluate` dirs (repeat per variant); "
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    # --variant: the flag's name before runs had their own noun (it always named one trained model).
+    parser.add_argument("--run", "--variant", dest="run", action="append", required=True,
+                        metavar="name=N,model=DIR,valid=DIR,test=DIR",
+                        help="a run (one trained model): its model dir and `interest evaluate` dirs (repeat per run); "
                         "add variant=V,seed=S to mark it as seed S of variant V (replicates are grouped)")
     parser.add_argument("--baseline", default="baseline",
                         help="the variant relative changes are measured against ('none': no baseline)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    g = subparsers.add_parser("gate", help="pick the run's best variant and gate it against the champion",
-                              description="Select the variant with the best validation Recall@10 and check it "
+    g = subparsers.add_parser("gate", help="pick the candidate run and gate it against the champion and baseline",
+                              description="Select the candidate (the best-validated run of the variant with the "
+                              "best mean validation Recall@10) and check it "
                               "(value thresholds, change vs champion and baseline, paired bootstrap); writes the "
                               "blessing JSON with every check and the sha256 of every file judged.")
-    _add_variant_flags(g)
+    _add_run_flags(g)
     g.add_argument("--registry", required=True, help="model registry root (directory, gs:// or s3://)")
     g.add_argument("--model-name", default="interest", help="model name in the registry")
     g.add_argument("--champion-eval", default=None,
@@ -110,7 +116,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r = subparsers.add_parser("report", help="HTML + Markdown comparison of a run's variants and the gate",
                               description="Write report.html (prints its path: open it in a browser), report.md, "
                               "comparison.json and plots/*.png into --output.")
-    _add_variant_flags(r)
+    _add_run_flags(r)
     r.add_argument("--blessing", required=True, help="`interest gate` output")
     r.add_argument("--output", required=True, help="directory for report.html, report.md and the PNG plots")
     r.set_defaults(func=run_report)
@@ -125,9 +131,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_gate(args: argparse.Namespace) -> int:
     config = load(GateConfig, args.config, args.set)
-    variants = _variants(args)
+    runs = _runs(args)
     champion = registry.read_champion(args.registry, args.model_name)
-    blessing = decide(variants, None if args.baseline == "none" else args.baseline, champion, config,
+    blessing = decide(runs, None if args.baseline == "none" else args.baseline, champion, config,
                       champion_evaluation=args.champion_eval if champion else None)
     storage.write_json(args.output, blessing.to_json())
     for check in blessing.checks:
@@ -159,10 +165,10 @@ def run_push(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     blessing = read_blessing(args.blessing)
-    variants = _variants(args)
+    runs = _runs(args)
     from release.report import write_report_dir  # matplotlib: only for this subcommand
 
-    print(write_report_dir(variants, blessing, args.output, args.baseline))
+    print(write_report_dir(runs, blessing, args.output, args.baseline))
     return 0
 
 

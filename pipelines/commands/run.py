@@ -201,13 +201,13 @@ def _parse_seeds(text: str | None) -> list[int] | None:
 
 
 def _set_variants(arguments: dict[str, Any], args: argparse.Namespace) -> None:
-    """--grid or --variants (each with --seeds) into the ``variants`` and ``baseline_preset`` arguments."""
+    """--grid or --variants (each with --seeds) into the ``variants`` and ``baseline`` arguments."""
     seeds = _parse_seeds(args.seeds)
     if args.grid:
         require(not args.variants, "--grid", "give --grid or --variants, not both")
         grid = grids.load_grid(args.grid)
         arguments["variants"] = [spec.to_json() for spec in grid.expand(seeds, args.unpenalised_norm)]
-        arguments["baseline_preset"] = grid.baseline
+        arguments["baseline"] = grid.baseline
         return
     if args.variants:
         arguments["variants"] = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -276,35 +276,11 @@ def run_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mean_text(interval: dict[str, Any]) -> str:
-    """``0.0912`` or, across seeds, ``0.0912±0.0031`` (the half-width of the report's interval)."""
-    mean, low, high = interval.get("mean"), interval.get("low"), interval.get("high")
-    if mean is None:
-        return "NaN"
-    return f"{mean:.4f}" if low is None or high is None else f"{mean:.4f}±{(high - low) / 2:.4f}"
-
-
-def summary_rows(comparison: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """The final table: per variant, Recall@10 (mean over seeds), the test difference to the baseline with its
-    paired bootstrap interval and whether it is significant, steps and training seconds."""
-    baseline = comparison.get("baseline") or "baseline"
-    header = ["variant", "seeds", "valid Recall@10", "test Recall@10", f"test vs {baseline} [95% CI]", "significance",
-              "steps", "train s"]
-    rows = []
-    for v in comparison["variants"]:
-        delta = v.get("test_delta")
-        seeds = [s for s in v["seeds"] if s is not None]
-        rows.append([v["name"], ",".join(map(str, seeds)) or "-", _mean_text(v["valid_recall@10"]),
-                     _mean_text(v["test_recall@10"]),
-                     "reference" if v["baseline"] else (delta["text"] if delta else "-"),
-                     "" if v["baseline"] else (delta["label"] if delta else "-"),
-                     "-" if v["steps"] is None else f"{v['steps']:,.0f}",
-                     "-" if v["train_seconds"] is None else f"{v['train_seconds']:.{0 if v['train_seconds'] >= 10 else 1}f}"])
-    return header, rows
-
-
 def print_summary(run: local_runner.LocalRun) -> None:
-    header, rows = summary_rows(run.comparison)
+    """The final table (release.comparison.summary_table of the report's comparison.json) and where things are."""
+    from release.comparison import summary_table
+
+    header, rows = summary_table(run.comparison)
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
     candidate_variant = run.comparison.get("candidate_variant")
     print()
@@ -314,12 +290,12 @@ def print_summary(run: local_runner.LocalRun) -> None:
                           for i, (c, w) in enumerate(zip(row, widths, strict=True)))
         mark = ""
         if row[0] == candidate_variant:
-            mark = "  <- candidate" + (f" ({run.candidate})" if run.candidate != candidate_variant else "")
+            mark = "  <- candidate" + (f" ({run.candidate_run})" if run.candidate_run != candidate_variant else "")
         print(f"{cells.rstrip()}{mark}")
     if not run.comparison.get("equal_steps", True):
         print("note: the runs trained different numbers of steps: differences mix the variants with their speed")
     print()
-    print(f"gate:            {'BLESSED' if run.blessed else 'not blessed'} ({run.candidate})")
+    print(f"gate:            {'BLESSED' if run.blessed else 'not blessed'} ({run.candidate_run})")
     print(f"report:          {run.report_html}")
     print(f"                 {run.report_markdown}")
     if run.plots:

@@ -34,25 +34,31 @@ def test_log_metrics_writes_a_kfp_metrics_artifact():
     assert metrics.metadata == logged == {"test.recall@10": 0.25, "test.norm.mean": 3.0}
 
 
-def artifact(variant: str | None, uri: str) -> dsl.Artifact:
-    return dsl.Model(name="model", uri=uri, metadata={} if variant is None else {"variant": variant})
+def artifact(run: str | None, uri: str) -> dsl.Artifact:
+    model = dsl.Model(name="model", uri=uri, metadata={})
+    if run is not None:
+        artifacts.tag(model, run, run.partition("-seed")[0], None)
+    return model
 
 
-def test_by_variant_maps_names_and_refuses_ambiguity():
-    found = artifacts.by_variant([artifact("swiglu", "/b"), artifact("baseline", "/a")], "model")
-    assert {k: v.uri for k, v in found.items()} == {"swiglu": "/b", "baseline": "/a"}
-    with pytest.raises(ValueError, match="two model artifacts for variant 'rope'"):
-        artifacts.by_variant([artifact("rope", "/a"), artifact("rope", "/b")], "model")
-    with pytest.raises(ValueError, match="no 'variant'"):
-        artifacts.by_variant([artifact(None, "/a")], "model")
+def test_by_run_maps_names_and_refuses_ambiguity():
+    found = artifacts.by_run([artifact("swiglu-seed1", "/b"), artifact("baseline", "/a")], "model")
+    assert {k: v.uri for k, v in found.items()} == {"swiglu-seed1": "/b", "baseline": "/a"}
+    with pytest.raises(ValueError, match="two model artifacts for run 'rope'"):
+        artifacts.by_run([artifact("rope", "/a"), artifact("rope", "/b")], "model")
+    with pytest.raises(ValueError, match="no 'run'"):
+        artifacts.by_run([artifact(None, "/a")], "model")
 
 
-def test_replicate_of_reads_variant_and_seed_as_kfp_hands_them_back():
-    assert artifacts.replicate_of({"variant": "swiglu-seed3", "variant_name": "swiglu", "seed": 3.0}) == {
-        "variant_name": "swiglu", "seed": 3}
-    assert artifacts.replicate_of({"variant": "rope", "variant_name": "rope", "seed": -1}) == {"variant_name": "rope",
-                                                                                    "seed": None}
-    assert artifacts.replicate_of({"variant": "old"}) == {"variant_name": None, "seed": None}  # artifacts from before
+def test_identity_reads_run_variant_and_seed_as_kfp_hands_them_back():
+    assert artifacts.identity({"run": "swiglu-seed3", "variant": "swiglu", "seed": 3.0}) == {
+        "name": "swiglu-seed3", "variant": "swiglu", "seed": 3}
+    assert artifacts.identity({"run": "rope", "variant": "rope", "seed": -1}) == {"name": "rope", "variant": "rope",
+                                                                                  "seed": None}
+    # Artifacts written before runs had their own key: the run's name under "variant", the variant's beside it.
+    assert artifacts.identity({"variant": "swiglu-seed3", "variant_name": "swiglu", "seed": 3}) == {
+        "name": "swiglu-seed3", "variant": "swiglu", "seed": 3}
+    assert artifacts.identity({"variant": "old"}) == {"name": "old", "variant": "old", "seed": None}
 
 
 def test_move_tensorboard_leaves_the_model_without_logs(tmp_path):

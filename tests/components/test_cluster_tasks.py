@@ -76,7 +76,7 @@ def test_a_preempted_train_task_resumes_from_its_checkpoints_on_retry(s3_bucket,
 def test_the_exit_task_records_the_state_and_every_finished_variant(s3_bucket, tmp_path):
     from kfp import dsl
 
-    from components.artifacts import record_variant, run_root
+    from components.artifacts import record_finished, run_root
     from components.record_run import record_run
     from tests.support.fake_artifacts import write_run
 
@@ -85,22 +85,60 @@ def test_the_exit_task_records_the_state_and_every_finished_variant(s3_bucket, t
         model_dir, eval_dir = write_run(tmp_path, name, seed=len(name), hit_rate=hit_rate)
         storage.copy_tree(str(tmp_path / name / "eval-test"), f"{s3_bucket}/artifacts/{name}/evaluation/valid")
         storage.copy_tree(str(tmp_path / name / "eval-test"), f"{s3_bucket}/artifacts/{name}/evaluation/test")
-        record_variant(root, name, model_dir, f"{s3_bucket}/artifacts/{name}/evaluation")
-    record_variant(root, "rope", str(tmp_path / "gone"), f"{s3_bucket}/artifacts/rope/evaluation")  # never uploaded
+        record_finished(root, name, name, None, model_dir, f"{s3_bucket}/artifacts/{name}/evaluation")
+    record_finished(root, "rope", "rope", None, str(tmp_path / "gone"),  # never uploaded
+                    f"{s3_bucket}/artifacts/rope/evaluation")
     status = dsl.PipelineTaskFinalStatus(state="FAILED", pipeline_job_resource_name="interest-pipeline-abc",
                                          pipeline_task_name="exit-handler-1", error_code=9,
                                          error_message="Task train failed after 3 retries")
     summary = dsl.Markdown(uri=str(tmp_path / "summary.md"))
     record_run.python_func(status=status, pipeline_root=f"{s3_bucket}/pipeline-root", run_id=RUN_ID,
-                           baseline_preset="baseline", summary=summary)
+                           baseline="baseline", gate_config={"bootstrap_resamples": 200}, summary=summary)
 
     record = storage.read_json(f"{root}/run.json")
     assert record["state"] == "FAILED" and record["error"]["message"] == "Task train failed after 3 retries"
-    assert sorted(record["variants"]) == ["baseline", "swiglu"]  # rope's evaluation never arrived
-    swiglu = record["variants"]["swiglu"]
-    assert swiglu["test"]["recall@10"] > record["variants"]["baseline"]["test"]["recall@10"] > 0
+    assert sorted(record["runs"]) == ["baseline", "swiglu"]  # rope's evaluation never arrived
+    swiglu = record["runs"]["swiglu"]
+    assert swiglu["test"]["recall@10"] > record["runs"]["baseline"]["test"]["recall@10"] > 0
     page = storage.read_text(f"{root}/run.md")
     assert page == (tmp_path / "summary.md").read_text()
-    assert page.startswith(f"# Run {RUN_ID}: FAILED") and "2 variant(s) finished" in page
+    assert page.startswith(f"# Run {RUN_ID}: FAILED") and "2 run(s) finished" in page
     rows = [line for line in page.splitlines() if line.startswith("| swiglu") or line.startswith("| baseline")]
-    assert rows[0].startswith("| swiglu") and rows[1].endswith("| +0.0% |")  # best first; baseline against itself
+    assert rows[0].startswith("| swiglu") and "| reference |" in rows[1]  # best first; the baseline is the reference
+    change = swiglu["test"]["recall@10"] / record["runs"]["baseline"]["test"]["recall@10"] - 1
+    assert f"| {change:+.1%} [" in rows[0]
+
+
+def test_run_md_compares_replicates_with_the_baseline_variant(s3_bucket, tmp_path):
+    """With --seeds every run is NAME-seedN: the baseline is looked up by variant, not by a run's name (run.md once
+    showed "-" in every "vs baseline" cell)."""
+    from kfp import dsl
+
+    from components.artifacts import record_finished, run_root
+    from components.record_run import record_run
+    from tests.support.fake_artifacts import write_run
+
+    root = run_root(f"{s3_bucket}/pipeline-root", RUN_ID)
+    for variant, seed, hit_rate in (("baseline", 1, 0.2), ("baseline", 2, 0.22), ("swiglu", 1, 0.3),
+                                    ("swiglu", 2, 0.31)):
+        name = f"{variant}-seed{seed}"
+        model_dir, _ = write_run(tmp_path, name, seed=seed * 10 + len(variant), hit_rate=hit_rate)
+        for split in ("valid", "test"):
+            storage.copy_tree(str(tmp_path / name / "eval-test"), f"{s3_bucket}/artifacts/{name}/evaluation/{split}")
+        record_finished(root, name, variant, seed, model_dir, f"{s3_bucket}/artifacts/{name}/evaluation")
+    status = dsl.PipelineTaskFinalStatus(state="SUCCEEDED", pipeline_job_resource_name="interest-pipeline-abc",
+                                         pipeline_task_name="exit-handler-1", error_code=None, error_message=None)
+    record_run.python_func(status=status, pipeline_root=f"{s3_bucket}/pipeline-root", run_id=RUN_ID,
+                           baseline="baseline", gate_config={"bootstrap_resamples": 200},
+                           summary=dsl.Markdown(uri=str(tmp_path / "summary.md")))
+
+    record = storage.read_json(f"{root}/run.json")
+    assert record["runs"]["swiglu-seed2"] == {**record["runs"]["swiglu-seed2"], "variant": "swiglu", "seed": 2}
+    page = storage.read_text(f"{root}/run.md")
+    swiglu = next(line for line in page.splitlines() if line.startswith("| swiglu |"))
+    baseline = next(line for line in page.splitlines() if line.startswith("| baseline |"))
+    cells = [c.strip() for c in swiglu.strip("|").split("|")]
+    means = {v: sum(record["runs"][f"{v}-seed{s}"]["test"]["recall@10"] for s in (1, 2)) / 2
+             for v in ("swiglu", "baseline")}
+    assert cells[1] == "1,2" and cells[4].startswith(f"{means['swiglu'] / means['baseline'] - 1:+.1%} [")
+    assert "reference" in baseline

@@ -59,7 +59,7 @@ def synthetic_variant(name: str, valid_recall: float, test_recall: float, data: 
                                     {"user_id": [f"u{i}" for i in range(users)],
                                      "user_index": np.arange(users, dtype=np.int64), "recall@10": hits}, measured)
     for artifact in (model, evaluation):
-        artifact.metadata["variant"] = name
+        artifact.metadata.update(run=name, variant=name)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -87,7 +87,7 @@ def stored_champion_evaluation(registry: str, champion_evaluation: Output[Artifa
     os.makedirs(champion_evaluation.path, exist_ok=True)
     if champion is not None:
         rundir.copy_complete(champion.uri, os.path.join(champion_evaluation.path, "test"))
-    with open(os.path.join(champion_evaluation.path, "champion.json"), "w") as f:
+    with open(os.path.join(champion_evaluation.path, "champion_ref.json"), "w") as f:
         json.dump({"champion": dataclasses.asdict(champion) if champion else None}, f)
 
 
@@ -101,7 +101,7 @@ def gate_push(variants: list[dict], registry: str):
     decision = select_and_gate(models=dsl.Collected(made.outputs["model"]),
                                evaluations=dsl.Collected(made.outputs["evaluation"]),
                                champion_evaluation=champion.outputs["champion_evaluation"],
-                               baseline_preset="baseline", gate_config={})
+                               baseline="baseline", gate_config={})
     with dsl.If(decision.outputs["Output"] == True):  # noqa: E712 - a KFP condition
         push(candidate=decision.outputs["candidate"], candidate_evaluation=decision.outputs["candidate_evaluation"],
              evidence=decision.outputs["evidence"], blessing=decision.outputs["blessing"],
@@ -119,7 +119,7 @@ def run(tmp_path: Path, variants: list[dict], registry: Path) -> dict:
     out = json.loads((gate_dir / "executor_output.json").read_text())
     return {"blessing": json.loads((gate_dir / "blessing").read_text()),
             "blessed": out["parameterValues"]["Output"], "candidate": out["artifacts"]["blessing"]["artifacts"][0][
-                "metadata"]["variant"],
+                "metadata"]["run"],
             "candidate_dir": gate_dir / "candidate", "pushed": any(root.glob("*/push/executor_output.json"))}
 
 

@@ -12,3 +12,12 @@ from pipelines.profiles import PROFILES
 def test_every_profile_passes_the_argument_checks(name, tmp_path):
     args = validate_arguments(profile_arguments(PROFILES[name], str(tmp_path / "registry")))
     assert [v["name"] for v in args["variants"]] == PROFILES[name].variant_names()
+
+
+def test_the_old_baseline_preset_parameter_still_works_with_a_warning(tmp_path):
+    arguments = {**profile_arguments(PROFILES["smoke"], str(tmp_path / "registry")), "baseline_preset": "baseline"}
+    with pytest.warns(DeprecationWarning, match="baseline_preset is now called baseline"):
+        args = validate_arguments(arguments)
+    assert args["baseline"] == "baseline" and "baseline_preset" not in args
+    with pytest.raises(Exception, match="not both"):
+        validate_arguments({**arguments, "baseline": "baseline"})

@@ -30,7 +30,7 @@ def test_a_grid_file_becomes_one_loop_item_per_variant_and_seed_with_its_baselin
         {"name": "dff-4x", "preset": "baseline", "set": {}, "seed": 1},
         {"name": "dff-4x", "preset": "baseline", "set": {}, "seed": 2},
     ]
-    assert args["baseline_preset"] == "dff-4x"
+    assert args["baseline"] == "dff-4x"
     assert [v.get("seed") for v in arguments(tmp_path, "--grid", str(grid), "--seeds", "none")["variants"]] == [None,
                                                                                                              None]
 

@@ -101,7 +101,7 @@ def test_smoke_profile_runs_end_to_end(smoke):
     for variant in variants:
         (evaluation,) = [p for p in run_dir.glob("*/for-loop-*/evaluate/evaluation")
                          if json.loads((p.parent / "executor_output.json").read_text())["artifacts"]["evaluation"][
-                             "artifacts"][0]["metadata"]["variant"] == variant]
+                             "artifacts"][0]["metadata"]["run"] == variant]
         for split, printed in zip(("valid", "test"), rows[variant].split()[2:4], strict=True):
             metrics = json.loads((evaluation / split / "metrics.json").read_text())
             assert math.isfinite(metrics["recall@10"]) and f"{metrics['recall@10']:.4f}" == printed
@@ -184,7 +184,7 @@ def test_a_grid_file_with_overrides_and_seeds_runs_with_the_names_it_gives(tmp_p
     assert "±" in rows["dff-2x"].split()[2] and DIFFERENCE.search(rows["dff-2x"])  # across seeds; over users
 
     models = {json.loads((p.parent / "executor_output.json").read_text())["artifacts"]["model"]["artifacts"][0][
-        "metadata"]["variant"]: p for p in run_dir.glob("*/for-loop-*/train/model")}
+        "metadata"]["run"]: p for p in run_dir.glob("*/for-loop-*/train/model")}
     assert sorted(models) == ["dff-2x-seed1", "dff-2x-seed2", "narrow-seed1", "narrow-seed2"]
     for name, model in models.items():
         config = json.loads((model / "model_config.json").read_text())
@@ -196,4 +196,4 @@ def test_a_grid_file_with_overrides_and_seeds_runs_with_the_names_it_gives(tmp_p
     dff = comparison["variants"][1]
     assert dff["seeds"] == [1, 2] and dff["test_recall@10"]["n"] == 2 and dff["test_recall@10"]["low"] is not None
     page = (run_dir / "report.html").read_text()
-    assert "dff-2x-seed2" in page and "Runs (one per seed)" in page and dff["test_delta"]["text"] in page
+    assert "dff-2x-seed2" in page and "Runs (one per seed)" in page and dff["test_vs_baseline"]["text"] in page

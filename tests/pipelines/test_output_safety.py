@@ -109,7 +109,7 @@ def test_damaged_files_are_one_line_errors_naming_the_file(trained, tmp_path, ca
 def stage_inputs(trained, tmp_path_factory) -> dict[str, str]:
     """What each stage reads: an events file, data, a model, and a variant with a test evaluation and a blessing."""
     from release.gate import GateConfig, decide
-    from release.records import Variant
+    from release.records import Run
     from trainer.evaluate import evaluate
 
     root = tmp_path_factory.mktemp("inputs")
@@ -117,7 +117,7 @@ def stage_inputs(trained, tmp_path_factory) -> dict[str, str]:
         f"u{n % 7},i{n % 5},{1_600_000_000 + n}\n" for n in range(60)))
     data, model = trained
     evaluate(str(model), str(data), "test", str(root / "eval-test"))
-    blessing = decide([Variant.load("baseline", str(model), None, str(root / "eval-test"))], None, None,
+    blessing = decide([Run.load(name="baseline", model_dir=str(model), test_dir=str(root / "eval-test"))], None, None,
                       GateConfig(min_recall_at_10=0.0))
     storage.write_json(str(root / "blessing.json"), blessing.to_json())
     return {"events": str(root / "events.csv"), "data": str(data), "model": str(model),

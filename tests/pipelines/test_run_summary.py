@@ -10,9 +10,9 @@ import numpy as np
 
 from pipelines.commands.run import print_summary
 from pipelines.local_runner import LocalRun
-from release.compare import NOT_SIGNIFICANT, SIGNIFICANT
+from release.comparison import NOT_SIGNIFICANT, SIGNIFICANT
 from release.report import write_report
-from tests.support.runs import blessing_of, variant
+from tests.support.runs import blessing_of, fake_run
 
 
 def local_run(comparison: dict, pushed: str | None, production: str | None, candidate: str = "swiglu") -> LocalRun:
@@ -20,7 +20,7 @@ def local_run(comparison: dict, pushed: str | None, production: str | None, cand
     return LocalRun(
         run_dir=run_dir, pipeline_yaml=run_dir / "pipeline.yaml", report_html=run_dir / "report.html",
         report_markdown=run_dir / "report.md", comparison=comparison, log=run_dir / "kfp-local.log",
-        tensorboard=run_dir / "tensorboard", recall={}, candidate=candidate, blessed=pushed is not None, blessing={},
+        tensorboard=run_dir / "tensorboard", candidate_run=candidate, blessed=pushed is not None, blessing={},
         pushed_model=pushed, production_model=production,
     )
 
@@ -33,7 +33,7 @@ def comparison(tmp_path, variants, candidate) -> dict:
 
 
 def test_table_and_paths(capsys, tmp_path):
-    variants = [variant("baseline", 0), variant("swiglu", 90, 2)]
+    variants = [fake_run("baseline", 0), fake_run("swiglu", 90, 2)]
     print_summary(local_run(comparison(tmp_path, variants, variants[1]), "/runs/registry/interest/m-1",
                             "/runs/registry/interest/m-1"))
     out = capsys.readouterr().out.splitlines()
@@ -52,9 +52,9 @@ def test_table_and_paths(capsys, tmp_path):
 
 
 def test_an_interval_containing_zero_is_not_significant_in_the_html_the_markdown_and_the_terminal(capsys, tmp_path):
-    variants = [variant("baseline", 0), variant("rope", 30, 3, lost=25), variant("swiglu", 90, 2)]
+    variants = [fake_run("baseline", 0), fake_run("rope", 30, 3, lost=25), fake_run("swiglu", 90, 2)]
     numbers = comparison(tmp_path, variants, variants[2])
-    rope = next(v for v in numbers["variants"] if v["name"] == "rope")["test_delta"]
+    rope = next(v for v in numbers["variants"] if v["name"] == "rope")["test_vs_baseline"]
     assert rope["ci_low"] < 0 < rope["ci_high"] and rope["label"] == NOT_SIGNIFICANT
 
     page = (tmp_path / "r.html").read_text()
@@ -69,7 +69,7 @@ def test_an_interval_containing_zero_is_not_significant_in_the_html_the_markdown
 
 
 def test_replicates_and_unequal_steps_are_visible_in_the_terminal(capsys, tmp_path):
-    variants = [variant(f"{name}-seed{s}", gain + s, s, name, steps=steps)
+    variants = [fake_run(f"{name}-seed{s}", gain + s, s, name, steps=steps)
                 for name, gain, steps in (("baseline", 0, 300), ("wide", 60, 250)) for s in (1, 2)]
     print_summary(local_run(comparison(tmp_path, variants, variants[3]), None, None, candidate="wide-seed2"))
     out = capsys.readouterr().out
@@ -79,7 +79,7 @@ def test_replicates_and_unequal_steps_are_visible_in_the_terminal(capsys, tmp_pa
 
 
 def test_not_blessed_names_the_champion_that_stays(capsys, tmp_path):
-    variants = [variant("baseline", 0), variant("swiglu", 90, 2)]
+    variants = [fake_run("baseline", 0), fake_run("swiglu", 90, 2)]
     numbers = comparison(tmp_path, variants, variants[1])
     print_summary(local_run(numbers, None, "/runs/registry/interest/m-0"))
     out = capsys.readouterr().out
@@ -87,4 +87,4 @@ def test_not_blessed_names_the_champion_that_stays(capsys, tmp_path):
     assert "blessed model:   none (not pushed; the registry's champion stays /runs/registry/interest/m-0)" in out
     print_summary(local_run(numbers, None, None))
     assert "blessed model:   none (not pushed)" in capsys.readouterr().out
-    assert np.isfinite(numbers["variants"][1]["test_delta"]["mean_diff"])
+    assert np.isfinite(numbers["variants"][1]["test_vs_baseline"]["mean_diff"])

@@ -1,4 +1,4 @@
-"""Candidate selection, the paired bootstrap and the gate's truth table (release.gate.gate_checks on Variant
+"""Candidate selection, the paired bootstrap and the gate's truth table (release.gate.gate_checks on Run
 records; ``decide`` and ``verify`` on real directories are in test_blessing_integrity.py)."""
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from core import configs
-from release.gate import GateConfig, gate_checks, paired_bootstrap, select_candidate
-from release.records import Variant
+from release.comparison import difference, select_candidate
+from release.gate import GateConfig, bootstrap_of, gate_checks
+from release.records import Run
+from release.stats import paired_bootstrap
 
 USERS = 1000
 
@@ -21,20 +23,29 @@ def per_user(hits: np.ndarray, order: np.ndarray | None = None) -> dict:
     return {"user_index": index, "user_id": np.array([f"u{i}" for i in index]), "recall@10": hits[index].astype(float)}
 
 
-def variant(name: str, hits: np.ndarray | None, norm: float = 100.0, **test) -> Variant:
+def variant(name: str, hits: np.ndarray | None, norm: float = 100.0, **test) -> Run:
     metrics = {"recall@10": float(hits.mean()) if hits is not None else None, "ndcg@10": 0.1, "mrr": 0.1,
                "user_norm_mean": norm, **test}
-    return Variant(name, f"/models/{name}", None, f"/eval/{name}", {}, {}, metrics,
-                   per_user(hits) if hits is not None else None)
+    return Run(name=name, model_dir=f"/models/{name}", test_dir=f"/eval/{name}", test=metrics,
+               per_user=per_user(hits) if hits is not None else None)
 
 
-def with_test(v: Variant, **changes) -> Variant:
-    return Variant(v.name, v.model_dir, v.valid_dir, v.test_dir, v.summary, v.valid, {**v.test, **changes},
-                   v.per_user)
+def with_test(v: Run, **changes) -> Run:
+    return Run(name=v.name, model_dir=v.model_dir, valid_dir=v.valid_dir, test_dir=v.test_dir, summary=v.summary,
+               valid=v.valid, test={**v.test, **changes}, per_user=v.per_user)
 
 
-def gate(candidate: Variant, baseline: Variant | None, champion: Variant | None, config: GateConfig) -> dict:
-    checks = gate_checks(candidate, baseline, champion, config)
+def versus(candidate: Run, reference: Run | None, config: GateConfig):
+    """The candidate vs one reference run, as release.comparison defines it (None: no reference)."""
+    return difference([candidate], [reference], "test", reference.name, bootstrap_of(config)) if reference else None
+
+
+def checks_of(candidate: Run, baseline: Run | None, champion: Run | None, config: GateConfig):
+    return gate_checks(candidate, versus(candidate, baseline, config), versus(candidate, champion, config), config)
+
+
+def gate(candidate: Run, baseline: Run | None, champion: Run | None, config: GateConfig) -> dict:
+    checks = checks_of(candidate, baseline, champion, config)
     return {"blessed": all(c.passed for c in checks), "checks": [vars(c) for c in checks]}
 
 
@@ -101,10 +112,10 @@ def test_nan_or_missing_metrics_always_fail(bad):
 
 def test_missing_norm_and_missing_per_user_fail():
     full = variant("candidate", REFERENCE)
-    candidate = Variant(full.name, full.model_dir, None, full.test_dir, {}, {},
-                        {k: v for k, v in full.test.items() if k != "user_norm_mean"}, full.per_user)
+    candidate = Run(name=full.name, model_dir=full.model_dir, test_dir=full.test_dir,
+                    test={k: v for k, v in full.test.items() if k != "user_norm_mean"}, per_user=full.per_user)
     with_metrics = variant("champion v1", REFERENCE)
-    champion = Variant(with_metrics.name, "", None, None, {}, {}, with_metrics.test, per_user=None)
+    champion = Run(name=with_metrics.name, model_dir="", test=with_metrics.test, per_user=None)
     assert failed(gate(candidate, None, champion, GateConfig())) == {
         "metrics_present_and_finite", "max_user_norm_mean", "change_vs_champion", "bootstrap_vs_champion"}
 
@@ -143,13 +154,15 @@ def test_bootstrap_interval_matches_the_normal_approximation():
 
 def test_select_candidate_ties_fewer_params_then_faster():
     def v(name, recall, params, seconds):
-        return Variant(name, "", None, None, {"params": params, "train_seconds": seconds}, {"recall@10": recall})
+        return Run(name=name, model_dir="", summary={"params": params, "train_seconds": seconds},
+                   valid={"recall@10": recall})
 
     variants = [v("a", 0.30, 200, 10), v("b", 0.31, 300, 50), v("c", 0.31, 100, 90), v("d", 0.31, 100, 20),
                 v("nan", float("nan"), 1, 1)]
     assert select_candidate(variants).name == "d"
     assert select_candidate([v("nan", float("nan"), 1, 1), v("a", 0.1, 5, 5)]).name == "a"
-    from_summary = Variant("s", "", None, None, {"best": {"valid_recall@10": 0.5}, "params": 1, "train_seconds": 1})
+    from_summary = Run(name="s", model_dir="", summary={"best": {"valid_recall@10": 0.5}, "params": 1,
+                                                        "train_seconds": 1})
     assert select_candidate([*variants, from_summary]).name == "s"
     with pytest.raises(ValueError):
         select_candidate([])
@@ -171,8 +184,8 @@ def hits_of(count: int) -> np.ndarray:
     return (np.arange(USERS) < count).astype(int)
 
 
-def check_passed(candidate: Variant, reference: Variant | None, config: GateConfig, name: str) -> bool:
-    return next(c for c in gate_checks(candidate, reference, reference, config) if c.name == name).passed
+def check_passed(candidate: Run, reference: Run | None, config: GateConfig, name: str) -> bool:
+    return next(c for c in checks_of(candidate, reference, reference, config) if c.name == name).passed
 
 
 @pytest.mark.parametrize("name, config, at_threshold, past_threshold", [

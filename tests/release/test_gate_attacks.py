@@ -15,12 +15,17 @@ from core import contract, rundir
 from pipelines import cli
 from release import registry
 from release.gate import BlessingInvalid, EvaluationMismatch, GateConfig, decide
-from release.records import Variant
+from release.records import Run
 from tests.support.data import write_preprocessed
 from tests.support.fake_artifacts import LENIENT, LENIENT_POLICY, write_evaluation
 
 TINY = ["--set", "d_model=16", "--set", "n_layer=1", "--set", "n_head=2", "--set", "max_len=12", "--set",
         "batch_size=6", "--set", "dropout=0.0"]
+
+
+def load(name: str, model_dir: str, valid_dir: str | None, test_dir: str | None) -> Run:
+    return Run.load(name=name, model_dir=str(model_dir), valid_dir=valid_dir and str(valid_dir),
+                    test_dir=test_dir and str(test_dir))
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +71,11 @@ def test_the_weak_model_with_the_good_models_evaluations_is_refused(runs, tmp_pa
 
 
 def test_an_evaluation_of_other_data_or_split_is_refused(runs, tmp_path):
-    weak = Variant.load("good", str(runs["good"]), str(runs["good-test"]), str(runs["good-other-test"]))
+    weak = load("good", str(runs["good"]), str(runs["good-test"]), str(runs["good-other-test"]))
     with pytest.raises(EvaluationMismatch) as refused:
         decide([weak], None, None, LENIENT)
     assert "was trained on" in str(refused.value) or "data_digest" in str(refused.value)
-    swapped = Variant.load("good", str(runs["good"]), str(runs["good-test"]), str(runs["good-test"]))
+    swapped = load("good", str(runs["good"]), str(runs["good-test"]), str(runs["good-test"]))
     with pytest.raises(EvaluationMismatch, match="measured the 'test' split, not 'valid'"):
         decide([swapped], None, None, LENIENT)
 
@@ -80,13 +85,13 @@ def test_metrics_and_per_user_values_of_two_evaluations_put_together_are_refused
     with rundir.writing(str(mixed), contract.EVALUATION_KIND) as staging:
         shutil.copy(runs["good-test"] / contract.METRICS, staging.join(contract.METRICS))
         shutil.copy(runs["weak-test"] / contract.PER_USER, staging.join(contract.PER_USER))
-    variant = Variant.load("good", str(runs["good"]), None, str(mixed))
+    variant = load("good", str(runs["good"]), None, str(mixed))
     with pytest.raises(EvaluationMismatch, match="name different measurements"):
         decide([variant], None, None, LENIENT)
 
 
 def push_champion(runs, root: str, name: str = "good") -> registry.ChampionRef:
-    blessing = decide([Variant.load(name, str(runs[name]), str(runs[f"{name}-valid"]), str(runs[f"{name}-test"]))],
+    blessing = decide([load(name, str(runs[name]), str(runs[f"{name}-valid"]), str(runs[f"{name}-test"]))],
                       None, None, LENIENT)
     registry.push(blessing, root, version=f"{name}-v1", policy=LENIENT_POLICY)
     return registry.read_champion(root)
@@ -95,7 +100,7 @@ def push_champion(runs, root: str, name: str = "good") -> registry.ChampionRef:
 def test_a_champion_evaluation_of_another_model_is_refused(runs, tmp_path):
     """--champion-eval must measure the champion version's own model.pt, on this run's data."""
     champion = push_champion(runs, str(tmp_path / "registry"))
-    weak = Variant.load("weak", str(runs["weak"]), str(runs["weak-valid"]), str(runs["weak-test"]))
+    weak = load("weak", str(runs["weak"]), str(runs["weak-valid"]), str(runs["weak-test"]))
     with pytest.raises(EvaluationMismatch, match="given as champion good-v1's test evaluation"):
         decide([weak], None, champion, LENIENT, champion_evaluation=str(runs["weak-test"]))
 
@@ -112,7 +117,7 @@ def test_a_blessing_that_says_there_is_no_champion_is_refused(runs, tmp_path, ca
     generation names a champion."""
     root = str(tmp_path / "registry")
     champion = push_champion(runs, root)
-    weak = Variant.load("weak", str(runs["weak"]), str(runs["weak-valid"]), str(runs["weak-test"]))
+    weak = load("weak", str(runs["weak"]), str(runs["weak-valid"]), str(runs["weak-test"]))
     honest = decide([weak], None, champion, LENIENT, champion_evaluation=str(runs["good-test"])).to_json()
     forged = tmp_path / "forged.json"
     forged.write_text(json.dumps(forged_no_champion(honest)))
@@ -148,12 +153,12 @@ def test_a_candidate_evaluated_on_a_subset_is_not_compared_with_a_full_data_cham
 
     champion_model, champion_eval = write_run(tmp_path, "champion", seed=1, hit_rate=0.3)
     root = str(tmp_path / "registry")
-    registry.push(decide([Variant.load("champion", champion_model, None, champion_eval)], None, None, LENIENT),
+    registry.push(decide([load("champion", champion_model, None, champion_eval)], None, None, LENIENT),
                   root, version="v1", policy=LENIENT_POLICY)
     model, _ = write_run(tmp_path, "subset", seed=2)
     users = [f"u{i:04d}" for i in range(0, 300, 300 // 46)][:46]
     subset_eval = write_evaluation(tmp_path / "subset" / "eval-46", Path(model), np.ones(46), users)
-    blessing = decide([Variant.load("subset", model, None, subset_eval)], None, registry.read_champion(root),
+    blessing = decide([load("subset", model, None, subset_eval)], None, registry.read_champion(root),
                       GateConfig(min_recall_at_10=0.0, bootstrap_resamples=100))
     checks = {c.name: c for c in blessing.checks}
     assert not blessing.blessed
@@ -167,7 +172,7 @@ def test_a_blessing_without_the_policys_baseline_is_refused(tmp_path):
 
     runs = {name: write_run(tmp_path, name, seed=seed, hit_rate=0.5 if name == "cand" else 0.3)
             for seed, name in enumerate(("cand", "base", "other"))}
-    variants = [Variant.load(name, model, None, test) for name, (model, test) in runs.items()]
+    variants = [load(name, model, None, test) for name, (model, test) in runs.items()]
     policy = registry.Policy(LENIENT, baseline="base")
     for baseline in (None, "other"):
         blessing = decide(variants, baseline, None, LENIENT)

@@ -16,7 +16,7 @@ from core import contract, rundir, storage
 from core.configs import ConfigError, to_dict
 from release import registry
 from release.gate import BlessingInvalid, GateConfig, decide
-from release.records import Variant
+from release.records import Run
 from tests.support.fake_artifacts import LENIENT, blessing_for, write_run
 
 POLICY = registry.Policy(LENIENT, baseline="base")
@@ -59,6 +59,11 @@ def mutate(document: dict, path: tuple, how: str) -> dict:
     return out
 
 
+def load(name: str, model_dir: str, valid_dir: str | None, test_dir: str | None) -> Run:
+    return Run.load(name=name, model_dir=str(model_dir), valid_dir=valid_dir and str(valid_dir),
+                    test_dir=test_dir and str(test_dir))
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict:
     """A registry whose champion is v1, and the real blessing of a candidate gated against it and a baseline."""
@@ -67,7 +72,7 @@ def world(tmp_path_factory) -> dict:
     pristine = str(root / "registry")
     registry.push(blessing_for(*champion), pristine, version="v1", policy=registry.Policy(LENIENT))
     candidate, base = write_run(root, "cand", seed=2, hit_rate=0.4), write_run(root, "base", seed=3, hit_rate=0.3)
-    variants = [Variant.load(name, model, None, test) for name, (model, test) in (("cand", candidate), ("base", base))]
+    variants = [load(name, model, None, test) for name, (model, test) in (("cand", candidate), ("base", base))]
     blessing = decide(variants, "base", registry.read_champion(pristine), LENIENT).to_json()
     assert blessing["blessed"] and blessing["champion"]["version"] == "v1"
     assert {"candidate_model", "candidate_test", "baseline_model", "baseline_test", "champion_model",
@@ -109,7 +114,7 @@ def test_every_field_changed_or_dropped_is_refused_or_ships_the_same(world):
     # What a forger may change without being refused names nothing that ships: record-keeping only.
     # What a forger may change without being refused is record-keeping that names nothing that ships (the
     # selection's evidence, names, where the gate read its inputs), or a policy field dropped to its default.
-    free = [p for p, how in accepted if p[0] not in ("created_at", "variants", "candidate", "metric")
+    free = [p for p, how in accepted if p[0] not in ("created_at", "runs", "candidate", "metric")
             and p[:2] not in (("champion", "evaluation"), ("champion", "re_evaluated"), ("champion", "same_data"))
             and not (p[0] == "config" and how == "drop" and to_dict(GateConfig())[p[1]] == to_dict(LENIENT)[p[1]])]
     assert not free, sorted({"/".join(map(str, p)) for p in free})

@@ -10,7 +10,7 @@ import pytest
 from core import contract, rundir, storage
 from core.configs import ConfigError
 from release.gate import decide
-from release.records import Variant
+from release.records import Run
 from release.registry import (
     ChampionChanged,
     VersionConflict,
@@ -86,8 +86,7 @@ def test_a_stale_blessing_gets_champion_changed_and_a_regate_succeeds(registry, 
     assert read_pointer(registry, "interest")[0]["version"] == "v1"
     # Re-gate against the champion now in the registry, with the real gate, then push again.
     champion = read_champion(registry, "interest")
-    blessing = decide([Variant.load("v2", v2_model, test_dir=v2_eval)], None, champion,
-                      LENIENT)
+    blessing = decide([Run.load(name="v2", model_dir=v2_model, test_dir=v2_eval)], None, champion, LENIENT)
     assert blessing.blessed and blessing.champion["version"] == "v1" and not blessing.champion["re_evaluated"]
     result = push(blessing, registry, "interest", version="v2", policy=LENIENT_POLICY)
     assert (result.outcome, result.previous_version) == ("pushed", "v1")

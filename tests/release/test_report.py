@@ -11,9 +11,9 @@ from html.parser import HTMLParser
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from release.compare import NOT_SIGNIFICANT, SIGNIFICANT, summarize
+from release.comparison import NOT_SIGNIFICANT, SIGNIFICANT, Comparison
 from release.report import PLOTS, change_text, plot_figure, write_report
-from tests.support.runs import blessing_of, variant
+from tests.support.runs import blessing_of, fake_run
 
 VOID = {"meta", "img", "br", "hr", "link", "input"}
 
@@ -79,7 +79,7 @@ def test_change_text_is_in_the_seeds_form():
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("report")
-    variants = [variant("baseline", 0), variant("swiglu", 90, 2), variant("<b>rope & co</b>", 30, 3, norm=float("nan"), lost=25)]
+    variants = [fake_run("baseline", 0), fake_run("swiglu", 90, 2), fake_run("<b>rope & co</b>", 30, 3, norm=float("nan"), lost=25)]
     blessing = blessing_of(variants[1], variants[0])
     paths = {"html": tmp_path / "report.html", "md": tmp_path / "report.md", "plots": tmp_path / "plots",
              "json": tmp_path / "comparison.json"}
@@ -121,13 +121,13 @@ def test_markdown_and_json_carry_the_same_numbers(report):
     comparison = json.loads(paths["json"].read_text())
     assert comparison["candidate"] == "swiglu" and comparison["equal_steps"] is True
     by_name = {v["name"]: v for v in comparison["variants"]}
-    assert by_name["swiglu"]["test_delta"]["label"] == SIGNIFICANT
-    assert by_name["swiglu"]["test_delta"]["text"] in markdown
-    assert by_name["baseline"]["test_delta"] is None
+    assert by_name["swiglu"]["test_vs_baseline"]["label"] == SIGNIFICANT
+    assert by_name["swiglu"]["test_vs_baseline"]["text"] in markdown
+    assert by_name["baseline"]["test_vs_baseline"] is None
 
 
 def test_replicates_show_intervals_across_seeds_and_a_row_per_run(tmp_path):
-    variants = [variant(f"{name}-seed{s}", gained + 5 * s, s, name) for name, gained in (("baseline", 0),
+    variants = [fake_run(f"{name}-seed{s}", gained + 5 * s, s, name) for name, gained in (("baseline", 0),
                                                                                          ("dff-2x", 60))
                 for s in (1, 2, 3)]
     write_report(variants, blessing_of(variants[4], variants[0]), str(tmp_path / "r.html"), str(tmp_path / "r.md"),
@@ -149,13 +149,13 @@ def test_replicates_show_intervals_across_seeds_and_a_row_per_run(tmp_path):
 
 
 def test_penalty_table_reproduces_the_writeups_rows_relative_to_no_penalty(tmp_path):
-    variants = [variant("baseline", 0, norm=300.0),
-                variant("l2-1e-4", -2, 1, norm=250.0, penalty={"penalty": "l2", "penalty_lambda": 1e-4}),
-                variant("hinge", -30, 2, norm=160.0,
+    variants = [fake_run("baseline", 0, norm=300.0),
+                fake_run("l2-1e-4", -2, 1, norm=250.0, penalty={"penalty": "l2", "penalty_lambda": 1e-4}),
+                fake_run("hinge", -30, 2, norm=160.0,
                         penalty={"penalty": "hinge", "penalty_lambda": 1e-3, "penalty_tau": 159.0}),
-                variant("best", 40, 3, norm=240.0, penalty={"penalty": "l2", "penalty_lambda": 1e-4},
+                fake_run("best", 40, 3, norm=240.0, penalty={"penalty": "l2", "penalty_lambda": 1e-4},
                         model={"mlp": "swiglu"}),  # differs in more than its penalty: not a row of this table
-                variant("rope", 5, 4, norm=290.0, model={"position": "rope"})]
+                fake_run("rope", 5, 4, norm=290.0, model={"position": "rope"})]
     write_report(variants, blessing_of(variants[3], variants[0]), str(tmp_path / "r.html"), str(tmp_path / "r.md"))
     page = parse((tmp_path / "r.html").read_text())
     rows = page.rows("penalties")
@@ -167,16 +167,16 @@ def test_penalty_table_reproduces_the_writeups_rows_relative_to_no_penalty(tmp_p
 
 
 def test_unequal_steps_are_called_out(tmp_path):
-    variants = [variant("baseline", 0, steps=341), variant("rope", 0, 1, steps=210)]
+    variants = [fake_run("baseline", 0, steps=341), fake_run("rope", 0, 1, steps=210)]
     write_report(variants, blessing_of(variants[0], variants[0]), str(tmp_path / "r.html"), str(tmp_path / "r.md"))
     assert "different numbers of optimizer steps (210 to 341)" in (tmp_path / "r.html").read_text()
     assert "different numbers of optimizer steps (210 to 341)" in (tmp_path / "r.md").read_text()
 
 
 def test_plots_stay_readable_with_13_variants(tmp_path):
-    variants = [variant("baseline", 0)] + [variant(f"variant-{i:02d}", i, i) for i in range(1, 14)]
+    variants = [fake_run("baseline", 0)] + [fake_run(f"variant-{i:02d}", i, i) for i in range(1, 14)]
     for file_name, *spec in PLOTS:
-        figure = plot_figure(summarize(variants, "baseline"), *spec)
+        figure = plot_figure(Comparison.of(variants, "baseline").variants, *spec)
         axes = figure.axes[0]
         lines = axes.get_lines()
         assert len(lines) == 14, file_name

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from release.report import PLOTS, write_report_dir
 from tests.support.browser import chromium_or_skip, render_report
-from tests.support.runs import blessing_of, variant
+from tests.support.runs import blessing_of, fake_run
 
 
 def test_report_renders_in_a_real_browser(tmp_path):
     chromium_or_skip()
-    runs = [variant(f"{name}-seed{seed}", gained + seed, seed, name) for name, gained in
+    runs = [fake_run(f"{name}-seed{seed}", gained + seed, seed, name) for name, gained in
             (("baseline", 0), ("swiglu", 80), ("rope & <co>", 2)) for seed in (1, 2)]
     blessing = blessing_of(runs[3], runs[1])
     page = tmp_path / "report"

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from core import contract, rundir
 from core.configs import to_dict
 from release.gate import GateConfig, decide
-from release.records import Blessing, ChampionRef, Variant
+from release.records import Blessing, ChampionRef, Run
 from release.registry import Policy
 
 USERS = 300
@@ -91,7 +91,7 @@ def blessing_for(model_dir: str, eval_dir: str, champion: ChampionRef | None = N
                  blessed: bool = True) -> Blessing:
     """A real blessing of one variant (release.gate.decide), blessed or not, gated against ``champion`` (None:
     as if the registry had none)."""
-    variant = Variant.load(Path(model_dir).parent.name, model_dir, None, eval_dir)
-    blessing = decide([variant], None, champion, LENIENT if blessed else STRICT)
+    run = Run.load(name=Path(model_dir).parent.name, model_dir=model_dir, test_dir=eval_dir)
+    blessing = decide([run], None, champion, LENIENT if blessed else STRICT)
     assert blessing.blessed is blessed, [c for c in blessing.checks if not c.passed]
     return blessing

@@ -131,12 +131,12 @@ def test_interest_evaluate_writes_metrics_and_per_user_rows(finished, tiny_data,
 def test_interest_evaluate_reads_the_champion_of_a_registry_reference(finished, tiny_data, tmp_path, capsys):
     """`--model registry:ROOT` (docs/contracts.md) evaluates the champion's version directory."""
     from release.gate import GateConfig, decide
-    from release.records import Variant
+    from release.records import Run
     from release.registry import Policy, push
 
     out, _ = finished
     assert cli.main(["evaluate", "--model", str(out), "--data", str(tiny_data), "--output", str(tmp_path / "own")]) == 0
-    blessing = decide([Variant.load("baseline", str(out), None, str(tmp_path / "own"))], None, None,
+    blessing = decide([Run.load(name="baseline", model_dir=str(out), test_dir=str(tmp_path / "own"))], None, None,
                       GateConfig(min_recall_at_10=0.0))
     policy = Policy(GateConfig(min_recall_at_10=0.0))
     assert push(blessing, str(tmp_path / "registry"), version="v1", policy=policy).outcome == "pushed"
