@@ -106,7 +106,7 @@ def gate_push(variants: list[dict], registry: str):
         push(candidate=decision.outputs["candidate"], candidate_evaluation=decision.outputs["candidate_evaluation"],
              evidence=decision.outputs["evidence"], blessing=decision.outputs["blessing"],
              data=data.outputs["data"], registry=registry, model_name="interest", gate_config={},
-             baseline_preset="baseline")
+             baseline="baseline")
 
 
 def run(tmp_path: Path, variants: list[dict], registry: Path) -> dict:

@@ -75,7 +75,7 @@ def world(tmp_path_factory) -> dict:
     variants = [load(name, model, None, test) for name, (model, test) in (("cand", candidate), ("base", base))]
     blessing = decide(variants, "base", registry.read_champion(pristine), LENIENT).to_json()
     assert blessing["blessed"] and blessing["champion"]["version"] == "v1"
-    assert {"candidate_model", "candidate_test", "baseline_model", "baseline_test", "champion_model",
+    assert {"candidate_model", "candidate_test", "model:base", "test:base", "champion_model",
             "champion_test"} == set(blessing["inputs"])
     honest = registry.push(blessing, shutil.copytree(pristine, root / "honest"), policy=POLICY)
     shipped = rundir.open_complete(honest.uri)
@@ -84,7 +84,7 @@ def world(tmp_path_factory) -> dict:
             "metrics": storage.read_json(shipped.path(contract.METRICS))}
 
 
-@pytest.mark.slow  # 278 pushes (about 90 s on 2 shared cores)
+@pytest.mark.slow  # 292 pushes (about 90 s on 2 shared cores)
 def test_every_field_changed_or_dropped_is_refused_or_ships_the_same(world):
     accepted, refused, count = [], [], 0
     for path in leaves(world["blessing"]):

@@ -13,7 +13,7 @@ import torch
 
 from core import contract, rundir, storage
 from core.configs import ConfigError, to_dict
-from release.gate import replicate_bootstrap
+from release.stats import replicate_bootstrap
 from tests.support.model_kit import TINY
 from trainer import checkpoint
 from trainer.evaluate import load_model
