@@ -119,6 +119,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_run_flags(r)
     r.add_argument("--blessing", required=True, help="`interest gate` output")
     r.add_argument("--output", required=True, help="directory for report.html, report.md and the PNG plots")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace --output even when it holds something other than a report")
     r.set_defaults(func=run_report)
 
     reg = subparsers.add_parser("registry", help="list a registry's versions (complete or not) and its champion")
@@ -168,7 +170,7 @@ def run_report(args: argparse.Namespace) -> int:
     runs = _runs(args)
     from release.report import write_report_dir  # matplotlib: only for this subcommand
 
-    print(write_report_dir(runs, blessing, args.output, args.baseline))
+    print(write_report_dir(runs, blessing, args.output, args.baseline, args.overwrite))
     return 0
 
 

@@ -224,3 +224,16 @@ def test_train_onto_a_data_directory_is_refused_before_training(trained, tmp_pat
     assert "holds 'preprocessed-data' output, not 'model'" in one_error_line(capsys)
     rundir.open_complete(str(victim), contract.DATA_KIND)
 
+
+
+def test_report_onto_a_model_directory_is_refused_and_deletes_nothing(trained, stage_inputs, tmp_path, capsys):
+    victim = tmp_path / "model"
+    shutil.copytree(trained[1], victim)
+    before = rundir.open_complete(str(victim)).manifest
+    argv = ["report", "--variant", stage_inputs["variant"], "--baseline", "none", "--blessing",
+            stage_inputs["blessing"], "--output", str(victim)]
+    assert cli.main(argv) == 2
+    assert "holds 'model' output, not 'report'" in one_error_line(capsys)
+    assert rundir.open_complete(str(victim)).manifest == before
+    assert cli.main([*argv, "--overwrite"]) == 0
+    assert rundir.open_complete(str(victim), contract.REPORT_KIND)
