@@ -15,16 +15,22 @@ def push(
     data: Input[Dataset],
     registry: str,
     model_name: str,
+    gate_config: dict,
+    baseline: str,
 ) -> str:
     """Runs only on a blessing: verifies it against the copies this task received (every judged file's sha256,
     the verdict re-derived), copies the model with its test metrics, blessing and lineage into the registry and
-    moves the champion pointer (refused if another run moved it since the champion was read: re-gate). Returns
-    the version's URI."""
+    moves the champion pointer (refused if another run moved it since the champion was read: re-gate). The
+    blessing must have been judged by this pipeline's ``gate_config`` and ``baseline`` (its policy), not
+    by a config of its own. Returns the version's URI."""
     import json
     import os
 
     from components.events import Task
+    from core.configs import from_dict
+    from release.gate import GateConfig
     from release.records import Blessing
+    from release.registry import Policy
     from release.registry import push as push_version
 
     task = Task("push")
@@ -34,7 +40,8 @@ def push(
                  **{f"candidate_{split}": os.path.join(candidate_evaluation.path, split) for split in ("valid", "test")},
                  **{role: os.path.join(evidence.path, role)
                     for role in (os.listdir(evidence.path) if os.path.isdir(evidence.path) else [])}}
-    result = push_version(decision, registry, model_name, locations=locations, data_dir=data.path)
+    policy = Policy(from_dict(GateConfig, gate_config), baseline or None)
+    result = push_version(decision, registry, model_name, locations=locations, data_dir=data.path, policy=policy)
     print(f"push: {result.outcome} {result.uri} (previous champion: {result.previous_version})")
     task.done(f"{result.outcome} {result.uri}")
     return result.uri

@@ -8,11 +8,14 @@ manifest) and read through ``core.rundir.open_complete``, which refuses an incom
 from __future__ import annotations
 
 import io
+import json
+import zipfile
 from typing import Any
 
 import numpy as np
 
 from core import rundir, storage
+from core.configs import ConfigError
 
 # --- preprocessed data directory (preprocess -> train, evaluate, push) ---
 DATA_KIND = "preprocessed-data"
@@ -42,6 +45,9 @@ MODEL_WORKING_STATE = (CHECKPOINTS, TENSORBOARD)
 EVALUATION_KIND = "evaluation"
 METRICS = "metrics.json"
 PER_USER = "per_user.parquet"  # user_id, user_index, rank and one column per per-user metric
+# What an evaluation measured, in metrics.json (this key) and in per_user.parquet's metadata: model_sha256 (of the
+# model.pt bytes loaded), data_digest (the data dir's rundir content digest), split, protocol, items (catalogue).
+MEASURED_KEY = "measured"
 SPLITS = ("valid", "test")  # evaluation sub-directories: the candidate is chosen on valid, gated on test
 
 # --- release ---
@@ -75,14 +81,49 @@ def read_optional_json(directory: str | None, name: str) -> Any | None:
     return storage.read_json(uri) if uri else None
 
 
-def write_per_user(path: str, columns: dict[str, Any]) -> None:
-    """Write per-user evaluation values (``user_id`` first) as Parquet at ``path``."""
+# torch.save stores an archive's members uncompressed, so they add up to about the file's own size; an archive that
+# expands by more than this factor (a zip bomb in place of model.pt) is refused before torch.load allocates it.
+MAX_WEIGHTS_EXPANSION = 1.5
+
+
+def check_weights_archive(data: bytes, where: str) -> None:
+    """ConfigError unless ``data`` is a zip archive whose members expand to at most MAX_WEIGHTS_EXPANSION times
+    its size (torch.load's format); checked from the archive's directory, before anything is decompressed."""
+    try:
+        members = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except zipfile.BadZipFile:
+        raise ConfigError(f"{where}: not a torch.save archive (a zip file)") from None
+    expanded = sum(member.file_size for member in members)
+    if expanded > MAX_WEIGHTS_EXPANSION * len(data) + 4096:
+        raise ConfigError(f"{where}: its members expand to {expanded:,} bytes from {len(data):,} (more than "
+                          f"{MAX_WEIGHTS_EXPANSION}x: torch.save never compresses); refused before loading it")
+
+
+def write_per_user(path: str, columns: dict[str, Any], measured: dict[str, Any] | None = None) -> None:
+    """Write per-user evaluation values (``user_id`` first) as Parquet at ``path``; ``measured`` (what was
+    evaluated: model, data, split, protocol, catalogue) goes into the file's own metadata, so the per-user values
+    name what they measured wherever they are copied."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    table = pa.table(columns)
+    if measured is not None:
+        table = table.replace_schema_metadata({MEASURED_KEY: json.dumps(measured, sort_keys=True)})
     buffer = io.BytesIO()
-    pq.write_table(pa.table(columns), buffer)
+    pq.write_table(table, buffer)
     storage.write_bytes(path, buffer.getvalue())
+
+
+def read_measured(evaluation_dir: str) -> dict[str, Any] | None:
+    """What the per-user values of an evaluation measured (its Parquet metadata), or None when not recorded."""
+    import pyarrow.parquet as pq
+
+    uri = rundir.open_complete(evaluation_dir).optional_path(PER_USER)
+    if uri is None:
+        return None
+    metadata = pq.read_schema(io.BytesIO(storage.read_bytes(uri))).metadata or {}
+    raw = metadata.get(MEASURED_KEY.encode())
+    return json.loads(raw) if raw else None
 
 
 def read_per_user(evaluation_dir: str) -> PerUser | None:

@@ -31,6 +31,7 @@ MinIO needs.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import re
@@ -106,10 +107,19 @@ def join(base: str, *parts: str) -> str:
 
 
 def relative(root: str, uri: str) -> str:
-    """``uri``'s path below ``root`` with '/' separators."""
-    if is_remote(root):
-        return uri[len(root.rstrip("/")) + 1:]
-    return Path(uri).relative_to(root).as_posix()
+    """``uri``'s path below ``root`` with '/' separators; ConfigError for an object key that would not stay below
+    a local folder it is mapped to (a '..', '.' or empty part, a leading '/'): whoever can write to
+    a bucket must not be able to write files elsewhere on the reader's machine."""
+    if not is_remote(root):
+        return Path(uri).relative_to(root).as_posix()
+    base = root.rstrip("/") + "/"
+    if not uri.startswith(base):
+        raise ValueError(f"{uri} is not below {root}")
+    rel = uri[len(base):]
+    if any(part in ("", ".", "..") for part in rel.split("/")):
+        raise ConfigError(f"{uri}: an object key with a '..', '.' or empty part below {root}; "
+                          "refused: it would map outside the folder it is copied to")
+    return rel
 
 
 # ----------------------------------------------------------------------------------------------------- GCS
@@ -197,7 +207,8 @@ class _Gcs:
         prefix = name.rstrip("/") + "/" if name else ""
         scheme = uri[: uri.index("://") + 3]
         return {f"{scheme}{bucket}/{b.name}": int(b.size)
-                for b in gcs_client().list_blobs(bucket, prefix=prefix, retry=_retry())}
+                for b in gcs_client().list_blobs(bucket, prefix=prefix, retry=_retry())
+                if not b.name.endswith("/")}  # a console's folder placeholder is not a file
 
     @staticmethod
     def upload(local_path: str | Path, uri: str) -> None:
@@ -314,7 +325,8 @@ class _S3:
         scheme = uri[: uri.index("://") + 3]
         found = {}
         for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            found.update({f"{scheme}{bucket}/{obj['Key']}": int(obj["Size"]) for obj in page.get("Contents", [])})
+            found.update({f"{scheme}{bucket}/{obj['Key']}": int(obj["Size"]) for obj in page.get("Contents", [])
+                          if not obj["Key"].endswith("/")})  # a console's folder placeholder is not a file
         return found
 
     @classmethod
@@ -388,6 +400,21 @@ def read_bytes(uri: str) -> bytes:
     if is_remote(uri):
         return _store(uri).read(uri)
     return Path(uri).read_bytes()
+
+
+def digest(uri: str) -> tuple[int, str]:
+    """(size, sha256) of one file from a single read; a local file is opened without following a symbolic link
+    (ELOOP: a link is never taken for the file it points to)."""
+    if is_remote(uri):
+        data = read_bytes(uri)
+        return len(data), hashlib.sha256(data).hexdigest()
+    fd = os.open(uri, os.O_RDONLY | os.O_NOFOLLOW)
+    sha256, size = hashlib.sha256(), 0
+    with os.fdopen(fd, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            sha256.update(chunk)
+            size += len(chunk)
+    return size, sha256.hexdigest()
 
 
 def read_text(uri: str) -> str:

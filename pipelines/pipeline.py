@@ -168,7 +168,8 @@ def graph(p: SimpleNamespace, build: Build) -> Tasks:
         pushed = sized(
             push(candidate=decision.outputs["candidate"], candidate_evaluation=decision.outputs["candidate_evaluation"],
                  evidence=decision.outputs["evidence"], blessing=decision.outputs["blessing"],
-                 data=prep.outputs["data"], registry=p.registry, model_name=p.model_name),
+                 data=prep.outputs["data"], registry=p.registry, model_name=p.model_name,
+                 gate_config=p.gate_config, baseline=p.baseline),
             "Push to registry", *SMALL,
         )
         pushed.set_caching_options(enable_caching=False)  # a side effect on the registry

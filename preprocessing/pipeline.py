@@ -77,7 +77,7 @@ def run(input: str, output: str, config: PreprocessConfig, beam_args: Sequence[s
         if not overwrite and rundir.has_content(output):
             raise ConfigError(f"--output: {output} already holds preprocessed data; pass --overwrite to replace it (the "
                               "new data replaces it only once complete) or choose another directory")
-        with rundir.publishing(output, contract.DATA_KIND) as staging:
+        with rundir.publishing(output, contract.DATA_KIND, overwrite=overwrite) as staging:
             log.info("preprocessing %d file(s) matching %s into %s", len(sources), input, output)
             start = time.monotonic()
             with beam.Pipeline(options=options) as pipeline:

@@ -42,6 +42,16 @@ MODEL_FILES = (contract.WEIGHTS, contract.MODEL_CONFIG, contract.VOCAB)
 EVALUATION_FILES = (contract.METRICS, contract.PER_USER)
 
 
+# What every evaluation must name (trainer.evaluate: metrics.json's "measured" and per_user.parquet's metadata).
+MEASURED_FIELDS = ("model_sha256", "data_digest", "split", "protocol", "items")
+MODEL_ROLE_PREFIX, TEST_ROLE_PREFIX = "model:", "test:"  # a compared run's model and test evaluation
+
+
+class EvaluationMismatch(ConfigError):
+    """An evaluation given for a model, split or data set measured another one (exit code 2): its numbers say
+    nothing about the model it would bless."""
+
+
 class BlessingInvalid(RuntimeError):
     """A blessing does not hold for the files it names: one changed since the gate, or the verdict does not follow
     from its checks. The push refuses it (exit code 3) and writes nothing."""
@@ -97,11 +107,16 @@ def _max_check(name: str, value: float, threshold: float) -> Check:
 
 
 def _change_check(name: str, vs: Difference, threshold: float) -> Check:
-    if math.isnan(vs.change):
+    """The relative change over the users both sides evaluated, paired by id (the bootstrap's observed ratio),
+    never of two populations' means: without pairable per-user values there is no change to judge."""
+    if vs.bootstrap is None:
+        return Check.of(name, None, threshold, False, f"{vs.error}; the change is measured on paired users only")
+    change = number(vs.bootstrap["relative"])
+    if math.isnan(change):
         return Check.of(name, None, threshold, False, f"{METRIC} missing or NaN on the candidate or the reference")
-    ok = vs.change >= threshold
-    return Check.of(name, vs.change, threshold, ok, f"{vs.change:+.2%} {METRIC} vs {vs.reference} "
-                    f"({'>=' if ok else '<'} {threshold:+.2%})")
+    ok = change >= threshold
+    return Check.of(name, change, threshold, ok, f"{change:+.2%} {METRIC} vs {vs.reference} over "
+                    f"{vs.bootstrap['users']} paired users ({'>=' if ok else '<'} {threshold:+.2%})")
 
 
 def _bootstrap_check(name: str, vs: Difference) -> Check:
@@ -164,6 +179,66 @@ def _digests(directory: str, names: Sequence[str]) -> dict[str, Any]:
     return {"dir": directory, "files": files}
 
 
+def weights_sha256(model_dir: str) -> str:
+    """The sha256 of a model dir's model.pt (checked against its bytes when the directory is opened)."""
+    model = rundir.open_complete(model_dir)
+    model.path(contract.WEIGHTS)  # IncompleteOutput naming it when there is none
+    return model.files[contract.WEIGHTS]["sha256"]
+
+
+def measured(evaluation_dir: str) -> dict[str, Any]:
+    """What an evaluation names as measured; EvaluationMismatch when it names nothing, or when its metrics.json
+    and per_user.parquet disagree (the two files of two evaluations put together)."""
+    stated = contract.read_json(evaluation_dir, contract.METRICS).get(contract.MEASURED_KEY)
+    if not isinstance(stated, dict) or not set(MEASURED_FIELDS) <= set(stated):
+        raise EvaluationMismatch(f"{evaluation_dir}: its {contract.METRICS} does not name what it measured "
+                                 f"({', '.join(MEASURED_FIELDS)}); evaluate again with `interest evaluate`")
+    if contract.read_measured(evaluation_dir) != stated:
+        raise EvaluationMismatch(f"{evaluation_dir}: {contract.METRICS} and {contract.PER_USER} name different "
+                                 "measurements (files of two evaluations put together)")
+    return stated
+
+
+def check_measured(evaluation_dir: str, what: str, split: str, model_sha256: str,
+                   today: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``evaluation_dir``'s measurement, when it measured the model.pt of sha256 ``model_sha256`` on ``split`` of
+    the data ``today`` names (data digest, protocol, catalogue size; None: this is the reference itself);
+    EvaluationMismatch naming every difference otherwise."""
+    found = measured(evaluation_dir)
+    problems = []
+    if found["split"] != split:
+        problems.append(f"the {found['split']!r} split, not {split!r}")
+    if found["model_sha256"] != model_sha256:
+        problems.append(f"a model.pt of sha256 {str(found['model_sha256'])[:12]}..., not {what}'s "
+                        f"({model_sha256[:12]}...)")
+    for field in ("data_digest", "protocol", "items"):
+        if today is not None and found[field] != today[field]:
+            problems.append(f"{field} {str(found[field])[:16]!r}, not this run's {str(today[field])[:16]!r}")
+    if problems:
+        raise EvaluationMismatch(f"{evaluation_dir} (given as {what}'s {split} evaluation) measured "
+                                 + "; ".join(problems) + f"; evaluate {what} on this run's data with `interest evaluate`")
+    return found
+
+
+def _check_measurements(runs: Sequence[Run], candidate: Run, champion: Run | None) -> None:
+    """Every evaluation the gate reads measured its own run's model, on its split, all on one data set: the
+    candidate's test data, which must be the data the candidate was trained on."""
+    if not candidate.test_dir:
+        return
+    today = check_measured(candidate.test_dir, candidate.name, "test", weights_sha256(candidate.model_dir), None)
+    trained_on = (candidate.lineage.get("data") or {}).get("dir_digest")
+    if trained_on is not None and trained_on != today["data_digest"]:
+        raise EvaluationMismatch(f"{candidate.test_dir}: measured data {today['data_digest'][:12]}..., but "
+                                 f"{candidate.name} was trained on {trained_on[:12]}...; evaluate it on its own data")
+    for run in runs:
+        weights = weights_sha256(run.model_dir)
+        for split, directory in (("valid", run.valid_dir), ("test", run.test_dir)):
+            if directory:
+                check_measured(directory, run.name, split, weights, today)
+    if champion is not None:
+        check_measured(champion.test_dir, champion.name, "test", weights_sha256(champion.model_dir), today)
+
+
 def champion_run(ref: ChampionRef, evaluation_dir: str | None = None) -> Run:
     """The champion as the gate judges it: its evaluation on this run's test split (``evaluation_dir``), or,
     without one, the metrics and per-user values stored in its registry version at its push."""
@@ -176,7 +251,12 @@ def champion_run(ref: ChampionRef, evaluation_dir: str | None = None) -> Run:
 
 def _evaluation_role(run: Run) -> str:
     """The blessing input role of a run's test evaluation that the comparison used beside the candidate's."""
-    return f"test:{run.name}"
+    return f"{TEST_ROLE_PREFIX}{run.name}"
+
+
+def _model_role(run: Run) -> str:
+    """The blessing input role of the model that evaluation measured."""
+    return f"{MODEL_ROLE_PREFIX}{run.name}"
 
 
 def _vs_baseline(comparison: Comparison) -> tuple[Difference | None, str]:
@@ -198,9 +278,12 @@ def decide(runs: Sequence[Run], baseline: str | None, champion: ChampionRef | No
     judged_champion = champion_run(champion, champion_evaluation) if champion else None
     comparison = Comparison.of(runs, baseline, bootstrap_of(config), judged_champion)
     candidate = comparison.candidate
+    _check_measurements(runs, candidate, judged_champion)
     vs_baseline, no_baseline = _vs_baseline(comparison)
     checks = gate_checks(candidate, vs_baseline, comparison.vs_champion, config, no_baseline)
     inputs = {"candidate_model": _digests(candidate.model_dir, MODEL_FILES)}
+    if judged_champion is not None:
+        inputs["champion_model"] = _digests(judged_champion.model_dir, MODEL_FILES)
     for role, directory in (("candidate_valid", candidate.valid_dir), ("candidate_test", candidate.test_dir),
                             ("champion_test", judged_champion.test_dir if judged_champion else None)):
         if directory:
@@ -210,6 +293,7 @@ def decide(runs: Sequence[Run], baseline: str | None, champion: ChampionRef | No
     for run in runs:
         if run.variant in compared and run is not candidate and run.test_dir:
             inputs[_evaluation_role(run)] = _digests(run.test_dir, EVALUATION_FILES)
+            inputs[_model_role(run)] = _digests(run.model_dir, MODEL_FILES)
     champion_record = None
     if champion is not None:
         same_data = (judged_champion.data_digest is not None
@@ -246,9 +330,11 @@ def verify(blessing: Blessing, locations: Mapping[str, str] | None = None) -> No
     """Check that ``blessing`` still holds; BlessingInvalid (one line naming the file or check) otherwise.
 
     1. Every bound file is read again (from ``locations[role]`` when given: where a pipeline's task received its
-       copy; else the directory the gate read) and its sha256 compared with the blessing's.
+       copy; else the directory the gate read) and its sha256 compared with the blessing's; every evaluation
+       must have measured the bound model of its role, on its split, all on the candidate's test data.
     2. Every check is derived again from those files and the blessing's GateConfig; each must come out as the
-       blessing states it, and ``blessed`` must be exactly "every check passed".
+       blessing states it (value, threshold, verdict and reason), its candidate metrics must be the test
+       evaluation's, and ``blessed`` must be exactly "every check passed".
     """
     locations = dict(locations or {})
     dirs = {}
@@ -259,15 +345,36 @@ def verify(blessing: Blessing, locations: Mapping[str, str] | None = None) -> No
             complete = rundir.open_complete(directory)
         except rundir.IncompleteOutput as exc:
             raise BlessingInvalid(f"blessing input {role}: {exc}") from None
+        expected = set(MODEL_FILES if role.endswith("_model") or role.startswith(MODEL_ROLE_PREFIX)
+                       else EVALUATION_FILES) & set(complete.files)
+        if set(bound["files"]) != expected:
+            raise BlessingInvalid(f"blessing input {role} binds {sorted(bound['files'])}, the gate binds "
+                                  f"{sorted(expected)}; re-run the gate")
         for name, digest in bound["files"].items():
-            uri = complete.optional_path(name)
-            actual = hashlib.sha256(storage.read_bytes(uri)).hexdigest() if uri else None
+            actual = complete.files[name]["sha256"]  # open_complete checked it against the file's bytes
             if actual != digest:
                 raise BlessingInvalid(
                     f"{storage.join(directory, name)} ({role}) is not the file the gate judged: its sha256 is "
                     f"{(actual or 'missing')[:12]}..., the blessing's {digest[:12]}...; re-run the gate")
     if "candidate_model" not in dirs or "candidate_test" not in dirs:
         raise BlessingInvalid("blessing binds no candidate model or test evaluation; re-run the gate")
+    measured_by = [("candidate_test", "candidate_model", "test"), ("candidate_valid", "candidate_model", "valid"),
+                   ("champion_test", "champion_model", "test"),
+                   *((role, MODEL_ROLE_PREFIX + role.removeprefix(TEST_ROLE_PREFIX), "test")
+                     for role in sorted(dirs) if role.startswith(TEST_ROLE_PREFIX))]
+    today = None
+    for evaluation_role, model_role, split in measured_by:
+        if evaluation_role not in dirs:
+            continue
+        if model_role not in dirs:
+            raise BlessingInvalid(f"blessing binds {evaluation_role} but not the model it measured ({model_role}); "
+                                  "re-run the gate")
+        try:
+            found = check_measured(dirs[evaluation_role], model_role.removesuffix("_model"), split,
+                                   weights_sha256(dirs[model_role]), today)
+        except EvaluationMismatch as exc:
+            raise BlessingInvalid(str(exc)) from None
+        today = today or found
     try:
         config = from_dict(GateConfig, dict(blessing.config))
     except ConfigError as exc:
@@ -302,11 +409,17 @@ def verify(blessing: Blessing, locations: Mapping[str, str] | None = None) -> No
             raise BlessingInvalid("blessing names a champion but binds no evaluation of it; re-run the gate")
         vs_champion = difference([candidate, *(r for r in others if r.variant == candidate_variant)], [champion],
                                  "test", champion.name, bootstrap)
+    if not _same_value(dict(blessing.candidate_metrics), {k: finite_or_none(v) for k, v in candidate.test.items()}):
+        raise BlessingInvalid("blessing's candidate_metrics are not its test evaluation's metrics.json; re-run the gate")
     recomputed = {c.name: c for c in gate_checks(candidate, vs_baseline, vs_champion, config, no_baseline)}
     stated = {c.name: c for c in blessing.checks}
     if set(stated) != set(recomputed):
         raise BlessingInvalid(f"blessing checks {sorted(stated)} are not the gate's {sorted(recomputed)}")
     for name, check in recomputed.items():
+        if (stated[name].reason, stated[name].threshold) != (check.reason, check.threshold):
+            raise BlessingInvalid(f"check {name}: the blessing says {stated[name].reason!r} (threshold "
+                                  f"{stated[name].threshold!r}) but its files give {check.reason!r} (threshold "
+                                  f"{check.threshold!r})")
         if stated[name].passed != check.passed or not _same_value(stated[name].value, check.value):
             raise BlessingInvalid(f"check {name}: the blessing says {'pass' if stated[name].passed else 'FAIL'} "
                                   f"({stated[name].value!r}) but its files give {'pass' if check.passed else 'FAIL'} "

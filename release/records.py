@@ -156,6 +156,17 @@ class Check:
         return cls(name=name, value=finite_or_none(value), threshold=threshold, passed=bool(passed), reason=reason)
 
 
+# The JSON type of each blessing field (a hostile or damaged document is a clear error, not a crash later).
+_BLESSING_TYPES: dict[str, Any] = {
+    "blessed": bool, "candidate": dict, "candidate_metrics": dict, "baseline": (str, type(None)),
+    "champion": (dict, type(None)), "champion_generation": (int, str), "config": dict, "runs": dict,
+    "inputs": dict, "created_at": str}
+_BLESSING_TYPE_NAMES = {
+    "blessed": "true or false", "candidate": "an object", "candidate_metrics": "an object",
+    "baseline": "a string or null", "champion": "an object or null", "champion_generation": "an integer or a string",
+    "config": "an object", "runs": "an object", "inputs": "an object", "created_at": "a string"}
+
+
 @dataclass(frozen=True, kw_only=True)
 class Blessing:
     """The gate's decision and everything needed to check it later (``release.gate.verify``)."""
@@ -192,6 +203,16 @@ class Blessing:
                                            "champion_generation", "config", "runs", "inputs", "created_at")}
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"{source}: not a blessing written by `interest gate` (missing or bad {exc})") from None
-        if not isinstance(fields["blessed"], bool) or not isinstance(fields["candidate"], dict):
-            raise ConfigError(f"{source}: 'blessed' must be true/false and 'candidate' an object")
+        for name, kinds in _BLESSING_TYPES.items():
+            if not isinstance(fields[name], kinds) or isinstance(fields[name], bool) is not (kinds is bool):
+                raise ConfigError(f"{source}: {name!r} must be {_BLESSING_TYPE_NAMES[name]}")
+        if not all(isinstance(c.name, str) and isinstance(c.passed, bool) and isinstance(c.reason, str)
+                   for c in checks):
+            raise ConfigError(f"{source}: each check needs a string name and reason and a true/false passed")
+        if not all(isinstance(record, dict) for record in fields["runs"].values()):
+            raise ConfigError(f"{source}: each of 'runs' must be an object")
+        for role, bound in fields["inputs"].items():
+            if not (isinstance(bound, dict) and isinstance(bound.get("dir"), str) and isinstance(bound.get("files"), dict)
+                    and all(isinstance(k, str) and isinstance(v, str) for k, v in bound["files"].items())):
+                raise ConfigError(f"{source}: inputs.{role} must be {{dir: string, files: {{name: sha256}}}}")
         return cls(checks=checks, metric=data.get("metric", METRIC), **fields)

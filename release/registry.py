@@ -34,6 +34,7 @@ import fcntl
 import hashlib
 import json
 import re
+import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -42,12 +43,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from core import contract, rundir, storage
-from core.configs import ConfigError
+from core.configs import ConfigError, from_dict, to_dict
 from core.lineage import code_version
-from release.gate import verify
+from release.gate import BlessingInvalid, GateConfig, verify, weights_sha256
 from release.records import Blessing, ChampionRef
 
 POINTER = contract.CHAMPION_POINTER
+POLICY = "policy.json"  # <registry>/<model-name>/policy.json: the release policy every push of that model is held to
 VERSION_KIND = contract.REGISTRY_VERSION_KIND
 # Files the push writes into a version next to the model's own files.
 REGISTRY_FILES = (contract.METRICS, contract.PER_USER, contract.BLESSING, contract.LINEAGE)
@@ -66,6 +68,14 @@ class VersionConflict(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Policy:
+    """What a blessing must have been judged by: the pipeline's configuration, never the blessing's own."""
+
+    gate: GateConfig = GateConfig()  # thresholds and bootstrap settings the checks are derived with
+    baseline: str | None = None  # the variant every candidate must be compared with (None: none required)
+
+
+@dataclass(frozen=True)
 class PushResult:
     outcome: Literal["pushed", "already_pushed", "not_blessed"]  # already_pushed: it was the champion already
     model_name: str  # registry model name
@@ -75,10 +85,13 @@ class PushResult:
 
 
 def check_name(value: str, field: str) -> str:
-    """A model name or version: letters, digits, '.', '_', '-', starting with a letter or digit (no '/', no '..')."""
+    """A model name or version: letters, digits, '.', '_', '-', starting with a letter or digit (no '/', no '..'),
+    and none of the registry's own file names (a version called champion.json would be the pointer)."""
     if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         raise ConfigError(f"{field}: {value!r} is not allowed; use 1-128 letters, digits, '.', '_' or '-', "
                           "starting with a letter or digit")
+    if value.lower() == POINTER:
+        raise ConfigError(f"{field}: {value!r} is the name of the registry's champion pointer")
     return value
 
 
@@ -136,9 +149,8 @@ def resolve_path(registry: str, path: str) -> str:
 
 def default_version(model_dir: str) -> str:
     """A content-addressed version, ``m-<first 12 hex digits of sha256(model.pt)>``: the same weights, the same
-    version, so a retried push is recognised."""
-    weights = rundir.open_complete(model_dir).path(contract.WEIGHTS)
-    return "m-" + hashlib.sha256(storage.read_bytes(weights)).hexdigest()[:12]
+    version, so a retried push is recognised (the digest is checked against model.pt's bytes on opening)."""
+    return "m-" + rundir.open_complete(model_dir).files[contract.WEIGHTS]["sha256"][:12]
 
 
 # ----------------------------------------------------------------------------------------------- the pointer
@@ -148,7 +160,7 @@ def default_version(model_dir: str) -> str:
 def _local_lock(directory: str) -> Iterator[None]:
     """An exclusive lock on ``<directory>/.champion.lock`` (threads and processes on this machine)."""
     Path(directory).mkdir(parents=True, exist_ok=True)
-    with open(Path(directory, ".champion.lock"), "a+") as handle:
+    with rundir.open_lock_file(Path(directory, ".champion.lock")) as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield
@@ -177,6 +189,62 @@ def read_pointer(registry: str, model_name: str) -> tuple[dict | None, storage.G
     if not isinstance(pointer, dict) or not isinstance(pointer.get("version"), str):
         raise ConfigError(f"{uri}: the champion pointer has no version; restore it or remove it")
     return pointer, generation if generation is not None else int(pointer.get("sequence", 0))
+
+
+def record_policy(registry: str, model_name: str, policy: Policy) -> None:
+    """Record the release policy of ``model_name`` with the registry: pushes without one of their own use it."""
+    storage.write_json(storage.join(model_uri(registry, model_name), POLICY),
+                       {"gate": to_dict(policy.gate), "baseline": policy.baseline})
+
+
+def read_policy(registry: str, model_name: str) -> Policy | None:
+    """The policy recorded with the registry (None when none is)."""
+    uri = storage.join(model_uri(registry, model_name), POLICY)
+    if not storage.is_file(uri):
+        return None
+    data = storage.read_json(uri)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{uri}: not a release policy (expected an object with gate and baseline)")
+    return Policy(from_dict(GateConfig, data.get("gate") or {}), data.get("baseline"))
+
+
+def _check_policy(blessing: Blessing, policy: Policy) -> None:
+    """BlessingInvalid unless the blessing was judged by exactly ``policy``."""
+    try:
+        judged_by = from_dict(GateConfig, dict(blessing.config))
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise BlessingInvalid(f"blessing config: {exc}") from None
+    if judged_by != policy.gate:
+        differs = sorted(k for k, v in to_dict(policy.gate).items() if to_dict(judged_by).get(k) != v)
+        raise BlessingInvalid(f"blessing was judged by another policy than this push's ({', '.join(differs)} "
+                              "differ); the policy is the pipeline's configuration, not the blessing's: re-run the gate")
+    # The baseline is a variant of the run when the run trained it (else the gate has none to compare with).
+    trained = {record.get("variant") for record in blessing.runs.values() if isinstance(record, Mapping)}
+    if policy.baseline is not None and policy.baseline in trained and blessing.baseline != policy.baseline:
+        raise BlessingInvalid(f"blessing was compared with baseline {blessing.baseline!r}, the policy's is "
+                              f"{policy.baseline!r}; re-run the gate with --baseline {policy.baseline}")
+
+
+def _check_champion_claim(blessing: Blessing, registry: str, model_name: str, staged: Mapping[str, str]) -> None:
+    """The blessing's champion (or its claim that there is none) is the one the registry's pointer names at the
+    generation the blessing records, and the champion model it bound is that version's model.pt."""
+    pointer, generation = read_pointer(registry, model_name)
+    if generation != blessing.champion_generation:
+        return  # moved since the gate: the pointer's compare-and-swap refuses the push (or finds it already done)
+    champion = blessing.champion or {}
+    claimed = (champion.get("version"), champion.get("path")) if blessing.champion is not None else None
+    actual = (pointer["version"], pointer.get("path") or version_path(model_name, pointer["version"])) if pointer \
+        else None
+    if claimed != actual:
+        raise BlessingInvalid(f"blessing says the champion is {claimed and claimed[0]!r} ({claimed and claimed[1]}) "
+                              f"but the registry's pointer at generation {generation} names {actual and actual[0]!r} "
+                              f"({actual and actual[1]}); re-run the gate")
+    actual = actual and actual[0]
+    if actual is not None:
+        champion = read_champion(registry, model_name)
+        if "champion_model" not in staged or weights_sha256(staged["champion_model"]) != weights_sha256(champion.uri):
+            raise BlessingInvalid(f"blessing's champion model is not the model.pt of {actual} in the registry; "
+                                  "re-run the gate")
 
 
 def read_champion(registry: str, model_name: str = "interest") -> ChampionRef | None:
@@ -306,8 +374,9 @@ def list_versions(registry: str, model_name: str = "interest") -> list[dict[str,
 
 
 def _write_version(target: str, model: rundir.Complete, evaluation: rundir.Complete, data_dir: str | None,
-                   blessing: Blessing, model_sha256: str) -> None:
-    """Stage the model, its test evaluation, the blessing and the lineage, and publish the version whole."""
+                   blessing: Blessing, sources: Mapping[str, str]) -> None:
+    """Publish the version whole from the staged copies: the model, its test evaluation, the blessing and the
+    lineage (naming ``sources``, where the copies were read from)."""
     with rundir.publishing(target, VERSION_KIND) as staging:
         for rel, uri in sorted(_model_files(model).items()):
             if rel != contract.LINEAGE:
@@ -315,23 +384,58 @@ def _write_version(target: str, model: rundir.Complete, evaluation: rundir.Compl
         for name in (contract.METRICS, contract.PER_USER):
             storage.copy_file(evaluation.path(name), staging.join(name))
         storage.write_json(staging.join(contract.BLESSING), blessing.to_json())
-        storage.write_json(staging.join(contract.LINEAGE), lineage(model, evaluation.target, data_dir))
-        staging.meta.update(model_sha256=model_sha256,
+        record = lineage(model, sources["candidate_test"], data_dir)
+        storage.write_json(staging.join(contract.LINEAGE), {**record, "model_dir": sources["candidate_model"]})
+        staging.meta.update(model_sha256=model.files[contract.WEIGHTS]["sha256"],
                             blessing_sha256=hashlib.sha256(json.dumps(blessing.to_json()).encode()).hexdigest())
+
+
+def _check_data(evaluation_dir: str, data_dir: str) -> None:
+    """The candidate's test evaluation (and so every evaluation verify bound to it) measured ``data_dir``."""
+    today = rundir.open_complete(data_dir, contract.DATA_KIND).content_digest
+    found = contract.read_json(evaluation_dir, contract.METRICS)[contract.MEASURED_KEY]["data_digest"]
+    if found != today:
+        raise BlessingInvalid(f"the blessing's evaluations measured data {str(found)[:12]}..., not {data_dir} "
+                              f"({today[:12]}...); re-run the gate on this data")
+
+
+def _stage_inputs(blessing: Blessing, locations: Mapping[str, str], private: str) -> tuple[dict, dict]:
+    """Every directory the blessing binds, copied once into ``private`` (core.rundir.stage_copy: the copy is
+    checked against its own marker); a directory that cannot be copied whole refuses the blessing. Returns
+    (role -> staged copy, role -> where it was read from)."""
+    staged, sources = {}, {}
+    for index, (role, bound) in enumerate(sorted(blessing.inputs.items())):
+        source = locations.get(role, bound["dir"])  # Blessing.from_json checked the types
+        copy = str(Path(private, f"input-{index}"))  # roles hold ':' (test:RUN): never part of a path
+        try:
+            rundir.stage_copy(source, copy)
+        except rundir.IncompleteOutput as exc:
+            raise BlessingInvalid(f"blessing input {role}: {exc}") from None
+        staged[role], sources[role] = copy, source
+    return staged, sources
 
 
 def push(blessing: Blessing | Mapping[str, Any], registry: str, model_name: str = "interest",
          version: str | None = None, model_dir: str | None = None, eval_dir: str | None = None,
-         data_dir: str | None = None, locations: Mapping[str, str] | None = None) -> PushResult:
+         data_dir: str | None = None, locations: Mapping[str, str] | None = None,
+         policy: Policy | None = None) -> PushResult:
     """Verify the blessing, copy the blessed model into the registry as ``version`` and make it the champion.
+
+    ``policy`` (default: the one recorded with the registry, else ``Policy()``) is what the blessing must have
+    been judged by; its champion, or its claim that there is none, must be the pointer's at the generation it
+    records; with ``data_dir`` every evaluation must have measured that data.
 
     ``model_dir`` and ``eval_dir`` (the test split's evaluation) default to the blessing's candidate; with
     ``locations`` (blessing input role -> directory) they and the other judged evaluations are read from where a
     pipeline task received its copies. ``data_dir`` (optional) adds the data's stats, split, preprocess config and
-    fingerprint to the lineage; ``version`` defaults to ``default_version(model_dir)``. Raises BlessingInvalid
-    (nothing written) when the files differ from those judged or the verdict does not follow from its checks,
-    OutputLocked when another push holds the version, VersionConflict when the version holds other weights,
-    ChampionChanged when the pointer moved since the gate.
+    fingerprint to the lineage; ``version`` defaults to ``m-<12 hex of sha256(model.pt)>``.
+
+    Each judged file is read once: copied into a private staging folder, hashed there and compared with the
+    blessing, and only those staged bytes are published (a file swapped at its source during the push is never
+    shipped); the version's name and marker come from them too. Raises BlessingInvalid (nothing written) when
+    the files differ from those judged or the verdict does not follow from its checks, OutputLocked when another
+    push holds the version, VersionConflict when the version holds other weights, ChampionChanged when the
+    pointer moved since the gate.
     """
     if not isinstance(blessing, Blessing):
         blessing = Blessing.from_json(blessing)
@@ -342,29 +446,36 @@ def push(blessing: Blessing | Mapping[str, Any], registry: str, model_name: str 
         locations["candidate_test"] = eval_dir
     check_registry(registry)
     check_name(model_name, "model name")
-    model_dir = locations.get("candidate_model", blessing.candidate.get("model_dir"))
-    eval_dir = locations.get("candidate_test", blessing.candidate.get("test_dir"))
     if version is not None:
         check_name(version, "version")
     current, _ = read_pointer(registry, model_name)
     previous = current.get("version") if current else None
     if not blessing.blessed:
         return PushResult("not_blessed", model_name, version or "", "", previous)
-    verify(blessing, locations)  # nothing is written unless the blessing holds for these exact files
-    model = rundir.open_complete(model_dir)
-    evaluation = rundir.open_complete(eval_dir)
-    for name in (contract.METRICS, contract.PER_USER):  # the next gate compares against (and bootstraps over) them
-        evaluation.path(name)
-    version = version or default_version(model_dir)
-    target = version_uri(registry, model_name, version)
-    model_sha256 = hashlib.sha256(storage.read_bytes(model.path(contract.WEIGHTS))).hexdigest()
-    with rundir.locked(target, CLAIM_LEASE_SECONDS):  # the claim: one pusher per version
-        if rundir.is_complete(target):
-            stored = rundir.read_marker(target).get("model_sha256")
-            if stored != model_sha256:
-                raise VersionConflict(f"{target} already holds another model (model.pt sha256 {str(stored)[:12]}...)")
-        else:
-            _write_version(target, model, evaluation, data_dir, blessing, model_sha256)
+    _check_policy(blessing, policy or read_policy(registry, model_name) or Policy())
+    if not isinstance(blessing.inputs, Mapping) or not {"candidate_model", "candidate_test"} <= set(blessing.inputs):
+        raise BlessingInvalid("blessing binds no candidate model or test evaluation; re-run the gate")
+    with tempfile.TemporaryDirectory(prefix="interest-push-") as private:
+        staged, sources = _stage_inputs(blessing, locations, private)
+        verify(blessing, staged)  # nothing is written unless the blessing holds for the staged bytes
+        _check_champion_claim(blessing, registry, model_name, staged)
+        if data_dir is not None:
+            _check_data(staged["candidate_test"], data_dir)
+        model = rundir.open_complete(staged["candidate_model"])
+        evaluation = rundir.open_complete(staged["candidate_test"])
+        for name in (contract.METRICS, contract.PER_USER):  # the next gate compares against (and bootstraps over)
+            evaluation.path(name)
+        model_sha256 = model.files[contract.WEIGHTS]["sha256"]  # checked against the staged bytes on opening
+        version = version or default_version(staged["candidate_model"])
+        target = version_uri(registry, model_name, version)
+        with rundir.locked(target, CLAIM_LEASE_SECONDS):  # the claim: one pusher per version
+            if rundir.is_complete(target):  # complete: every file's digest checked against its marker
+                stored = rundir.open_complete(target).files.get(contract.WEIGHTS, {}).get("sha256")
+                if stored != model_sha256:
+                    raise VersionConflict(f"{target} already holds another model (model.pt sha256 "
+                                          f"{str(stored)[:12]}...)")
+            else:
+                _write_version(target, model, evaluation, data_dir, blessing, sources)
     pointer = {
         "model_name": model_name, "version": version, "path": version_path(model_name, version),
         "metrics": contract.read_json(target, contract.METRICS),

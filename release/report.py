@@ -434,10 +434,12 @@ def write_report(runs: Sequence[Run], blessing: Blessing, output_html: str, outp
         storage.write_json(output_json, comparison_json(comparison, blessing))
 
 
-def write_report_dir(runs: Sequence[Run], blessing: Blessing, output_dir: str, baseline: str = "baseline") -> str:
+def write_report_dir(runs: Sequence[Run], blessing: Blessing, output_dir: str, baseline: str = "baseline",
+                     overwrite: bool = False) -> str:
     """Publish ``output_dir`` whole (core.rundir) with report.html, report.md, comparison.json and plots/*.png;
-    returns the path of report.html, a real ``.html`` file a browser renders."""
-    with rundir.writing(output_dir, contract.REPORT_KIND) as staging:
+    returns the path of report.html, a real ``.html`` file a browser renders. ``overwrite``: replace whatever
+    ``output_dir`` holds (else only an earlier report)."""
+    with rundir.writing(output_dir, contract.REPORT_KIND, overwrite=overwrite) as staging:
         write_report(runs, blessing, staging.join(contract.REPORT_HTML), staging.join(contract.REPORT_MARKDOWN),
                      staging.join("plots"), baseline, staging.join(contract.REPORT_COMPARISON))
     return storage.join(output_dir, contract.REPORT_HTML)

@@ -20,7 +20,10 @@ from typing import Any
 import numpy as np
 from scipy import stats as scipy_stats
 
+from core.configs import ConfigError
 from release.records import METRIC, number
+
+MAX_RESAMPLES = 1_000_000  # bootstrap resamples anyone (a config, a blessing read back) may ask for
 
 
 def relative_change(value: float, reference: float) -> float:
@@ -49,11 +52,14 @@ def replicate_bootstrap(runs_a: Sequence[Mapping[str, np.ndarray]], runs_b: Sequ
     """Percentile bootstrap of mean(a - b) and of mean(a) / mean(b) - 1 over the users every run covers, paired by
     ``user_id`` (``user_index`` for evaluations without ids); a side's per-user value is the mean over its runs.
 
-    ValueError ("not comparable: N shared of M users") when the shared users are fewer than ``min_overlap`` of the
-    first run of a's, or none. Returns ``mean_diff`` (observed), ``ci_low``/``ci_high`` (its two-sided
+    ValueError ("not comparable: N shared of M and K users") when the shared users are fewer than ``min_overlap`` of
+    any run's (either side: a subset is not the population), or none; ConfigError for ``resamples`` outside
+    [1, MAX_RESAMPLES], before anything is allocated. Returns ``mean_diff`` (observed), ``ci_low``/``ci_high`` (its two-sided
     ``confidence`` interval), ``relative`` (observed mean(a) / mean(b) - 1) with ``relative_low``/``relative_high``,
     ``users`` (shared) and ``candidate_users`` (a's first run's); the same seed gives the same interval.
     """
+    if not 1 <= resamples <= MAX_RESAMPLES:  # an absurd count (a blessing read back, a config) before allocating
+        raise ConfigError(f"resamples: must lie in [1, {MAX_RESAMPLES}], got {resamples}")
     runs = [*runs_a, *runs_b]
     key = "user_id" if all(_pairing_key(r) == "user_id" for r in runs) else "user_index"
     ids = [np.asarray(r[key]) for r in runs]
@@ -64,9 +70,11 @@ def replicate_bootstrap(runs_a: Sequence[Mapping[str, np.ndarray]], runs_b: Sequ
     for run_ids in ids[1:]:
         shared = np.intersect1d(shared, run_ids, assume_unique=True)
     candidate_users = len(ids[0])
-    if len(shared) == 0 or len(shared) < min_overlap * candidate_users:
-        raise ValueError(f"not comparable: {len(shared)} shared of {candidate_users} users (by {key}); evaluate both "
-                         f"models on the same split (at least {min_overlap:.0%} of the users must be shared)")
+    most = max(len(run_ids) for run_ids in ids)  # from both sides: a subset evaluation is not the same population
+    if len(shared) == 0 or len(shared) < min_overlap * most:
+        raise ValueError(f"not comparable: {len(shared)} shared of {candidate_users} and {most} users (by {key}); "
+                         f"evaluate both models on the same split (at least {min_overlap:.0%} of each side's users "
+                         "must be shared)")
 
     def mean_over(side: Sequence[Mapping[str, np.ndarray]], side_ids: list[np.ndarray]) -> np.ndarray:
         values = []

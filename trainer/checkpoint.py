@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from core import storage
+from core import contract, storage
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ def to_bytes(obj: Any) -> bytes:
     return buffer.getvalue()
 
 
-def from_bytes(data: bytes) -> Any:
+def from_bytes(data: bytes, where: str = "checkpoint") -> Any:
+    contract.check_weights_archive(data, where)
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
@@ -79,7 +80,7 @@ def load_latest(directory: str) -> tuple[dict[str, Any], str] | None:
             digest = hashlib.sha256(data).hexdigest()
             if digest != sidecar["sha256"]:
                 raise ValueError(f"sha256 {digest[:12]}... does not match the published {sidecar['sha256'][:12]}...")
-            return from_bytes(data), uri
+            return from_bytes(data, uri), uri
         except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint falls back to the previous one
             log.warning("checkpoint of step %d (%s) is unusable: %s; trying the previous one", step, uri, exc)
     return None

@@ -118,6 +118,7 @@ def load_sequences(data_dir: str, share: Share = Share()) -> Sequences:
     # Data made before protocols were named is ours.
     protocol = (storage.read_json(split) if split else {}).get("protocol", protocols.DEFAULT)
     lineage = {"fingerprint": storage.read_json(fingerprint) if fingerprint else None,
+               "dir_digest": data.content_digest,  # every file of the data dir (rundir.Complete.content_digest)
                "timestamp_min": stats.get("timestamp_min"), "timestamp_max": stats.get("timestamp_max")}
     num_items = len(vocab["items"])
     users = ["user_index", "user_id", "train_end", "valid_end"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -171,6 +172,7 @@ class LoadedModel:
     model: InterestModel
     vocab: dict  # vocab.json: the item ids of its indices 1..N
     lineage: dict  # lineage.json (empty for models exported before it existed)
+    sha256: str  # of the model.pt bytes these weights were loaded from (what an evaluation names as measured)
 
 
 def load_model(model_dir: str, device: torch.device) -> LoadedModel:
@@ -182,14 +184,16 @@ def load_model(model_dir: str, device: torch.device) -> LoadedModel:
     vocab = storage.read_json(model_files.path(contract.VOCAB))
     model = InterestModel(cfg, len(vocab["items"]))
     data = storage.read_bytes(model_files.path(contract.WEIGHTS))
+    contract.check_weights_archive(data, storage.join(model_dir, contract.WEIGHTS))
     model.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
     lineage = model_files.optional_path(contract.LINEAGE)
-    return LoadedModel(model.to(device), vocab, storage.read_json(lineage) if lineage else {})
+    return LoadedModel(model.to(device), vocab, storage.read_json(lineage) if lineage else {},
+                       hashlib.sha256(data).hexdigest())
 
 
 def evaluate(model_dir: str, data_dir: str, split: str = "test", output_dir: str | None = None,
              batch_size: int = 512, protocol: str | None = None, item_block: int = DEFAULT_ITEM_BLOCK,
-             processes: int = 1) -> dict:
+             processes: int = 1, overwrite: bool = False) -> dict:
     """Evaluate the model of ``model_dir`` on ``split`` ('valid' or 'test') of ``data_dir``; returns metrics.json's
     content and, when ``output_dir`` is given, publishes metrics.json and per_user.parquet there (its writer lock
     is taken first, so a second writer fails before any work).
@@ -197,7 +201,8 @@ def evaluate(model_dir: str, data_dir: str, split: str = "test", output_dir: str
     ``protocol`` (core/protocols.py) is the data's own (split.json) when None; another one is refused, since the
     data's items, users and targets were chosen for its protocol (preprocess again with ``--protocol``).
     ``item_block``: items scored at a time (memory, not results). ``processes`` > 1: that many local processes
-    share the users (gloo; this one waits for them); under torchrun this process is one rank, rank 0 publishes."""
+    share the users (gloo; this one waits for them); under torchrun this process is one rank, rank 0 publishes.
+    ``overwrite``: replace whatever ``output_dir`` holds (else only an earlier evaluation, core.rundir)."""
     require(split in contract.SPLITS, "--split", f"{split!r} is not allowed; choose one of {', '.join(contract.SPLITS)}")
     require(item_block >= MIN_ITEM_BLOCK, "--item-block", f"must be >= {MIN_ITEM_BLOCK} items, got {item_block}")
     require(processes >= 1, "--processes", f"must be >= 1, got {processes}")
@@ -205,11 +210,13 @@ def evaluate(model_dir: str, data_dir: str, split: str = "test", output_dir: str
         open_data(data_dir)  # found missing here, not in every process
         open_model(model_dir)
         return spawn_ranks(processes, dict(model_dir=model_dir, data_dir=data_dir, split=split, output_dir=output_dir,
-                                           batch_size=batch_size, protocol=protocol, item_block=item_block))
+                                           batch_size=batch_size, protocol=protocol, item_block=item_block,
+                                           overwrite=overwrite))
     ddp = setup()
     finished = False
     try:
-        metrics = _evaluate_rank(ddp, model_dir, data_dir, split, output_dir, batch_size, protocol, item_block)
+        metrics = _evaluate_rank(ddp, model_dir, data_dir, split, output_dir, batch_size, protocol, item_block,
+                                 overwrite)
         finished = True
     finally:
         ddp.close(barrier=finished)
@@ -217,9 +224,9 @@ def evaluate(model_dir: str, data_dir: str, split: str = "test", output_dir: str
 
 
 def _evaluate_rank(ddp: Distributed, model_dir: str, data_dir: str, split: str, output_dir: str | None,
-                   batch_size: int, protocol: str | None, item_block: int) -> dict:
+                   batch_size: int, protocol: str | None, item_block: int, overwrite: bool) -> dict:
     """``evaluate`` on one rank of ``ddp``: it loads and ranks the users it holds; rank 0 publishes."""
-    publishing = (rundir.writing(output_dir, contract.EVALUATION_KIND) if output_dir is not None and ddp.is_main
+    publishing = (rundir.writing(output_dir, contract.EVALUATION_KIND, overwrite=overwrite) if output_dir is not None and ddp.is_main
                   else contextlib.nullcontext())
     with publishing as staging:
         seqs = load_sequences(data_dir, Share(ddp.rank, ddp.world_size))
@@ -237,12 +244,14 @@ def _evaluate_rank(ddp: Distributed, model_dir: str, data_dir: str, split: str, 
         per_user, metrics = evaluate_model(model, eval_set, batch_size, device, bf16=device.type == "cuda",
                                            catalogue=catalogue, item_block=item_block, ddp=ddp)
         seconds = time.perf_counter() - started
+        measured = {"model_sha256": loaded.sha256, "data_digest": seqs.lineage["dir_digest"], "split": split,
+                    "protocol": metrics["protocol"], "items": seqs.num_items}
         metrics.update(params=model.num_parameters(), users_per_second=len(eval_set) / seconds if seconds else 0.0,
-                       split=split)
+                       split=split, **{contract.MEASURED_KEY: measured})
         if staging is not None:
             columns = {"user_id": eval_set.user_id, "user_index": eval_set.user_index.numpy()}
             columns.update({k: v.numpy() for k, v in per_user.items() if k != TOP_ITEMS})
-            contract.write_per_user(staging.join(contract.PER_USER), columns)
+            contract.write_per_user(staging.join(contract.PER_USER), columns, measured)
             storage.write_json(staging.join(contract.METRICS), metrics)
     return metrics
 

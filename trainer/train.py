@@ -176,6 +176,7 @@ def train(data_dir: str, output_dir: str, model_cfg: ModelConfig, train_cfg: Tra
         with contextlib.ExitStack() as locks:
             if ddp.is_main:
                 locks.enter_context(rundir.locked(output_dir))
+                rundir.check_replaceable(output_dir, contract.MODEL_KIND, contract.MODEL_WORKING_STATE)
                 if checkpoint_dir and rundir.normalize(checkpoint_dir) != rundir.normalize(
                         storage.join(output_dir, contract.CHECKPOINTS)):
                     locks.enter_context(rundir.locked(checkpoint_dir))

@@ -104,7 +104,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--registry", required=True, help="model registry root (directory, gs:// or s3://)")
     p.add_argument("--model-name", default="interest", help="model name in the registry")
     p.add_argument("--version", default=None, help="version name (default: m-<sha256 of model.pt, 12 hex>)")
-    p.add_argument("--data", default=None, help="preprocessed data dir, for the lineage (stats, split, fingerprint)")
+    p.add_argument("--data", default=None, help="preprocessed data dir the blessing's evaluations must have measured "
+                   "(and the lineage's stats, split, fingerprint)")
+    p.add_argument("--config", default=None, help="the release policy's GateConfig file (JSON/YAML): the blessing "
+                   "must have been judged by exactly it (default: the policy recorded with the registry, else the "
+                   "GateConfig defaults)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a policy GateConfig field")
+    p.add_argument("--baseline", default=None, help="the baseline variant the policy requires ('none': none)")
     p.set_defaults(func=run_push)
 
     r = subparsers.add_parser("report", help="HTML + Markdown comparison of a run's variants and the gate",
@@ -113,6 +119,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_run_flags(r)
     r.add_argument("--blessing", required=True, help="`interest gate` output")
     r.add_argument("--output", required=True, help="directory for report.html, report.md and the PNG plots")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace --output even when it holds something other than a report")
     r.set_defaults(func=run_report)
 
     reg = subparsers.add_parser("registry", help="list a registry's versions (complete or not) and its champion")
@@ -136,10 +144,20 @@ def run_gate(args: argparse.Namespace) -> int:
     return 0
 
 
+def push_policy(args: argparse.Namespace) -> registry.Policy | None:
+    """The policy from --config/--set/--baseline; None (the registry's recorded policy) when none is given."""
+    if args.config is None and not args.set and args.baseline is None:
+        return None
+    return registry.Policy(load(GateConfig, args.config, args.set),
+                           None if args.baseline in (None, "none") else args.baseline)
+
+
 def run_push(args: argparse.Namespace) -> int:
     blessing = read_blessing(args.blessing)
+    policy = push_policy(args)
     try:
-        result = registry.push(blessing, args.registry, args.model_name, args.version, data_dir=args.data)
+        result = registry.push(blessing, args.registry, args.model_name, args.version, data_dir=args.data,
+                               policy=policy)
     except (BlessingInvalid, registry.ChampionChanged) as exc:
         print(f"interest push: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
@@ -152,7 +170,7 @@ def run_report(args: argparse.Namespace) -> int:
     runs = _runs(args)
     from release.report import write_report_dir  # matplotlib: only for this subcommand
 
-    print(write_report_dir(runs, blessing, args.output, args.baseline))
+    print(write_report_dir(runs, blessing, args.output, args.baseline, args.overwrite))
     return 0
 
 

@@ -43,6 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--data", required=True, help="preprocessed data directory")
     evaluate.add_argument("--split", default="test", choices=("valid", "test"), help="which targets (default test)")
     evaluate.add_argument("--output", required=True, help="where metrics.json and per_user.parquet go")
+    evaluate.add_argument("--overwrite", action="store_true",
+                          help="replace --output even when it holds something other than an evaluation")
     evaluate.add_argument("--batch-size", type=int, default=512, help="users per batch (default 512)")
     evaluate.add_argument("--item-block", type=int, default=DEFAULT_ITEM_BLOCK,
                           help="items scored at a time: memory is batch size x item block scores, whatever the "
@@ -80,6 +82,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from trainer.evaluate import evaluate
 
     metrics = evaluate(resolve(args.model), args.data, args.split, args.output, args.batch_size, args.protocol,
-                       args.item_block, args.processes)
+                       args.item_block, args.processes, args.overwrite)
     print(json.dumps(metrics, indent=2))
     return 0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from kfp import dsl, local
-from kfp.dsl import Artifact, Dataset, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 from components.image import IMAGE
 from components.push import push
@@ -24,16 +24,16 @@ pytestmark = pytest.mark.filterwarnings("ignore:You may be attemping to run a ta
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def synthetic_variant(name: str, valid_recall: float, test_recall: float, model: Output[Model],
+def synthetic_variant(name: str, valid_recall: float, test_recall: float, data: Input[Dataset], model: Output[Model],
                       evaluation: Output[Artifact]):
     """A variant whose users hit the target for exactly the first ``recall * 200`` users (nested across variants,
-    so a better variant never loses a user: the paired bootstrap sees a clean difference)."""
+    so a better variant never loses a user: the paired bootstrap sees a clean difference), its evaluations naming
+    what they measured as trainer.evaluate does."""
+    import hashlib
     import json
     import os
 
     import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from core import contract, rundir
 
@@ -47,14 +47,17 @@ def synthetic_variant(name: str, valid_recall: float, test_recall: float, model:
                 f.write(content)
     for split, recall in (("valid", valid_recall), ("test", test_recall)):
         hits = (np.arange(users) < round(recall * users)).astype(np.float64)
+        measured = {"model_sha256": hashlib.sha256(f"weights of {name}".encode()).hexdigest(),
+                    "data_digest": rundir.open_complete(data.path).content_digest, "split": split,
+                    "protocol": "leave_one_out", "items": 1}
         metrics = {"recall@10": float(hits.mean()), "ndcg@10": float(hits.mean()) / 2, "mrr": float(hits.mean()) / 3,
-                   "user_norm_mean": 10.0, "params": 1000, "users": users}
+                   "user_norm_mean": 10.0, "params": 1000, "users": users, contract.MEASURED_KEY: measured}
         with rundir.writing(os.path.join(evaluation.path, split), contract.EVALUATION_KIND) as staging:
             with open(staging.join("metrics.json"), "w") as f:
                 json.dump(metrics, f)
-            pq.write_table(pa.table({"user_id": [f"u{i}" for i in range(users)],
-                                     "user_index": np.arange(users, dtype=np.int64), "recall@10": hits}),
-                           staging.join("per_user.parquet"))
+            contract.write_per_user(staging.join("per_user.parquet"),
+                                    {"user_id": [f"u{i}" for i in range(users)],
+                                     "user_index": np.arange(users, dtype=np.int64), "recall@10": hits}, measured)
     for artifact in (model, evaluation):
         artifact.metadata.update(run=name, variant=name)
 
@@ -94,7 +97,7 @@ def gate_push(variants: list[dict], registry: str):
     champion = stored_champion_evaluation(registry=registry)
     with dsl.ParallelFor(variants) as v:
         # item key `variant`, not `name`: a loop item's `.name` is the channel's own name attribute
-        made = synthetic_variant(name=v.variant, valid_recall=v.valid, test_recall=v.test)
+        made = synthetic_variant(name=v.variant, valid_recall=v.valid, test_recall=v.test, data=data.outputs["data"])
     decision = select_and_gate(models=dsl.Collected(made.outputs["model"]),
                                evaluations=dsl.Collected(made.outputs["evaluation"]),
                                champion_evaluation=champion.outputs["champion_evaluation"],
@@ -102,7 +105,8 @@ def gate_push(variants: list[dict], registry: str):
     with dsl.If(decision.outputs["Output"] == True):  # noqa: E712 - a KFP condition
         push(candidate=decision.outputs["candidate"], candidate_evaluation=decision.outputs["candidate_evaluation"],
              evidence=decision.outputs["evidence"], blessing=decision.outputs["blessing"],
-             data=data.outputs["data"], registry=registry, model_name="interest")
+             data=data.outputs["data"], registry=registry, model_name="interest", gate_config={},
+             baseline="baseline")
 
 
 def run(tmp_path: Path, variants: list[dict], registry: Path) -> dict:

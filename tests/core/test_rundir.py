@@ -84,9 +84,9 @@ def test_a_dead_writers_lock_does_not_block_its_successor(storage_root):
     if storage.is_remote(target):
         storage.write_bytes(storage.join(target, rundir.LOCK), json.dumps(dead).encode())
         alive = {**dead, "lease_expires": time.time() + 600}
-        storage.write_bytes(storage.join(target, "other", rundir.LOCK), json.dumps(alive).encode())
+        storage.write_bytes(storage.join(storage_root, "other", rundir.LOCK), json.dumps(alive).encode())
         with pytest.raises(rundir.OutputLocked, match="pid 1 on elsewhere"):
-            write(storage.join(target, "other"), {"report.md": b"#"}, kind="report")
+            write(storage.join(storage_root, "other"), {"report.md": b"#"}, kind="report")
     else:
         lock = rundir._LocalLock(Path(target)).path  # <parent>/.report.lock, as a killed writer leaves it
         lock.parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +104,7 @@ def publish(target: str, content: str) -> None:
 
 def assert_whole(target: str, content: str) -> None:
     """``target`` is complete, every listed file verifies, and each holds ``content``'s bytes: no mix."""
-    complete = rundir.open_complete(target, "test", verify_digests=True)
+    complete = rundir.open_complete(target, "test")
     assert {name: storage.read_text(complete.path(name)) for name in complete.files} == {
         "a.txt": f"{content} a.txt", "sub/b.txt": f"{content} sub/b.txt"}
 

@@ -131,3 +131,15 @@ def test_other_schemes_are_refused_in_one_line(uri, message):
     assert "\n" not in str(caught.value) and str(caught.value).startswith("--dataset: ")
     for fine in ("gs://b/x", "s3://b/x", "minio://b/x", "relative/path", "/abs/path"):
         assert storage.check_uri(fine, "--dataset") == fine
+
+
+@pytest.mark.parametrize("key", ["../outside.txt", "sub/../../outside.txt", "sub//x", "./x"])
+def test_copy_tree_refuses_a_key_that_leaves_the_destination(s3_bucket, tmp_path, key):
+    """core.storage maps object keys to local paths in one place (``relative``): a key with a '..', '.' or empty
+    part is refused there, so copy_tree (and every reader of a listing) never writes outside its destination."""
+    bucket = s3_bucket.removeprefix("s3://")
+    storage.s3_client().put_object(Bucket=bucket, Key=f"logs/{key}", Body=b"owned")
+    destination = tmp_path / "a" / "b"
+    with pytest.raises(ConfigError, match="an object key with a '..', '.' or empty part"):
+        storage.copy_tree(f"{s3_bucket}/logs", str(destination))
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

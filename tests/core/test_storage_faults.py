@@ -11,7 +11,7 @@ from pathlib import Path
 
 from core import rundir, storage
 from release.registry import POINTER, push, read_champion
-from tests.support.fake_artifacts import blessing_for, write_run
+from tests.support.fake_artifacts import LENIENT_POLICY, blessing_for, write_run
 from tests.support.flaky_gcs import FAULT_MODES, Emulator
 
 MANIFEST = rundir.MARKER
@@ -99,10 +99,10 @@ def test_push_and_pointer_update_survive_faults_with_nothing_partial_visible(fla
     observer = Observer(Emulator(gcs_emulator), storage.split_gcs(gcs_bucket)[0], "registry/", sources)
     observer.start()
     try:
-        first = push(blessing_for(*runs["v1"]), root, "interest", version="v1")
+        first = push(blessing_for(*runs["v1"]), root, "interest", version="v1", policy=LENIENT_POLICY)
         champion = read_champion(root, "interest")
-        second = push(blessing_for(*runs["v2"], champion), root, "interest", version="v2")
-        again = push(blessing_for(*runs["v2"], champion), root, "interest", version="v2")
+        second = push(blessing_for(*runs["v2"], champion), root, "interest", version="v2", policy=LENIENT_POLICY)
+        again = push(blessing_for(*runs["v2"], champion), root, "interest", version="v2", policy=LENIENT_POLICY)
     finally:
         observer.done.set()
         observer.join(timeout=60)
@@ -120,7 +120,7 @@ def test_a_lost_response_to_the_pointer_write_is_recognised_as_our_own_write(fla
     proxy = flaky_gcs(fault_rate=0.0)
     proxy.inject("drop_response", "ifGenerationMatch=0")
     result = push(blessing_for(*write_run(tmp_path, "v1", seed=1)), f"{gcs_bucket}/registry", "interest",
-                  version="v1")
+                  version="v1", policy=LENIENT_POLICY)
     assert result.outcome == "pushed"
     assert proxy.counts["drop_response"] == 1 and proxy.counts["precondition_failed"] == 1
     assert read_champion(f"{gcs_bucket}/registry", "interest").version == "v1"

@@ -71,7 +71,7 @@ def corrupt_shard(data: Path) -> str:
     marker = json.loads((data / "_SUCCESS.json").read_text())
     marker["files"][shard.name].update(size=len(garbage), sha256=hashlib.sha256(garbage).hexdigest())
     (data / "_SUCCESS.json").write_text(json.dumps(marker))
-    rundir.open_complete(str(data), verify_digests=True)
+    rundir.open_complete(str(data))
     return str(shard)
 
 
@@ -193,9 +193,47 @@ def test_a_second_writer_fails_at_once_naming_the_first_and_the_output_is_never_
         release.set()
         first.join(timeout=300)
     assert codes == [0] and "MainThread" not in worked_in
-    complete = rundir.open_complete(out, verify_digests=True)
+    complete = rundir.open_complete(out)
     assert own(complete)
     working = [f"{name}/" for name in contract.MODEL_WORKING_STATE]
     prefix = f"{complete.manifest['root']}/" if complete.manifest["root"] else ""
     assert {f for f in files_under(out) if not f.startswith(tuple(working))} == {
         rundir.MARKER, *(prefix + name for name in complete.files)}
+
+
+@pytest.mark.parametrize("target", ["model", "data"])
+def test_evaluate_onto_a_model_or_data_directory_is_refused_and_deletes_nothing(trained, tmp_path, capsys, target):
+    data, model = trained
+    victim = tmp_path / target
+    shutil.copytree(model if target == "model" else data, victim)
+    before = rundir.open_complete(str(victim)).manifest
+    argv = ["evaluate", "--model", str(model), "--data", str(data), "--output", str(victim)]
+    assert cli.main(argv) == 2
+    assert "pass --overwrite to replace it" in one_error_line(capsys)
+    assert rundir.open_complete(str(victim)).manifest == before  # untouched, every digest still holds
+    assert cli.main([*argv, "--overwrite"]) == 0  # asked for: replaced by the evaluation
+    assert rundir.open_complete(str(victim), contract.EVALUATION_KIND)
+
+
+def test_train_onto_a_data_directory_is_refused_before_training(trained, tmp_path, capsys):
+    data, _ = trained
+    victim = tmp_path / "data"
+    shutil.copytree(data, victim)
+    argv = ["train", "--data", str(data), "--output", str(victim), *TINY, "--max-steps", "2"]
+    assert cli.main(argv) == 2
+    assert "holds 'preprocessed-data' output, not 'model'" in one_error_line(capsys)
+    rundir.open_complete(str(victim), contract.DATA_KIND)
+
+
+
+def test_report_onto_a_model_directory_is_refused_and_deletes_nothing(trained, stage_inputs, tmp_path, capsys):
+    victim = tmp_path / "model"
+    shutil.copytree(trained[1], victim)
+    before = rundir.open_complete(str(victim)).manifest
+    argv = ["report", "--variant", stage_inputs["variant"], "--baseline", "none", "--blessing",
+            stage_inputs["blessing"], "--output", str(victim)]
+    assert cli.main(argv) == 2
+    assert "holds 'model' output, not 'report'" in one_error_line(capsys)
+    assert rundir.open_complete(str(victim)).manifest == before
+    assert cli.main([*argv, "--overwrite"]) == 0
+    assert rundir.open_complete(str(victim), contract.REPORT_KIND)

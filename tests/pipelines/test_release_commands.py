@@ -5,38 +5,41 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from core import contract, rundir
 from pipelines.cli import main
-from tests.support.fake_artifacts import blessing_for, write_data_dir, write_run
+from tests.support.fake_artifacts import blessing_for, write_data_dir, write_evaluation, write_run
 
 
-def make_variant(tmp_path: Path, name: str, seed: int, valid_recall: float, hit_rate: float) -> str:
-    model_dir, test_dir = write_run(tmp_path, name, seed, hit_rate)
-    valid_dir = Path(model_dir).parent / "eval-valid"
-    with rundir.writing(str(valid_dir), contract.EVALUATION_KIND) as staging:
-        Path(staging.join("metrics.json")).write_text(json.dumps({"recall@10": valid_recall, "split": "valid"}))
+def make_variant(tmp_path: Path, name: str, seed: int, valid_recall: float, hit_rate: float, data: str) -> str:
+    model_dir, test_dir = write_run(tmp_path, name, seed, hit_rate, rundir.open_complete(data).content_digest)
+    hits = (np.arange(300) < round(valid_recall * 300)).astype(np.float64)
+    valid_dir = write_evaluation(Path(model_dir).parent / "eval-valid", Path(model_dir), hits, split="valid",
+                                 data_digest=rundir.open_complete(data).content_digest)
     return f"name={name},model={model_dir},valid={valid_dir},test={test_dir}"
 
 
 def test_gate_push_report_end_to_end(tmp_path, capsys):
-    variants = [make_variant(tmp_path, "baseline", 1, 0.30, 0.30), make_variant(tmp_path, "swiglu", 2, 0.31, 0.32),
-                make_variant(tmp_path, "rope", 3, 0.29, 0.28)]
+    data = write_data_dir(tmp_path)
+    variants = [make_variant(tmp_path, "baseline", 1, 0.30, 0.30, data),
+                make_variant(tmp_path, "swiglu", 2, 0.31, 0.32, data), make_variant(tmp_path, "rope", 3, 0.29, 0.28, data)]
     registry, blessing = str(tmp_path / "registry"), str(tmp_path / "blessing.json")
     flags = [arg for v in variants for arg in ("--variant", v)]
-    assert main(["gate", *flags, "--registry", registry, "--output", blessing, "--set", "min_recall_at_10=0.05"]) == 0
+    policy = ["--set", "min_recall_at_10=0.05"]  # the pipeline's policy: the gate's config, and the push's
+    assert main(["gate", *flags, "--registry", registry, "--output", blessing, *policy]) == 0
     decision = json.loads(Path(blessing).read_text())
     assert decision["blessed"] and decision["candidate"]["name"] == "swiglu" and decision["baseline"] == "baseline"
     assert decision["config"]["min_recall_at_10"] == 0.05 and "BLESSED: swiglu" in capsys.readouterr().out
 
-    assert main(["push", "--blessing", blessing, "--registry", registry, "--version", "v1",
-                 "--data", write_data_dir(tmp_path)]) == 0
+    assert main(["push", "--blessing", blessing, "--registry", registry, "--version", "v1", "--data", data,
+                 *policy, "--baseline", "baseline"]) == 0
     assert json.loads(capsys.readouterr().out)["outcome"] == "pushed"
-    assert main(["push", "--blessing", blessing, "--registry", registry, "--version", "v1"]) == 0
+    assert main(["push", "--blessing", blessing, "--registry", registry, "--version", "v1", *policy]) == 0
     assert json.loads(capsys.readouterr().out)["outcome"] == "already_pushed"
     # The same blessing for another version is stale now: the champion moved to v1 after it was gated.
-    assert main(["push", "--blessing", blessing, "--registry", registry, "--version", "v2"]) == 3
+    assert main(["push", "--blessing", blessing, "--registry", registry, "--version", "v2", *policy]) == 3
     assert "champion changed, re-gate" in capsys.readouterr().err
 
     # A new run gates against the champion v1 from the registry.
@@ -44,11 +47,16 @@ def test_gate_push_report_end_to_end(tmp_path, capsys):
     regated = json.loads(Path(blessing).read_text())
     assert regated["champion"]["version"] == "v1" and regated["champion_generation"] == 1
     assert {c["name"]: c["passed"] for c in regated["checks"]}["bootstrap_vs_champion"]
-    # The champion re-evaluated on this run's split (here: rope's evaluation stands in for it) is what counts.
+    # The champion re-evaluated on this run's split is what counts; an evaluation of another model is refused.
     rope_eval = str(tmp_path / "rope" / "eval-test")
-    assert main(["gate", *flags, "--registry", registry, "--output", blessing, "--champion-eval", rope_eval]) == 0
+    assert main(["gate", *flags, "--registry", registry, "--output", blessing, "--champion-eval", rope_eval]) == 2
+    assert "given as champion v1's test evaluation) measured a model.pt" in capsys.readouterr().err
+    rope_hits = np.asarray(contract.read_per_user(rope_eval)["recall@10"])  # swiglu re-evaluated: worse today
+    champion_eval = write_evaluation(tmp_path / "champion-test", tmp_path / "swiglu" / "model", rope_hits,
+                                     data_digest=rundir.open_complete(data).content_digest)
+    assert main(["gate", *flags, "--registry", registry, "--output", blessing, "--champion-eval", champion_eval]) == 0
     against_fresh = json.loads(Path(blessing).read_text())
-    assert against_fresh["champion"]["evaluation"] == rope_eval and against_fresh["champion"]["re_evaluated"]
+    assert against_fresh["champion"]["evaluation"] == champion_eval and against_fresh["champion"]["re_evaluated"]
     change = next(c for c in against_fresh["checks"] if c["name"] == "change_vs_champion")
     assert change["value"] > 0.05  # swiglu (0.32) vs rope (0.28), not vs itself
 

@@ -159,3 +159,22 @@ def test_kubeflow_tensorboard_resource_over_a_runs_logs(tmp_path, monkeypatch, c
     out = capsys.readouterr().out
     assert "https://kubeflow.example.com/tensorboard/team/interest-7c1e-run/" in out
     assert main(["tensorboard", "--kubeflow", "r", "--pipeline-root", "runs/", "--namespace", "team"]) == 2
+
+
+@pytest.mark.parametrize("key", ["../../escaped.txt", "variant/../../../escaped.txt", "variant//x", "./x"])
+def test_an_object_key_that_climbs_out_of_the_mirror_is_refused(s3_bucket, tmp_path, key):
+    """Whoever can write to the pipeline root must not write files on the reader's machine: a key holding '../'
+    below the logs prefix (S3 keys are plain strings: moto stores it as given) is refused, nothing is written."""
+    from core import storage
+    from core.configs import ConfigError
+    from pipelines.tensorboard import mirror
+
+    logs = f"{s3_bucket}/pipeline-root/runs/7c1e/tensorboard"
+    bucket = s3_bucket.removeprefix("s3://")
+    storage.s3_client().put_object(Bucket=bucket, Key=f"pipeline-root/runs/7c1e/tensorboard/{key}", Body=b"owned")
+    assert any(k["Key"].endswith(key) for k in storage.s3_client().list_objects_v2(Bucket=bucket)["Contents"])
+    local = tmp_path / "a" / "b" / "mirror"
+    local.mkdir(parents=True)
+    with pytest.raises(ConfigError, match="an object key with a '..', '.' or empty part"):
+        mirror(logs, local)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

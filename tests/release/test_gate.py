@@ -117,7 +117,7 @@ def test_missing_norm_and_missing_per_user_fail():
     with_metrics = variant("champion v1", REFERENCE)
     champion = Run(name=with_metrics.name, model_dir="", test=with_metrics.test, per_user=None)
     assert failed(gate(candidate, None, champion, GateConfig())) == {
-        "metrics_present_and_finite", "max_user_norm_mean", "bootstrap_vs_champion"}
+        "metrics_present_and_finite", "max_user_norm_mean", "change_vs_champion", "bootstrap_vs_champion"}
 
 
 def test_per_user_values_of_different_users_do_not_pair():
@@ -126,7 +126,7 @@ def test_per_user_values_of_different_users_do_not_pair():
     baseline.per_user["user_id"] = np.array([f"other-{i}" for i in range(USERS)])
     blessing = gate(candidate, baseline, None, GateConfig())
     check = next(c for c in blessing["checks"] if c["name"] == "bootstrap_vs_baseline")
-    assert not check["passed"] and "not comparable: 0 shared of 1000 users" in check["reason"]
+    assert not check["passed"] and "not comparable: 0 shared of 1000 and 1000 users" in check["reason"]
 
 
 def test_bootstrap_is_deterministic_and_pairs_by_user_index():

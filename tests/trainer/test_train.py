@@ -101,7 +101,7 @@ def test_interest_evaluate_writes_metrics_and_per_user_rows(finished, tiny_data,
                      "--output", str(tmp_path)]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert set(metrics) == {"recall@1", "recall@5", "recall@10", "recall@20", "recall@50", "ndcg@10", "mrr",
-                            "coverage@10", "users", "params", "users_per_second", "split", "protocol", "items",
+                            "coverage@10", "users", "params", "users_per_second", "split", "protocol", "items", "measured",
                             *(f"{kind}_norm_{s}" for kind in ("user", "item") for s in ("mean", "std", "p50", "p95",
                                                                                           "max"))}
     assert metrics["split"] == "test" and metrics["users"] == 48
@@ -117,13 +117,14 @@ def test_interest_evaluate_reads_the_champion_of_a_registry_reference(finished, 
     """`--model registry:ROOT` (docs/contracts.md) evaluates the champion's version directory."""
     from release.gate import GateConfig, decide
     from release.records import Run
-    from release.registry import push
+    from release.registry import Policy, push
 
     out, _ = finished
     assert cli.main(["evaluate", "--model", str(out), "--data", str(tiny_data), "--output", str(tmp_path / "own")]) == 0
     blessing = decide([Run.load(name="baseline", model_dir=str(out), test_dir=str(tmp_path / "own"))], None, None,
                       GateConfig(min_recall_at_10=0.0))
-    assert push(blessing, str(tmp_path / "registry"), version="v1").outcome == "pushed"
+    policy = Policy(GateConfig(min_recall_at_10=0.0))
+    assert push(blessing, str(tmp_path / "registry"), version="v1", policy=policy).outcome == "pushed"
     capsys.readouterr()
     assert cli.main(["evaluate", "--model", f"registry:{tmp_path / 'registry'}#interest", "--data", str(tiny_data),
                      "--output", str(tmp_path / "champion")]) == 0
@@ -231,7 +232,7 @@ def test_resume_continues_the_random_streams_exactly(tiny_data, tmp_path, kit):
 
 def published_files(out: Path) -> dict[str, str]:
     """sha256 of every file a complete export's marker lists (verified), and of the marker itself."""
-    complete = rundir.open_complete(str(out), contract.MODEL_KIND, verify_digests=True)
+    complete = rundir.open_complete(str(out), contract.MODEL_KIND)
     return {**{name: entry["sha256"] for name, entry in complete.files.items()},
             "_SUCCESS.json": hashlib.sha256((out / "_SUCCESS.json").read_bytes()).hexdigest()}
 
