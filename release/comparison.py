@@ -2,8 +2,10 @@
 Markdown, ``comparison.json``) draws, ``interest run`` prints and the exit handler's ``run.md`` lists.
 
 **X vs R** (the one definition of "vs baseline" and "vs champion"): on one split, the mean Recall@10 over X's runs
-against the mean over R's runs. ``change`` is the relative change of those means (metrics.json); its interval is
-the paired percentile bootstrap over users (``release.stats.paired_bootstrap``: per user, the mean over a side's
+against the mean over R's runs. ``change`` is the relative change over the users both sides evaluated, paired by
+``user_id`` (the bootstrap's observed ratio: the gate thresholds this very number), and of the two means only when
+per-user values cannot be paired (the gate then refuses to judge); its interval is the paired percentile bootstrap
+over users (``release.stats.paired_bootstrap``: per user, the mean over a side's
 seeds, users paired by ``user_id``, one resample of users within every seed, the ratio taken within each
 resample). An interval that contains zero is "no significant difference".
 
@@ -94,7 +96,7 @@ class Difference:
     reference: str  # R's name: the baseline variant, or "champion VERSION"
     value: float  # X's mean Recall@10 over its runs
     reference_value: float  # R's mean Recall@10 over its runs
-    change: float  # relative_change(value, reference_value); NaN when either is missing
+    change: float  # over paired users (bootstrap["relative"]); unpaired: relative_change(value, reference_value)
     # release.stats.replicate_bootstrap's result (mean_diff, ci_low, ci_high, relative, relative_low, relative_high,
     # users, candidate_users); None when per-user values are missing or the users cannot be paired (``error``).
     bootstrap: Mapping[str, Any] | None
@@ -144,7 +146,8 @@ def difference(runs: Sequence[Run], reference_runs: Sequence[Run], split: str, r
         except (KeyError, ValueError) as exc:
             error = f"cannot pair users with {reference}: {exc}"
     return Difference(split=split, reference=reference, value=value, reference_value=reference_value,
-                      change=relative_change(value, reference_value), bootstrap=result, error=error,
+                      change=number(result["relative"]) if result is not None else relative_change(value, reference_value),
+                      bootstrap=result, error=error,
                       confidence=bootstrap.confidence)
 
 

@@ -111,7 +111,7 @@ def _change_check(name: str, vs: Difference, threshold: float) -> Check:
     never of two populations' means: without pairable per-user values there is no change to judge."""
     if vs.bootstrap is None:
         return Check.of(name, None, threshold, False, f"{vs.error}; the change is measured on paired users only")
-    change = number(vs.bootstrap["relative"])
+    change = vs.change  # the paired change (release.comparison.Difference), as every table prints it
     if math.isnan(change):
         return Check.of(name, None, threshold, False, f"{METRIC} missing or NaN on the candidate or the reference")
     ok = change >= threshold
