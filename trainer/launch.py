@@ -171,11 +171,11 @@ def vertex_machine_type(cluster: ClusterConfig) -> str:
 
 @dataclass(frozen=True)
 class ClusterJob:
-    """A training job as a cluster runs it: a Kubernetes-safe name, the image, and the job itself."""
+    """A training job as a cluster runs it: a Kubernetes-safe name, the image, and what it trains."""
 
     name: str  # lowercase letters, digits and '-', at most 50 characters (a Kubernetes name)
     image: str  # container image holding the project (components.image.IMAGE or the compiled one)
-    job: TrainJob
+    train: TrainJob  # what it trains: the same job a local torchrun would run
 
     def __post_init__(self) -> None:
         require(re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,48}[a-z0-9])?", self.name) is not None, "job name",
@@ -195,7 +195,7 @@ NODE_RENDEZVOUS = ('--node-rank="$RANK"', '--master-addr="$MASTER_ADDR"', '--mas
 
 def node_command(job: ClusterJob, cluster: ClusterConfig) -> list[str]:
     """The container command every node of a cluster job runs; a shell expands the rendezvous variables."""
-    command = torchrun_command(job.job, cluster.nproc_per_node, (f"--nnodes={cluster.nodes}", *NODE_RENDEZVOUS),
+    command = torchrun_command(job.train, cluster.nproc_per_node, (f"--nnodes={cluster.nodes}", *NODE_RENDEZVOUS),
                                python="python")
     # The rendezvous flags must reach the shell unquoted so that it expands them.
     quoted = [arg if arg in NODE_RENDEZVOUS else shlex.quote(arg) for arg in command]
@@ -277,7 +277,7 @@ def render_pytorchjob(job: ClusterJob, cluster: ClusterConfig, namespace: str,
         specs["Worker"] = replica(cluster.nodes - 1)
     metadata: dict[str, Any] = {"name": job.name, "namespace": namespace,
                                 "labels": {"app.kubernetes.io/part-of": "interest-pipeline",
-                                           "interest/preset": job.job.preset}}
+                                           "interest/preset": job.train.preset}}
     if owner:
         metadata["ownerReferences"] = [owner.owner_reference]
     return {
@@ -629,7 +629,7 @@ def run_vertex(job: ClusterJob, cluster: ClusterConfig) -> None:
     # base_output_dir: Vertex sets AIP_MODEL_DIR, AIP_CHECKPOINT_DIR and AIP_TENSORBOARD_LOG_DIR below it; the
     # trainer copies its TensorBoard events to the latter (trainer.monitor), which a named TensorBoard reads.
     custom_job = aiplatform.CustomJob(display_name=job.name, worker_pool_specs=render_vertex_worker_pools(job, cluster),
-                                      base_output_dir=job.job.output, staging_bucket=cluster.staging_bucket)
+                                      base_output_dir=job.train.output, staging_bucket=cluster.staging_bucket)
     try:
         with sigterm_raises():
             custom_job.run(service_account=cluster.service_account or None, timeout=cluster.timeout_seconds,
@@ -646,22 +646,22 @@ def run_vertex(job: ClusterJob, cluster: ClusterConfig) -> None:
 def train_on(cluster: ClusterConfig, job: ClusterJob, local_output: str, local_gpus: int) -> None:
     """Train ``job`` with the cluster's launcher and leave the model artifact in ``local_output``.
 
-    ``local``: ``job.job.output`` is ``local_output`` and ``local_gpus`` (the task pod's accelerators) processes
-    run, after checking that the pod really has them. Cluster jobs write to ``job.job.output`` on an object store;
+    ``local``: ``job.train.output`` is ``local_output`` and ``local_gpus`` (the task pod's accelerators) processes
+    run, after checking that the pod really has them. Cluster jobs write to ``job.train.output`` on an object store;
     the result is then copied to ``local_output`` (the task's artifact path, which KFP uploads, or the same bucket
     mounted by Vertex).
     """
     if cluster.launcher == "local":
         check_accelerators(local_gpus)
-        run_local(job.job, local_gpus)
+        run_local(job.train, local_gpus)
         return
     reachable, schemes = (storage.is_gcs, "gs://") if cluster.launcher == "vertex" else (storage.is_remote,
                                                                                           "gs:// or s3://")
-    for uri, what in ((job.job.data, "data"), (job.job.output, "output")):
+    for uri, what in ((job.train.data, "data"), (job.train.output, "output")):
         require(reachable(uri), f"cluster.launcher={cluster.launcher}",
                 f"the {what} must be on {schemes} so every node can reach it (got {uri}): use such a pipeline root")
     if cluster.launcher == "pytorchjob":
         run_pytorchjob(job, cluster)
     else:
         run_vertex(job, cluster)
-    storage.copy_tree(job.job.output, local_output)
+    storage.copy_tree(job.train.output, local_output)

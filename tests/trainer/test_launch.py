@@ -19,7 +19,7 @@ from trainer.job import TrainJob, overrides_from
 
 JOB = cluster.ClusterJob(
     name="interest-swiglu-00042", image="ghcr.io/acme/interest-pipeline:1.0-cuda",
-    job=TrainJob(data="gs://b/run/data", output="gs://b/run/model-job", preset="swiglu",
+    train=TrainJob(data="gs://b/run/data", output="gs://b/run/model-job", preset="swiglu",
                  overrides=overrides_from(("d_model=128",), {"time_budget_seconds": 600.0, "max_steps": 5000,
                                                              "epochs": None, "schedule": "cosine"})),
 )
@@ -51,8 +51,8 @@ def test_train_args_are_what_interest_train_parses():
     from pipelines import cli
     from trainer.job import job_from_args
 
-    job = job_from_args(cli.build_parser().parse_args(["train", *JOB.job.argv()]))
-    assert job == JOB.job
+    job = job_from_args(cli.build_parser().parse_args(["train", *JOB.train.argv()]))
+    assert job == JOB.train
     model_cfg, _, train_cfg = job.configs()
     assert model_cfg.d_model == 128 and model_cfg.mlp == "swiglu"
     assert (train_cfg.time_budget_seconds, train_cfg.max_steps, train_cfg.epochs, train_cfg.schedule) == (
@@ -153,7 +153,7 @@ def test_cluster_config_errors_name_the_field(fields, message):
 
 def test_cluster_launchers_need_gcs_paths(tmp_path):
     local_job = cluster.ClusterJob(name="j", image="i",
-                                   job=TrainJob(data=str(tmp_path), output=str(tmp_path / "m"), preset="baseline"))
+                                   train=TrainJob(data=str(tmp_path), output=str(tmp_path / "m"), preset="baseline"))
     with pytest.raises(ConfigError, match="gs://"):
         cluster.train_on(GPU, local_job, str(tmp_path / "m"), local_gpus=0)
 
@@ -288,9 +288,9 @@ def test_job_names_come_from_the_run_and_the_variant():
     assert name == cluster.job_name("9f1c0de2-5a6b-4c1d-8e7f-0a1b2c3d4e5f", "Rope+Learned_VARIANT-with-a-very-long-name")
     assert name != cluster.job_name("another-run", "Rope+Learned_VARIANT-with-a-very-long-name")
     assert cluster.job_name("r", "rope-seed1") != cluster.job_name("r", "rope-seed2")
-    cluster.ClusterJob(name=name, image="i", job=TrainJob(data="d", output="o", preset="rope"))
+    cluster.ClusterJob(name=name, image="i", train=TrainJob(data="d", output="o", preset="rope"))
     with pytest.raises(ConfigError, match="job name"):
-        cluster.ClusterJob(name="Bad_Name", image="i", job=TrainJob(data="d", output="o", preset="rope"))
+        cluster.ClusterJob(name="Bad_Name", image="i", train=TrainJob(data="d", output="o", preset="rope"))
 
 
 @pytest.mark.parametrize("kubernetes_api", [("Succeeded", 3, (500, RESET, 503, RESET))], indirect=True)
@@ -508,7 +508,7 @@ def test_vertex_job_settings_and_cancel(monkeypatch, fail_with):
             cluster.run_vertex(JOB, config)
     calls = dict(fake.calls)
     assert calls["init"] == {"project": "p", "location": "us-central1", "staging_bucket": "gs://staging-bucket"}
-    assert calls["CustomJob"]["base_output_dir"] == JOB.job.output
+    assert calls["CustomJob"]["base_output_dir"] == JOB.train.output
     assert calls["CustomJob"]["worker_pool_specs"][0]["machine_spec"]["machine_type"] == "g2-standard-4"
     assert calls["run"] == {"service_account": "trainer@p.iam.gserviceaccount.com", "timeout": 3600,
                             "tensorboard": "projects/p/locations/us-central1/tensorboards/7", "sync": True}
@@ -522,7 +522,7 @@ def test_a_task_given_gpus_without_cuda_fails_at_once(tmp_path, monkeypatch):
 
     if torch.cuda.is_available():  # the same check, on a machine that has GPUs: ask for one more than it has
         monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
-    job = cluster.ClusterJob(name="gpu", image="i", job=TrainJob(data=str(tmp_path), output=str(tmp_path / "m")))
+    job = cluster.ClusterJob(name="gpu", image="i", train=TrainJob(data=str(tmp_path), output=str(tmp_path / "m")))
     with pytest.raises(ConfigError, match=r"given 1 GPU\(s\) but torch .* sees 0 CUDA device"):
         cluster.train_on(cluster.ClusterConfig(), job, str(tmp_path / "m"), local_gpus=1)
     assert not (tmp_path / "m").exists()
@@ -566,7 +566,7 @@ def test_node_command_trains_one_model_across_two_nodes(tiny_data, tmp_path):
     import sys
     from pathlib import Path
 
-    job = cluster.ClusterJob(name="two-nodes", image="unused", job=TrainJob(
+    job = cluster.ClusterJob(name="two-nodes", image="unused", train=TrainJob(
         data=str(tiny_data), output=str(tmp_path / "model"), preset="baseline",
         overrides=overrides_from(("d_model=16", "n_layer=1", "n_head=1", "max_len=8"),
                                  {"max_steps": 4, "batch_size": 8, "eval_every_steps": 2,
@@ -588,12 +588,12 @@ def test_node_command_trains_one_model_across_two_nodes(tiny_data, tmp_path):
 def test_local_launcher_runs_one_process_per_gpu(tiny_data, tmp_path):
     """A train task with accelerator_count=2 runs torchrun with 2 processes (here on CPU: gloo, called past the
     CUDA check)."""
-    job = cluster.ClusterJob(name="two-gpus", image="unused", job=TrainJob(
+    job = cluster.ClusterJob(name="two-gpus", image="unused", train=TrainJob(
         data=str(tiny_data), output=str(tmp_path / "model"), preset="baseline",
         overrides=overrides_from(("d_model=16", "n_layer=1", "n_head=1", "max_len=8"),
                                  {"max_steps": 2, "batch_size": 8, "eval_every_steps": 2,
                                   "checkpoint_every_steps": 2, "log_every_steps": 1})))
-    cluster.run_local(job.job, gpus=2)  # train_on would refuse 2 GPUs on this CPU machine
+    cluster.run_local(job.train, gpus=2)  # train_on would refuse 2 GPUs on this CPU machine
     summary = json.loads((tmp_path / "model" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 2
 
