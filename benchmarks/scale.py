@@ -2,6 +2,7 @@
 throughput and peak memory per stage.
 
     .venv/bin/python -m benchmarks.scale                                  # 1M, 10M and 30M events, every stage
+    .venv/bin/python -m benchmarks.scale --preprocess-only-above 1e7      # train/evaluate up to 10M only
     .venv/bin/python -m benchmarks.scale --sizes 1e8 --stages preprocess  # where the machine allows
     .venv/bin/python -m benchmarks.scale --sizes 20000 --train-steps 2    # what the test runs
 
@@ -108,7 +109,8 @@ def run_size(events: int, work: Path, args: argparse.Namespace) -> dict:
                      "--output", str(metrics), *args.evaluate_args],
     }
     row: dict = {"events": events, "stages": {}}
-    for stage in args.stages:
+    above = args.preprocess_only_above is not None and events > args.preprocess_only_above
+    for stage in args.stages if not above else [s for s in args.stages if s == "preprocess"]:
         if any(row["stages"].get(s, {}).get("returncode") for s in STAGES[:STAGES.index(stage)]):
             break
         log.info("%s events: %s", f"{events:,}", stage)
@@ -187,6 +189,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1e6,1e7,3e7", help="comma-separated event counts (1e6 or 1000000)")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    parser.add_argument("--preprocess-only-above", type=float, default=None,
+                        help="sizes above this many events run the preprocess stage only")
     parser.add_argument("--train-steps", type=int, default=30, help="optimizer steps of the train stage")
     parser.add_argument("--preprocess-args", default="", help="more `interest preprocess` arguments")
     parser.add_argument("--train-args", default="", help="more `interest train` arguments (e.g. --set ...)")
