@@ -178,24 +178,26 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
 
 
 def check_local_workers(options: PipelineOptions) -> None:
-    """Refuse Beam's local multi-process mode with several workers (issue 27, benchmarks/README.md): on 30M
-    synthetic events Beam 2.77's FnApiRunner with ``--direct_num_workers=2 --direct_running_mode=multi_processing``
-    dropped whole per-bucket partial counts in 2 of 3 runs (the row-conservation check refused them), while the
-    same events gave identical output on one worker and with ``multi_threading``; it is no faster on 2 cores."""
+    """Refuse Beam's local runner with several workers behind its gRPC data plane (issue 27). With
+    ``--direct_num_workers=2`` and ``--direct_running_mode=multi_threading`` or ``multi_processing``, Beam 2.77's
+    FnApiRunner lost or garbled elements that are Arrow tables: 3 of 4 runs at 30M synthetic events lost partial
+    counts of whole user buckets, multi_threading lost rows at 3M, and ``benchmarks/beam_local_workers.py``
+    reproduces it in Beam alone. ``in_memory`` workers (bundles split, no gRPC) give the one-worker output."""
     from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
     direct = options.view_as(DirectOptions)
     runner = options.view_as(StandardOptions).runner
     local = isinstance(runner, str) and runner.lower() in LOCAL_RUNNERS
-    if local and direct.direct_running_mode == "multi_processing" and direct.direct_num_workers != 1:
+    if local and direct.direct_running_mode in GRPC_RUNNING_MODES and direct.direct_num_workers != 1:
         raise ConfigError(
-            "--direct_running_mode=multi_processing with --direct_num_workers other than 1 is refused: Beam's local "
-            "multi-process runner lost partial counts of whole user buckets on large inputs (30M events; "
-            "benchmarks/README.md, issue 27). Run on one worker (the default), with "
-            "--direct_running_mode=multi_threading, or on a cluster runner (--runner=DataflowRunner, FlinkRunner, "
-            "SparkRunner)")
+            f"--direct_running_mode={direct.direct_running_mode} with --direct_num_workers other than 1 is refused: "
+            "Beam's local runner loses elements between its gRPC workers (benchmarks/README.md, issue 27; "
+            "python -m benchmarks.beam_local_workers reproduces it). Run on one worker (the default; no slower on "
+            "2 cores), or on a cluster runner (--runner=DataflowRunner, FlinkRunner, SparkRunner)")
 
 
+# Beam's local running modes whose workers exchange data with the runner over gRPC.
+GRPC_RUNNING_MODES = frozenset({"multi_threading", "multi_processing"})
 # Runners that execute in this process or on this machine; any other (DataflowRunner, FlinkRunner, SparkRunner,
 # PortableRunner, ...) runs on workers that see only what an object store holds.
 LOCAL_RUNNERS = frozenset({"direct", "directrunner", "bundlebaseddirectrunner", "switchingdirectrunner",

@@ -25,7 +25,7 @@ def output(out) -> dict:
     }
 
 
-@pytest.mark.parametrize("beam_args", [[], ["--direct_num_workers=2", "--direct_running_mode=multi_threading"]])
+@pytest.mark.parametrize("beam_args", [[], ["--direct_num_workers=2", "--direct_running_mode=in_memory"]])
 def test_files_shuffle_gives_the_rows_of_beams_shuffle(tmp_path, monkeypatch, beam_args):
     # A parse element writes its buffered rows every 2,000 rows: several parts per bucket and source file.
     monkeypatch.setattr(spill, "FLUSH_ROWS", 2_000)
