@@ -44,3 +44,13 @@ def test_files_shuffle_gives_the_rows_of_beams_shuffle(tmp_path, monkeypatch, be
     assert not (tmp_path / "files" / "_shuffle").exists()
     assert not any("_shuffle" in name for name in json.dumps(by_files["manifest"]).split('"'))
     assert by_files["manifest"]["users"] == by_beam["stats"]["users"]
+
+
+def test_movielens_gives_the_same_rows_and_digest_through_files(tmp_path, ml100k):
+    """Real MovieLens-100K: the kept rows (content digest), vocabulary and every sequence match Beam's shuffle."""
+    run(str(ml100k), str(tmp_path / "beam"), PreprocessConfig(max_timestamp=NOW))
+    run(str(ml100k), str(tmp_path / "files"), PreprocessConfig(max_timestamp=NOW, shuffle="files"))
+    by_beam, by_files = output(tmp_path / "beam"), output(tmp_path / "files")
+    assert by_files["stats"] == by_beam["stats"] and by_beam["stats"]["users"] == 943
+    assert by_files["vocab"] == by_beam["vocab"]
+    assert by_files["sequences"] == by_beam["sequences"]
