@@ -3,8 +3,9 @@ throughput and peak memory per stage.
 
     .venv/bin/python -m benchmarks.scale                                  # 1M, 10M and 30M events, every stage
     .venv/bin/python -m benchmarks.scale --preprocess-only-above 1e7      # train/evaluate up to 10M only
-    .venv/bin/python -m benchmarks.scale --sizes 1e8 --stages preprocess  # where the machine allows
-    .venv/bin/python -m benchmarks.scale --sizes 20000 --train-steps 2    # what the test runs
+    .venv/bin/python -m benchmarks.scale --stages preprocess --preprocess-args "--set shuffle=files" \
+        --sizes 1e6,1e7,3e7,1e8 --output benchmarks/results/scale-files.json  # events through files
+    .venv/bin/python -m benchmarks.scale --sizes 3000,6000 --train-steps 2   # the test (with a tiny model)
 
 Each size gets its own synthetic log (``preprocessing.synthetic``: Zipf-like item popularity, about 50 events per
 user, two years of timestamps), made once and kept in ``--work`` (generating is not a stage). Every stage runs
