@@ -159,10 +159,10 @@ def growth_table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: str) -> None:
-    """Peak memory and seconds per stage against events (log-log), as a PNG."""
+    """Peak memory and seconds of every stage the rows hold against events (log-log), as a PNG."""
     fig = Figure(figsize=(10, 4))
     memory, seconds = fig.subplots(1, 2)
-    for stage in STAGES:
+    for stage in dict.fromkeys(stage for row in rows for stage in row["stages"]):
         points = [(r["events"], r["stages"][stage]) for r in rows
                   if stage in r["stages"] and r["stages"][stage]["returncode"] == 0]
         if points:
