@@ -2,9 +2,10 @@
 
 Elements are Arrow tables, not single events: parsing yields one table per block of rows, and after
 ``GroupByUserBucket`` an element is ``(bucket, table)`` holding every event of the users hashed to that bucket,
-so a million events cross the shuffle as about a thousand elements. Every stage that drops rows counts them
-twice: in Beam metrics (namespace ``preprocess``) for the runner's UI, and as data on its ``counts`` output,
-which becomes stats.json.
+so a million events cross the shuffle as about a thousand elements. With ``shuffle="files"`` the events go
+to Parquet files between the grouping stages and the elements that cross are ``(bucket, path)`` pairs
+(preprocessing/spill.py). Every stage that drops rows counts them twice: in Beam metrics (namespace
+``preprocess``) for the runner's UI, and as data on its ``counts`` output, which becomes stats.json.
 
     ParseAndValidate -> GroupByUserBucket -> DeduplicateEvents -> FilterSparse -+-> BuildVocabulary (SortedDistinct)
                                                                                +-> IndexUsers (SortedDistinct)
