@@ -12,7 +12,7 @@ TAG ?= $(shell echo $(COMMIT) | sed -E 's/^([0-9a-f]{12})[0-9a-f]*/\1/')
 # CPU torch by default; a CUDA build: make image TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 IMAGE=.../interest-pipeline-cuda
 TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install run test test-fast lint bench bench-gpu image compile clean
+.PHONY: install run test test-fast lint bench bench-gpu bench-scale image compile clean
 
 # Reinstall only when the dependency list changes; the project itself is installed editable.
 $(STAMP): pyproject.toml
@@ -56,6 +56,12 @@ bench: $(STAMP)
 # GPU path (bf16, fused AdamW, torch.compile, flash attention, bigger model); fails fast without CUDA.
 bench-gpu: $(STAMP)
 	$(BIN)/python -m benchmarks.gpu_bench
+
+# Synthetic logs of 1M, 10M and 30M events through preprocess, train and evaluate: seconds, throughput and peak
+# memory per stage (benchmarks/README.md); about an hour on 2 cores. SCALE_ARGS="--sizes 1e8 --stages preprocess".
+SCALE_ARGS ?=
+bench-scale: $(STAMP)
+	$(BIN)/python -m benchmarks.scale $(SCALE_ARGS)
 
 clean:
 	rm -rf runs build dist *.egg-info .pytest_cache .ruff_cache

@@ -33,6 +33,7 @@ from core import configs, contract, rundir, storage
 from core.configs import ConfigError
 from preprocessing.config import PreprocessConfig
 from preprocessing.sources import Source, check_first_source, list_sources
+from preprocessing.spill import spill_bucket
 from preprocessing.stats import PreprocessError, check_usable
 from preprocessing.tables import content_digest, length_histogram
 from preprocessing.transforms import (
@@ -80,8 +81,11 @@ def run(input: str, output: str, config: PreprocessConfig, beam_args: Sequence[s
         with rundir.publishing(output, contract.DATA_KIND, overwrite=overwrite) as staging:
             log.info("preprocessing %d file(s) matching %s into %s", len(sources), input, output)
             start = time.monotonic()
-            with beam.Pipeline(options=options) as pipeline:
-                build(pipeline, sources, staging.path, cfg)
+            try:
+                with beam.Pipeline(options=options) as pipeline:
+                    build(pipeline, sources, staging.path, cfg)
+            finally:
+                storage.delete_tree(spill_directory(staging.path))
             seconds = time.monotonic() - start
             stats = storage.read_json(staging.join(contract.STATS))
             storage.write_json(staging.join(contract.SPLIT),
@@ -125,19 +129,27 @@ def fingerprint(sources: list[Source], stats: dict) -> dict:
             "timestamp_max": stats["timestamp_max"]}
 
 
+def spill_directory(output: str) -> str:
+    """Where ``shuffle="files"`` keeps the events between stages: inside the staged output, deleted before it is
+    published (on a cluster runner the staging prefix is on the object store its workers share)."""
+    return storage.join(output, "_shuffle")
+
+
 def build(pipeline: beam.Pipeline, sources: list[Source], output: str, cfg: PreprocessConfig) -> None:
     """Add every stage, in the order of issue 3, to ``pipeline``."""
-    parsed = pipeline | "ParseAndValidate" >> ParseAndValidate(sources, cfg)
-    buckets = parsed[EVENTS] | "GroupByUserBucket" >> GroupByUserBucket(cfg.user_buckets)
+    spill = spill_directory(output) if cfg.shuffle == "files" else None
+    parsed = pipeline | "ParseAndValidate" >> ParseAndValidate(sources, cfg, spill)
+    buckets = parsed[EVENTS] | "GroupByUserBucket" >> GroupByUserBucket(cfg.user_buckets, spilled=bool(spill))
     deduplicated = buckets | "DeduplicateEvents" >> DeduplicateEvents()
     filtered = deduplicated[EVENTS] | "FilterSparse" >> FilterSparse(
-        cfg.min_rating, cfg.min_item_count, cfg.min_user_events)
+        cfg.min_rating, cfg.min_item_count, cfg.min_user_events, spill)
     events = filtered[EVENTS]
     vocab = events | "BuildVocabulary" >> SortedDistinct("item")
     users = events | "IndexUsers" >> SortedDistinct("user")
     time_range = events | "TimeRange" >> TimeRange()
+    waiting = events | "SpillFiltered" >> beam.Map(spill_bucket, spill, "filtered") if spill else events
     sequences = (
-        events
+        waiting
         | "GroupPerUser" >> GroupPerUser(vocab, users)
         | "TemporalFeatures" >> AddTemporalFeatures(time_range)
         | "AssignSplit" >> AssignSplit(cfg.split, cfg.cutoff)
@@ -152,7 +164,7 @@ def build(pipeline: beam.Pipeline, sources: list[Source], output: str, cfg: Prep
     ) | "AllCounts" >> beam.Flatten()
     stats = counts | "Stats" >> Summarize(time_range)
     {"sequences": sequences, "dead_letters": parsed[DEAD_LETTERS], "vocab": vocab, "stats": stats} | (
-        "WriteOutputs" >> WriteOutputs(output, cfg.num_shards))
+        "WriteOutputs" >> WriteOutputs(output, cfg.num_shards, cfg.user_buckets if spill else None))
 
 
 def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
@@ -160,9 +172,32 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
     args = list(beam_args)
     if not any(a == "--runner" or a.startswith("--runner=") for a in args):
         args.insert(0, f"--runner={DEFAULT_RUNNER}")
-    return PipelineOptions(args)
+    options = PipelineOptions(args)
+    check_local_workers(options)
+    return options
 
 
+def check_local_workers(options: PipelineOptions) -> None:
+    """Refuse Beam's local runner with several workers behind its gRPC data plane (issue 27). With
+    ``--direct_num_workers=2`` and ``--direct_running_mode=multi_threading`` or ``multi_processing``, Beam 2.77's
+    FnApiRunner lost or garbled elements that are Arrow tables: 3 of 4 runs at 30M synthetic events lost partial
+    counts of whole user buckets, multi_threading lost rows at 3M, and ``benchmarks/beam_local_workers.py``
+    reproduces it in Beam alone. ``in_memory`` workers (bundles split, no gRPC) give the one-worker output."""
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    direct = options.view_as(DirectOptions)
+    runner = options.view_as(StandardOptions).runner
+    local = isinstance(runner, str) and runner.lower() in LOCAL_RUNNERS
+    if local and direct.direct_running_mode in GRPC_RUNNING_MODES and direct.direct_num_workers != 1:
+        raise ConfigError(
+            f"--direct_running_mode={direct.direct_running_mode} with --direct_num_workers other than 1 is refused: "
+            "Beam's local runner loses elements between its gRPC workers (benchmarks/README.md, issue 27; "
+            "python -m benchmarks.beam_local_workers reproduces it). Run on one worker (the default; no slower on "
+            "2 cores), or on a cluster runner (--runner=DataflowRunner, FlinkRunner, SparkRunner)")
+
+
+# Beam's local running modes whose workers exchange data with the runner over gRPC.
+GRPC_RUNNING_MODES = frozenset({"multi_threading", "multi_processing"})
 # Runners that execute in this process or on this machine; any other (DataflowRunner, FlinkRunner, SparkRunner,
 # PortableRunner, ...) runs on workers that see only what an object store holds.
 LOCAL_RUNNERS = frozenset({"direct", "directrunner", "bundlebaseddirectrunner", "switchingdirectrunner",

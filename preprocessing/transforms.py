@@ -2,9 +2,10 @@
 
 Elements are Arrow tables, not single events: parsing yields one table per block of rows, and after
 ``GroupByUserBucket`` an element is ``(bucket, table)`` holding every event of the users hashed to that bucket,
-so a million events cross the shuffle as about a thousand elements. Every stage that drops rows counts them
-twice: in Beam metrics (namespace ``preprocess``) for the runner's UI, and as data on its ``counts`` output,
-which becomes stats.json.
+so a million events cross the shuffle as about a thousand elements. With ``shuffle="files"`` the events go
+to Parquet files between the grouping stages and the elements that cross are ``(bucket, path)`` pairs
+(preprocessing/spill.py). Every stage that drops rows counts them twice: in Beam metrics (namespace
+``preprocess``) for the runner's UI, and as data on its ``counts`` output, which becomes stats.json.
 
     ParseAndValidate -> GroupByUserBucket -> DeduplicateEvents -> FilterSparse -+-> BuildVocabulary (SortedDistinct)
                                                                                +-> IndexUsers (SortedDistinct)
@@ -29,6 +30,7 @@ from preprocessing import tables
 from preprocessing.config import PreprocessConfig
 from preprocessing.schema import PADDING_INDEX, SEQUENCE_SCHEMA
 from preprocessing.sources import Source, read_source
+from preprocessing.spill import BucketSpiller, events_of, read_tables, spill_bucket, write_table
 from preprocessing.stats import finalize, merge_counts
 
 log = logging.getLogger(__name__)
@@ -46,11 +48,12 @@ def _count(name: str, n: int) -> None:
 
 
 class _ReadAndParse(beam.DoFn):
-    def __init__(self, cfg: PreprocessConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: PreprocessConfig, spill: str | None):
+        self.cfg, self.spill = cfg, spill
 
     def process(self, source: Source):
         rows = dead = 0
+        spiller = BucketSpiller(self.spill, source.index, self.cfg.user_buckets) if self.spill else None
         for block in read_source(source, self.cfg):
             counts = block.counts()
             rows += block.input_rows
@@ -60,27 +63,30 @@ class _ReadAndParse(beam.DoFn):
             for reason, n in counts["dead_letter_reasons"].items():
                 _count(f"dead_letter_{reason}", n)
             if block.events.num_rows:
-                yield block.events
+                yield from spiller.add(block.events) if spiller else [block.events]
             for letter in block.dead_letters:
                 yield TaggedOutput(DEAD_LETTERS, letter)
             yield TaggedOutput(COUNTS, counts)
+        if spiller:
+            yield from spiller.flush()
         yield TaggedOutput(COUNTS, {"input_files": 1})
         log.info("parsed %s: %d rows, %d dead letters", source.path, rows, dead)
 
 
 class ParseAndValidate(beam.PTransform):
-    """Files -> ``{"events": tables of valid events, "dead_letters": dicts, "counts": dicts}``."""
+    """Files -> ``{"events": tables of valid events, "dead_letters": dicts, "counts": dicts}``; with ``spill`` (a
+    directory) the events go to files there and "events" holds ``(bucket, path)`` pairs (preprocessing/spill.py)."""
 
-    def __init__(self, sources: list[Source], cfg: PreprocessConfig):
+    def __init__(self, sources: list[Source], cfg: PreprocessConfig, spill: str | None = None):
         super().__init__()
-        self.sources, self.cfg = sources, cfg
+        self.sources, self.cfg, self.spill = sources, cfg, spill
 
     def expand(self, pbegin):
         out = (
             pbegin
             | "Files" >> beam.Create(self.sources)
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadAndParse" >> beam.ParDo(_ReadAndParse(self.cfg)).with_outputs(DEAD_LETTERS, COUNTS, main=EVENTS)
+            | "ReadAndParse" >> beam.ParDo(_ReadAndParse(self.cfg, self.spill)).with_outputs(DEAD_LETTERS, COUNTS, main=EVENTS)
         )
         return {EVENTS: out[EVENTS], DEAD_LETTERS: out[DEAD_LETTERS], COUNTS: out[COUNTS]}
 
@@ -92,14 +98,21 @@ def _concat(bucket: int, parts) -> tuple[int, pa.Table]:
     return bucket, pa.concat_tables(list(parts))
 
 
-class GroupByUserBucket(beam.PTransform):
-    """Tables of events -> ``(bucket, table)``: all events of the users hashed to a bucket, one element each."""
+def _read_bucket(bucket: int, paths) -> tuple[int, pa.Table]:
+    return bucket, read_tables(paths)
 
-    def __init__(self, num_buckets: int):
+
+class GroupByUserBucket(beam.PTransform):
+    """Tables of events -> ``(bucket, table)``: all events of the users hashed to a bucket, one element each.
+    ``spilled``: the input is ``(bucket, path)`` pairs of ParseAndValidate's spill, and only paths are shuffled."""
+
+    def __init__(self, num_buckets: int, spilled: bool = False):
         super().__init__()
-        self.num_buckets = num_buckets
+        self.num_buckets, self.spilled = num_buckets, spilled
 
     def expand(self, events):
+        if self.spilled:
+            return events | "GroupByBucket" >> beam.GroupByKey() | "ReadBucket" >> beam.MapTuple(_read_bucket)
         return (
             events
             | "SplitByBucket" >> beam.FlatMap(tables.split_by_bucket, self.num_buckets)
@@ -135,8 +148,8 @@ def _min_rating(element: tuple[int, pa.Table], min_rating: float | None):
     return _filtered(element[0], "min_rating", tables.filter_rating(element[1], min_rating))
 
 
-def _min_item_count(element: tuple[int, pa.Table], frequent: pa.Array):
-    return _filtered(element[0], "min_item_count", tables.keep_items(element[1], frequent))
+def _min_item_count(element: tuple[int, pa.Table | str], frequent: pa.Array):
+    return _filtered(element[0], "min_item_count", tables.keep_items(events_of(element[1]), frequent))
 
 
 def _min_user_events(element: tuple[int, pa.Table], min_events: int):
@@ -164,11 +177,14 @@ class _FrequentItems(beam.CombineFn):
 
 class FilterSparse(beam.PTransform):
     """``(bucket, table)`` -> ``{"events", "counts"}``: events rated >= min_rating, then of items with at
-    least min_item_count events (in all buckets), then of users with at least min_user_events of those."""
+    least min_item_count events (in all buckets), then of users with at least min_user_events of those. With
+    ``spill`` (a directory) the rated events wait for the item counts in files, not in the runner's memory."""
 
-    def __init__(self, min_rating: float | None, min_item_count: int, min_user_events: int):
+    def __init__(self, min_rating: float | None, min_item_count: int, min_user_events: int,
+                 spill: str | None = None):
         super().__init__()
         self.min_rating, self.min_item_count, self.min_user_events = min_rating, min_item_count, min_user_events
+        self.spill = spill
 
     def expand(self, buckets):
         rated = buckets | "MinRating" >> beam.FlatMap(_min_rating, self.min_rating).with_outputs(
@@ -178,7 +194,10 @@ class FilterSparse(beam.PTransform):
             | "CountItems" >> beam.MapTuple(lambda bucket, events: tables.item_counts(events))
             | "FrequentItems" >> beam.CombineGlobally(_FrequentItems(self.min_item_count))
         )
-        frequent = rated[EVENTS] | "MinItemCount" >> beam.FlatMap(
+        waiting = rated[EVENTS]
+        if self.spill:
+            waiting = waiting | "SpillRated" >> beam.Map(spill_bucket, self.spill, "rated")
+        frequent = waiting | "MinItemCount" >> beam.FlatMap(
             _min_item_count, AsSingleton(frequent_items)).with_outputs(COUNTS, main=EVENTS)
         active = frequent[EVENTS] | "MinUserEvents" >> beam.FlatMap(
             _min_user_events, self.min_user_events).with_outputs(COUNTS, main=EVENTS)
@@ -252,8 +271,9 @@ class TimeRange(beam.PTransform):
 
 
 class GroupPerUser(beam.PTransform):
-    """``(bucket, table)`` -> tables with one row per user (``user_index, user_id, item_index, timestamp``),
-    events in (timestamp, input position) order. ``vocab`` and ``users`` are SortedDistinct outputs."""
+    """``(bucket, table)`` (or ``(bucket, path)`` of a spilled table) -> tables with one row per user
+    (``user_index, user_id, item_index, timestamp``), events in (timestamp, input position) order. ``vocab`` and
+    ``users`` are SortedDistinct outputs."""
 
     def __init__(self, vocab, users):
         super().__init__()
@@ -261,7 +281,7 @@ class GroupPerUser(beam.PTransform):
 
     def expand(self, buckets):
         return buckets | "Sequences" >> beam.Map(
-            lambda element, vocab, users: tables.sequences(element[1], vocab, users),
+            lambda element, vocab, users: tables.sequences(events_of(element[1]), vocab, users),
             vocab=AsSingleton(self.vocab), users=AsSingleton(self.users),
         )
 
@@ -318,19 +338,33 @@ def _write_small_file(text: str, path: str) -> str:
     return path
 
 
-class WriteOutputs(beam.PTransform):
-    """``{"sequences", "dead_letters", "vocab", "stats"}`` -> the files of docs/contracts.md in ``output``."""
+def _write_bucket_sequences(seqs: pa.Table, output: str, num_buckets: int):
+    """One bucket's sequences as ``sequences-BBBBB-of-NNNNN.parquet`` (the bucket of its users), written as the
+    bucket completes; a bucket left without users writes nothing."""
+    if seqs.num_rows:
+        bucket = int(tables.user_buckets(seqs.column("user_id").combine_chunks()[:1], num_buckets)[0])
+        yield write_table(storage.join(output, f"{SEQUENCES_PREFIX}-{bucket:05d}-of-{num_buckets:05d}.parquet"), seqs)
 
-    def __init__(self, output: str, num_shards: int):
+
+class WriteOutputs(beam.PTransform):
+    """``{"sequences", "dead_letters", "vocab", "stats"}`` -> the files of docs/contracts.md in ``output``.
+    ``bucket_files`` (the number of user buckets): one sequences file per bucket, written where it is made,
+    instead of ``num_shards`` files assembled through a GroupByKey."""
+
+    def __init__(self, output: str, num_shards: int, bucket_files: int | None = None):
         super().__init__()
-        self.output, self.num_shards = output, num_shards
+        self.output, self.num_shards, self.bucket_files = output, num_shards, bucket_files
 
     def expand(self, outputs):
         out = self.output
-        return {
-            "sequences": outputs["sequences"] | "WriteSequences" >> beam.io.WriteToParquetBatched(
+        if self.bucket_files:
+            write_sequences = "WriteSequences" >> beam.FlatMap(_write_bucket_sequences, out, self.bucket_files)
+        else:
+            write_sequences = "WriteSequences" >> beam.io.WriteToParquetBatched(
                 storage.join(out, SEQUENCES_PREFIX), schema=SEQUENCE_SCHEMA, codec="snappy",
-                file_name_suffix=".parquet", num_shards=self.num_shards),
+                file_name_suffix=".parquet", num_shards=self.num_shards)
+        return {
+            "sequences": outputs["sequences"] | write_sequences,
             "dead_letters": outputs["dead_letters"]
             | "DeadLetterJson" >> beam.Map(json.dumps, ensure_ascii=False)
             | "WriteDeadLetters" >> beam.io.WriteToText(storage.join(out, DEAD_LETTER_PREFIX),
