@@ -90,7 +90,7 @@ def _lopsided_rank(rank: int, init: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
     try:
         cfg = hinge_cfg(0.0)
-        model = make_model(cfg)
+        model = make_model()
         batch, targets = global_batch()
         rows = slice(None) if rank == 0 else slice(0, 0)
         step = TrainBatch({k: v[rows] for k, v in batch.items()}, targets[rows], int((targets[rows] > 0).sum()),
