@@ -37,5 +37,6 @@ def compile_pipeline(output: str | Path, image: str = IMAGE, parallelism: int = 
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     pipeline = create_pipeline(build) if target == "local" else cluster_pipeline(build)
-    compiler.Compiler().compile(pipeline, package_path=str(path))
+    kfp_compiler = compiler.Compiler()
+    kfp_compiler.compile(pipeline, package_path=str(path))
     return path

@@ -23,7 +23,6 @@ from core.configs import ConfigError, require
 from pipelines import arguments as pipeline_args
 from pipelines import kubeflow_runner, vertex_runner
 from pipelines.profiles import PROFILES, get_profile
-from pipelines.remote import check_cluster_arguments
 from preprocessing.datasets import DATASETS
 from trainer import grids
 from trainer.variants import VariantSpec, parse_variants
@@ -201,6 +200,8 @@ def pipeline_arguments(args: argparse.Namespace, default_registry: str | None, r
     arguments.update(pipeline_args.parse_params(args.param))
     require(bool(arguments["registry"]), "--registry", "is required: a directory or gs://bucket/prefix")
     if remote:
+        from pipelines.remote import check_cluster_arguments  # loads the DAG: only for cluster commands
+
         check_cluster_arguments(arguments, args.pipeline_root)
         # The tasks keep the run's own files below it: the KFP driver resolves no pipeline-root placeholder.
         arguments["pipeline_root"] = args.pipeline_root

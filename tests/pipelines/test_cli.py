@@ -71,3 +71,12 @@ def test_config_error_is_one_line_exit_2(failing_commands, capsys):
 def test_failure_is_one_line_exit_1(failing_commands, capsys):
     assert cli.main(["crash"]) == 1
     assert capsys.readouterr().err.strip().splitlines() == ["interest crash: failed: RuntimeError: disk on fire"]
+
+
+def test_the_cli_starts_without_loading_the_dag_or_asking_git_for_the_image_tag():
+    """`interest train` and `interest --help` build the parser only: the DAG, its components and the image tag
+    (which runs git) load in the commands that need them (a stray module-level import brought them back once)."""
+    code = ("import sys; from pipelines import cli; cli.build_parser(); "
+            "print(sorted(m for m in ('components.image', 'pipelines.pipeline', 'kfp.local') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

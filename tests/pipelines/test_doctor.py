@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlparse
 
 import pytest
@@ -18,7 +17,7 @@ from core import storage
 from core.configs import ConfigError
 from pipelines import preflight
 from pipelines.cli import main
-from tests.support.json_api import serve_json
+from tests.support.json_api import serve, serve_json
 
 CONDITIONS = ("if-none-match", "if-match")
 
@@ -49,13 +48,8 @@ def ignoring_conditions(upstream: str):
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(Proxy) as url:
+        yield url
 
 
 @pytest.fixture

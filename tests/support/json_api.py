@@ -52,7 +52,14 @@ def serve_json(handle: Handle, headers: list[dict[str, str]] | None = None) -> I
         def log_message(self, *args):  # quiet: the tests assert on the fake's recorded state
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    with serve(Handler) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """``handler`` on 127.0.0.1 (a free port) in a thread until the block ends; yields its http://host:port."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     # A short poll interval: shutdown() waits for it, and every test using a fake stops one.
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     try:

@@ -496,8 +496,13 @@ class RecordingAiplatform:
 def test_vertex_job_settings_and_cancel(monkeypatch, fail_with):
     import sys
 
+    import google.cloud
+
     fake = RecordingAiplatform(fail_with)
+    # Both ways `from google.cloud import aiplatform` finds it: once the real SDK is imported (test_vertex.py), the
+    # package's attribute answers before sys.modules.
     monkeypatch.setitem(sys.modules, "google.cloud.aiplatform", fake)
+    monkeypatch.setattr(google.cloud, "aiplatform", fake, raising=False)
     config = cluster.ClusterConfig(**VERTEX, accelerator_type="NVIDIA_L4", gpus_per_node=1, project="p",
                                    vertex_tensorboard="projects/p/locations/us-central1/tensorboards/7",
                                    service_account="trainer@p.iam.gserviceaccount.com", timeout_seconds=3600)
