@@ -134,7 +134,10 @@ def _throughput(stage: str, events: int, seconds: float, data: Path, model: Path
         return {"unit": "events/s", "throughput": events / seconds}
     if stage == "train":
         summary = json.loads((model / "summary.json").read_text())
-        return {"unit": "tokens/s", "throughput": summary["tokens_per_second"], "steps": summary["steps"]}
+        validating = sum(h.get("validation_seconds", 0.0) for h in summary["history"])
+        return {"unit": "tokens/s", "throughput": summary["tokens_per_second"], "steps": summary["steps"],
+                "validation_seconds": validating, "validation_users": summary["validation"]["users"],
+                "validation_share": validating / summary["train_seconds"] if summary["train_seconds"] else None}
     return {"unit": "users/s", "throughput": json.loads((data / "stats.json").read_text())["users"] / seconds}
 
 

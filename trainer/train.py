@@ -379,13 +379,16 @@ class Trainer:
         return Window()
 
     def _record_validation(self, window: Window) -> None:
+        started = time.monotonic()
         _, metrics = evaluate_model(self.model, self.valid, self.cfg.eval_batch_size, self.device, self.bf16,
                                     item_block=self.cfg.eval_item_block, ddp=self.ddp)
         if not self.ddp.is_main:
             return
         p = self.progress
         recall, ndcg = metrics["recall@10"], metrics["ndcg@10"]
+        # validation_seconds: what this validation cost, against the training segment before it (wall_seconds).
         p.history.append({"step": p.step, "wall_seconds": round(p.train_seconds, 3),
+                          "validation_seconds": round(time.monotonic() - started, 3),
                           "train_loss": window.mean("loss"), "penalty": window.mean("penalty"),
                           "lr": p.last_lr, "valid_recall@10": recall, "valid_ndcg@10": ndcg,
                           "user_norm_mean": metrics["user_norm_mean"]})

@@ -28,7 +28,9 @@ def test_two_tiny_sizes_through_every_stage(tmp_path):
             assert result["seconds"] > 0 and result["throughput"] > 0
             # A Python process with Beam or torch imported holds well over 50 MB: the tree was measured.
             assert result["peak_rss_bytes"] > 50e6
-        assert row["stages"]["train"]["steps"] == 2
+        train = row["stages"]["train"]
+        assert train["steps"] == 2 and train["validation_users"] > 0  # validated once, at the end
+        assert 0 < train["validation_share"] < 1 and train["validation_seconds"] > 0
     table = (tmp_path / "scale.md").read_text()
     assert table.count("\n") == 4 and "| 6,000 |" in table
     assert (tmp_path / "scale.png").stat().st_size > 0

@@ -75,8 +75,9 @@ def test_run_writes_the_model_artifact_directory(finished, tiny_data, kit):
     assert summary["tokens_per_second"] > 0 and summary["params"] == InterestModel(kit.TINY_MODEL, 40).num_parameters()
     assert [h["step"] for h in summary["history"]] == [4, 8, 12, 14]  # every 4 steps and at the end
     for point in summary["history"]:
-        assert set(point) == {"step", "wall_seconds", "train_loss", "penalty", "lr", "valid_recall@10",
-                              "valid_ndcg@10", "user_norm_mean"}
+        assert set(point) == {"step", "wall_seconds", "validation_seconds", "train_loss", "penalty", "lr",
+                              "valid_recall@10", "valid_ndcg@10", "user_norm_mean"}
+        assert point["validation_seconds"] >= 0.0
     best = max(summary["history"], key=lambda h: h["valid_recall@10"])
     assert summary["best"] == {"step": best["step"], "valid_recall@10": best["valid_recall@10"],
                                "valid_ndcg@10": best["valid_ndcg@10"]}
