@@ -16,14 +16,7 @@ import pytest
 
 from pipelines.cli import main
 from pipelines.local_runner import link_tensorboard_logs, tensorboard_command, tensorboard_runs
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.processes import free_port
 
 
 def write_scalars(log_dir: Path, scale: float) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from core.configs import ConfigError, from_dict
 from tests.support.json_api import RESET, serve_json
+from tests.support.processes import free_port
 from trainer import launch as cluster
 from trainer.job import TrainJob, overrides_from
 
@@ -532,14 +533,6 @@ def test_a_task_given_gpus_without_cuda_fails_at_once(tmp_path, monkeypatch):
         cluster.train_on(cluster.ClusterConfig(), job, str(tmp_path / "m"), local_gpus=1)
     assert not (tmp_path / "m").exists()
     cluster.check_accelerators(0)  # no GPUs asked for: nothing to check
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
